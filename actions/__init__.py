@@ -1,0 +1,1 @@
+"""Ultrabase Doctor action API: safe restart, repair, config edits and backups."""
