@@ -1,0 +1,275 @@
+"""The YAML configuration: its schema, defaults, environment overrides and validation."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from exporter.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/ultrabase-doctor/config.yaml")
+CONFIG_PATH_ENV = "ULTRABASE_DOCTOR_CONFIG"
+
+# Secrets may live in the environment instead of the file; the variable wins.
+SECRET_ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
+    "ULTRABASE_DOCTOR_MANAGER_JWT_SECRET": ("api", "manager_jwt", "secret"),
+    "ULTRABASE_DOCTOR_ALERTMANAGER_PASSWORD": ("alertmanager", "password"),
+}
+
+INSTANCE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    """Base of every config section: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UltrabaseConfig(_Section):
+    """Where the Ultrabase manager keeps its registry and instance files."""
+
+    registry: Path | None = None
+    core_dir: Path | None = None
+    users_file: Path | None = None
+
+
+class StaticInstance(_Section):
+    """An instance named in the config instead of discovered."""
+
+    id: str
+    name: str | None = None
+    owner: str | None = None
+    compose_project: str | None = None
+    gateway_url: str | None = None
+    db_port: Port | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not INSTANCE_ID_PATTERN.match(value):
+            raise ValueError("must match ^[a-z0-9][a-z0-9_-]{0,62}$")
+        return value
+
+
+class DiscoveryConfig(_Section):
+    """Which discovery sources are on."""
+
+    sources: tuple[Literal["ultrabase", "compose", "static"], ...] = ("ultrabase", "compose")
+    static: tuple[StaticInstance, ...] = ()
+
+
+class DockerConfig(_Section):
+    """How to reach the Docker engine and compose."""
+
+    base_url: str = "unix:///var/run/docker.sock"
+    timeout_seconds: Seconds = 5.0
+    # None: find `docker compose` or `docker-compose` on PATH.
+    compose_command: tuple[str, ...] | None = None
+
+
+class Thresholds(_Section):
+    """Limits above or below which a check raises an issue."""
+
+    disk_low_free_percent: Annotated[float, Field(ge=0, le=100)] = 15.0
+    disk_critical_free_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
+    db_connections_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+    jwt_expiry_warning_days: Annotated[int, Field(ge=0, le=3650)] = 30
+    endpoint_slow_seconds: Seconds = 2.0
+    logs_oversized_bytes: Annotated[int, Field(gt=0)] = 512 * 1024 * 1024
+    log_error_spike: Annotated[int, Field(gt=0)] = 20
+
+
+class DiagnosticsConfig(_Section):
+    """How diagnostics run, are cached and are limited."""
+
+    timeout_seconds: Seconds = 5.0
+    cache_ttl_seconds: Seconds = 300.0
+    rate_limit_seconds: Annotated[float, Field(ge=0, le=86400)] = 120.0
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    # The synthetic user test writes to GoTrue's audit log; scheduled sweeps run it at most
+    # this often per instance (on-demand runs always include it).
+    synthetic_user_interval_seconds: Annotated[float, Field(ge=0)] = 3600.0
+    log_window_seconds: Seconds = 900.0
+    log_max_lines: Annotated[int, Field(ge=10, le=100_000)] = 1000
+    thresholds: Thresholds = Thresholds()
+
+
+class ScheduleConfig(_Section):
+    """The global sweep."""
+
+    enabled: bool = True
+    sweep_interval_seconds: Annotated[float, Field(ge=10, le=86400)] = 300.0
+
+
+class StoreConfig(_Section):
+    """The SQLite store shared by the exporter and the action API."""
+
+    path: Path = Path("/var/lib/ultrabase-doctor/store.sqlite3")
+    history_limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+
+class TokenConfig(_Section):
+    """An API token, kept only as its SHA-256."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    role: Literal["viewer", "operator", "admin"]
+    instances: tuple[str, ...] = ("*",)
+
+
+class ManagerJwtConfig(_Section):
+    """Acceptance of the Ultrabase manager's own HS256 JWTs."""
+
+    secret: SecretStr | None = None
+    users_file: Path | None = None
+
+
+class ApiConfig(_Section):
+    """Access control shared by both HTTP services."""
+
+    tokens: tuple[TokenConfig, ...] = ()
+    manager_jwt: ManagerJwtConfig | None = None
+    protect_metrics: bool = False
+
+
+class ListenConfig(_Section):
+    """Where one HTTP service listens."""
+
+    host: str = "127.0.0.1"
+    port: Port
+
+
+class AlertmanagerConfig(_Section):
+    """Where silences are created during planned operations."""
+
+    url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class Config(_Section):
+    """The whole configuration."""
+
+    ultrabase: UltrabaseConfig = UltrabaseConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
+    docker: DockerConfig = DockerConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    store: StoreConfig = StoreConfig()
+    api: ApiConfig = ApiConfig()
+    exporter: ListenConfig = ListenConfig(port=9646)
+    actions: ListenConfig = ListenConfig(port=9647)
+    alertmanager: AlertmanagerConfig = AlertmanagerConfig()
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None,
+                        environ: Mapping[str, str] = os.environ) -> Path:
+    """The config path: the argument, else $ULTRABASE_DOCTOR_CONFIG, else the default."""
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_PATH_ENV):
+        return Path(environ[CONFIG_PATH_ENV])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | os.PathLike[str],
+                environ: Mapping[str, str] = os.environ) -> Config:
+    """Read, override from the environment and validate; every problem reported at once."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read config file {path}: not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return parse_config(raw, environ=environ, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] = os.environ,
+                 source: str = "<config>") -> Config:
+    """Validate a config mapping (after environment overrides)."""
+    data = _apply_env_overrides(raw, environ)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = tuple(_describe(err) for err in exc.errors())
+        raise ConfigError(f"invalid config in {source}:", problems) from None
+    _check_consistency(config, source)
+    return config
+
+
+def _apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = _deep_copy(raw)
+    for variable, keys in SECRET_ENV_OVERRIDES.items():
+        value = environ.get(variable)
+        if not value:
+            continue
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    path = ""
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown key"
+    if error["type"] == "missing":
+        return f"{path}: required key missing"
+    # Never echo the input: it may be a secret.
+    return f"{path}: {error['msg']}"
+
+
+def _check_consistency(config: Config, source: str) -> None:
+    problems: list[str] = []
+    thresholds = config.diagnostics.thresholds
+    if thresholds.disk_critical_free_percent > thresholds.disk_low_free_percent:
+        problems.append("diagnostics.thresholds.disk_critical_free_percent: must not exceed "
+                        "disk_low_free_percent")
+    names = [t.name for t in config.api.tokens]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"api.tokens: name {name!r} is used more than once")
+    for i, token in enumerate(config.api.tokens):
+        for scope in token.instances:
+            if scope != "*" and not INSTANCE_ID_PATTERN.match(scope):
+                problems.append(f"api.tokens[{i}].instances: {scope!r} is not an instance id")
+    if "static" in config.discovery.sources and not config.discovery.static:
+        problems.append("discovery.static: the static source is on but lists no instance")
+    if "ultrabase" in config.discovery.sources and config.ultrabase.registry is None:
+        problems.append("ultrabase.registry: required when the ultrabase source is on")
+    if problems:
+        raise ConfigError(f"invalid config in {source}:", tuple(problems))

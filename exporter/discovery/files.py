@@ -1,0 +1,238 @@
+"""Reading an instance's rendered files: env file, compose file and kong.yml."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from dotenv import dotenv_values
+
+# Credential fields, as read from each service's environment.
+_SERVICE_ENV_FIELDS: Mapping[str, Mapping[str, str]] = {
+    "auth": {"GOTRUE_JWT_SECRET": "jwt_secret", "GOTRUE_DB_DATABASE_URL": "postgres_password"},
+    "rest": {"PGRST_JWT_SECRET": "jwt_secret", "PGRST_DB_URI": "postgres_password"},
+    "kong": {"SUPABASE_ANON_KEY": "anon_key", "SUPABASE_SERVICE_KEY": "service_role_key",
+             "DASHBOARD_USERNAME": "dashboard_username",
+             "DASHBOARD_PASSWORD": "dashboard_password"},
+    "db": {"POSTGRES_PASSWORD": "postgres_password", "JWT_SECRET": "jwt_secret"},
+}
+# Components whose runtime env discovery reads (inspect), because they carry credentials.
+CREDENTIAL_COMPONENTS: tuple[str, ...] = tuple(_SERVICE_ENV_FIELDS)
+
+_ENV_FILE_FIELDS: Mapping[str, str] = {
+    "POSTGRES_PASSWORD": "postgres_password", "JWT_SECRET": "jwt_secret",
+    "ANON_KEY": "anon_key", "SERVICE_ROLE_KEY": "service_role_key",
+    "DASHBOARD_USERNAME": "dashboard_username", "DASHBOARD_PASSWORD": "dashboard_password",
+}
+_VAR = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+
+
+class FileReadError(Exception):
+    """A file could not be read or parsed; the message names the reason, never content."""
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileReadError("missing") from None
+    except OSError as exc:
+        raise FileReadError(exc.strerror or type(exc).__name__) from None
+    except UnicodeDecodeError:
+        raise FileReadError("not UTF-8 text") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    text = _read_text(path)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise FileReadError("not valid YAML" + (f" (line {mark.line + 1})" if mark else "")
+                            ) from None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE pairs as compose reads them, without interpolation."""
+    text = _read_text(path)
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {k: v or "" for k, v in values.items()}
+
+
+def env_file_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """Credential fields named by an env file."""
+    return {fld: env[key] for key, fld in _ENV_FILE_FIELDS.items() if env.get(key)}
+
+
+def service_env_credentials(service: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Credential fields as one service's environment configures them."""
+    found: dict[str, str] = {}
+    for key, fld in _SERVICE_ENV_FIELDS.get(service, {}).items():
+        value = env.get(key)
+        if not value:
+            continue
+        if key.endswith(("_URL", "_URI")):
+            password = urlsplit(value).password
+            if password:
+                found[fld] = password
+        else:
+            found[fld] = value
+    return found
+
+
+@dataclass(frozen=True, repr=False)
+class ComposeFacts:
+    """What a rendered compose file says about its services."""
+
+    project: str | None
+    env: Mapping[str, Mapping[str, str]]  # service -> environment
+    container_names: Mapping[str, str]
+    # service -> [(host_ip, host_port, container_port)]
+    ports: Mapping[str, tuple[tuple[str, int, int], ...]]
+    binds: Mapping[str, tuple[tuple[Path, str], ...]]  # service -> [(host path, target)]
+    services: tuple[str, ...] = field(default_factory=tuple)
+
+
+def read_compose_file(path: Path) -> ComposeFacts:
+    """Parse a rendered compose file (values literal, as the manager renders them)."""
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
+        raise FileReadError("has no services mapping")
+    base = path.parent
+    env: dict[str, dict[str, str]] = {}
+    names: dict[str, str] = {}
+    ports: dict[str, tuple[tuple[str, int, int], ...]] = {}
+    binds: dict[str, tuple[tuple[Path, str], ...]] = {}
+    for service, spec in data["services"].items():
+        if not isinstance(spec, dict):
+            continue
+        env[service] = _environment(spec.get("environment"))
+        if isinstance(spec.get("container_name"), str):
+            names[service] = spec["container_name"]
+        ports[service] = tuple(p for p in (_port(x) for x in spec.get("ports") or []) if p)
+        binds[service] = tuple(b for b in (_bind(x, base) for x in spec.get("volumes") or [])
+                               if b)
+    project = data.get("name") if isinstance(data.get("name"), str) else None
+    return ComposeFacts(project=project, env=env, container_names=names, ports=ports,
+                        binds=binds, services=tuple(data["services"]))
+
+
+def _environment(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    if isinstance(value, list):
+        out: dict[str, str] = {}
+        for item in value:
+            key, _, val = str(item).partition("=")
+            out[key] = val
+        return out
+    return {}
+
+
+def _port(value: Any) -> tuple[str, int, int] | None:
+    if isinstance(value, dict):
+        try:
+            return (str(value.get("host_ip", "")), int(value["published"]),
+                    int(value["target"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+    parts = str(value).split("/")[0].split(":")
+    try:
+        if len(parts) == 3:
+            return parts[0], int(parts[1]), int(parts[2])
+        if len(parts) == 2:
+            return "", int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    return None
+
+
+def _bind(value: Any, base: Path) -> tuple[Path, str] | None:
+    if isinstance(value, dict):
+        if value.get("type") != "bind":
+            return None
+        source, target = str(value.get("source", "")), str(value.get("target", ""))
+    else:
+        parts = str(value).split(":")
+        if len(parts) < 2:
+            return None
+        source, target = parts[0], parts[1]
+    if not source.startswith((".", "/")):
+        return None  # a named volume
+    path = Path(source) if source.startswith("/") else (base / source)
+    return path, target
+
+
+@dataclass(frozen=True, repr=False)
+class KongFacts:
+    """Consumer keys and dashboard credentials from a kong.yml."""
+
+    keys: Mapping[str, str]  # consumer username -> key
+    dashboard_username: str | None
+    dashboard_password: str | None
+    routes: tuple[tuple[str, str], ...]  # (service name, path)
+    duplicate_services: tuple[str, ...]
+
+
+def read_kong_file(path: Path, env: Mapping[str, str] | None = None) -> KongFacts:
+    """Parse kong.yml, resolving bare $VARS from kong's env as its entrypoint does."""
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise FileReadError("is not a mapping")
+    env = env or {}
+
+    def value(raw: Any) -> str | None:
+        if raw is None:
+            return None
+        text = str(raw)
+        match = _VAR.match(text)
+        return env.get(match.group(1)) if match else text
+
+    keys: dict[str, str] = {}
+    for consumer in data.get("consumers") or []:
+        if not isinstance(consumer, dict):
+            continue
+        for cred in consumer.get("keyauth_credentials") or []:
+            key = value(cred.get("key")) if isinstance(cred, dict) else None
+            if key and consumer.get("username"):
+                keys[str(consumer["username"])] = key
+    user = password = None
+    for cred in data.get("basicauth_credentials") or []:
+        if isinstance(cred, dict):
+            user, password = value(cred.get("username")), value(cred.get("password"))
+            break
+    routes: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    for service in data.get("services") or []:
+        if not isinstance(service, dict):
+            continue
+        name = str(service.get("name", ""))
+        if name in seen:
+            duplicates.append(name)
+        seen.add(name)
+        for route in service.get("routes") or []:
+            for p in (route.get("paths") or []) if isinstance(route, dict) else []:
+                routes.append((name, str(p)))
+    return KongFacts(keys=keys, dashboard_username=user, dashboard_password=password,
+                     routes=tuple(routes), duplicate_services=tuple(duplicates))
+
+
+def kong_credentials(facts: KongFacts) -> dict[str, str]:
+    """Credential fields as kong.yml holds them."""
+    found: dict[str, str] = {}
+    if facts.keys.get("anon"):
+        found["anon_key"] = facts.keys["anon"]
+    if facts.keys.get("service_role"):
+        found["service_role_key"] = facts.keys["service_role"]
+    if facts.dashboard_username:
+        found["dashboard_username"] = facts.dashboard_username
+    if facts.dashboard_password:
+        found["dashboard_password"] = facts.dashboard_password
+    return found

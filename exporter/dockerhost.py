@@ -1,0 +1,218 @@
+"""Read access to the Docker engine: one listing call per sweep, typed container models."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from exporter.errors import DockerUnavailableError
+
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+COMPOSE_DEPENDS_ON = "com.docker.compose.depends_on"
+COMPOSE_WORKING_DIR = "com.docker.compose.project.working_dir"
+COMPOSE_CONFIG_FILES = "com.docker.compose.project.config_files"
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A container port published on the host."""
+
+    container_port: int
+    protocol: str
+    host_ip: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount or volume of a container."""
+
+    type: str
+    source: str
+    destination: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ContainerSummary:
+    """What the container listing says about one container (no inspect needed)."""
+
+    id: str
+    name: str
+    image: str
+    state: str  # created, running, paused, restarting, removing, exited, dead
+    status: str  # Docker's human text, e.g. "Up 3 minutes (healthy)"
+    created: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[PublishedPort, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    networks: tuple[str, ...] = ()
+
+    @property
+    def health(self) -> str | None:
+        """healthy, unhealthy or starting when a healthcheck exists, else None."""
+        for word in ("unhealthy", "healthy", "health: starting"):
+            if f"({word})" in self.status:
+                return "starting" if word == "health: starting" else word
+        return None
+
+    @property
+    def compose_project(self) -> str | None:
+        """The compose project label, if any."""
+        return self.labels.get(COMPOSE_PROJECT)
+
+    @property
+    def compose_service(self) -> str | None:
+        """The compose service label, if any."""
+        return self.labels.get(COMPOSE_SERVICE)
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Compose services this one depends on, from compose v2's label."""
+        raw = self.labels.get(COMPOSE_DEPENDS_ON, "")
+        return tuple(part.split(":", 1)[0] for part in raw.split(",") if part)
+
+
+@dataclass(frozen=True)
+class ContainerDetails:
+    """What only `docker inspect` tells: the config in force and the restart history."""
+
+    id: str
+    env: Mapping[str, str]
+    restart_count: int
+    exit_code: int | None
+    oom_killed: bool
+    error: str
+    started_at: str
+    finished_at: str
+    health_log: tuple[str, ...] = ()
+
+
+def _summary(raw: Mapping[str, Any]) -> ContainerSummary:
+    names = raw.get("Names") or ["/" + raw.get("Id", "")[:12]]
+    ports = tuple(
+        PublishedPort(p["PrivatePort"], p.get("Type", "tcp"), p.get("IP", ""), p["PublicPort"])
+        for p in raw.get("Ports") or [] if p.get("PublicPort")
+    )
+    mounts = tuple(
+        Mount(m.get("Type", ""), m.get("Source", ""), m.get("Destination", ""),
+              not m.get("RW", True))
+        for m in raw.get("Mounts") or []
+    )
+    networks = tuple(((raw.get("NetworkSettings") or {}).get("Networks") or {}).keys())
+    return ContainerSummary(
+        id=raw["Id"], name=names[0].lstrip("/"), image=raw.get("Image", ""),
+        state=raw.get("State", ""), status=raw.get("Status", ""),
+        created=int(raw.get("Created", 0)), labels=dict(raw.get("Labels") or {}),
+        ports=ports, mounts=mounts, networks=networks,
+    )
+
+
+def _details(raw: Mapping[str, Any]) -> ContainerDetails:
+    state = raw.get("State") or {}
+    env: dict[str, str] = {}
+    for item in (raw.get("Config") or {}).get("Env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    health = state.get("Health") or {}
+    log = tuple(str(entry.get("Output", "")).strip()[-500:] for entry in health.get("Log") or [])
+    return ContainerDetails(
+        id=raw["Id"], env=env, restart_count=int(raw.get("RestartCount", 0)),
+        exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
+        error=state.get("Error", ""), started_at=state.get("StartedAt", ""),
+        finished_at=state.get("FinishedAt", ""), health_log=log,
+    )
+
+
+class DockerHost:
+    """The tool's one way to read the Docker engine, with a timeout on every call."""
+
+    def __init__(self, base_url: str, timeout: float = 5.0,
+                 client: docker.DockerClient | None = None) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client = client
+        self._lock = threading.Lock()
+        # A container's env cannot change without recreating it (new id), so inspect
+        # results for config are cached by id; state is always read fresh.
+        self._env_cache: dict[str, Mapping[str, str]] = {}
+        self.api_calls = 0
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The docker-py client, created on first use."""
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = docker.DockerClient(base_url=self._base_url,
+                                                       timeout=int(max(1, self._timeout)))
+                except docker.errors.DockerException as exc:
+                    raise DockerUnavailableError(f"cannot reach Docker at {self._base_url}: "
+                                                 f"{_reason(exc)}") from None
+            return self._client
+
+    def _count(self) -> None:
+        with self._lock:
+            self.api_calls += 1
+
+    def ping(self) -> bool:
+        """True when the engine answers."""
+        try:
+            self._count()
+            return bool(self.client.api.ping())
+        except (DockerUnavailableError, docker.errors.DockerException,
+                requests.exceptions.RequestException):
+            return False
+
+    def list_containers(self) -> list[ContainerSummary]:
+        """Every container on the host, in one API call."""
+        try:
+            self._count()
+            raw = self.client.api.containers(all=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailableError(f"cannot list containers at {self._base_url}: "
+                                         f"{_reason(exc)}") from None
+        return [_summary(item) for item in raw]
+
+    def inspect(self, container_id: str) -> ContainerDetails | None:
+        """Inspect one container; None when it vanished meanwhile."""
+        try:
+            self._count()
+            raw = self.client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailableError(f"cannot inspect container {container_id[:12]}: "
+                                         f"{_reason(exc)}") from None
+        details = _details(raw)
+        with self._lock:
+            self._env_cache[container_id] = details.env
+        return details
+
+    def env(self, container_id: str) -> Mapping[str, str] | None:
+        """The container's environment, inspecting only containers not seen before."""
+        with self._lock:
+            cached = self._env_cache.get(container_id)
+        if cached is not None:
+            return cached
+        details = self.inspect(container_id)
+        return details.env if details else None
+
+    def forget(self, live_ids: set[str]) -> None:
+        """Drop cached env of containers that no longer exist."""
+        with self._lock:
+            for cid in set(self._env_cache) - live_ids:
+                del self._env_cache[cid]
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    # docker-py wraps connection errors verbosely; the first line carries the reason.
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -1,0 +1,218 @@
+"""Issue codes (stable API), their default severity, hint and repair, and the Issue type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITY_RANK: Mapping[str, int] = {"critical": 2, "warning": 1, "info": 0}
+
+
+@dataclass(frozen=True)
+class IssueSpec:
+    """What the tool knows about one issue code before any evidence."""
+
+    severity: Severity
+    summary: str
+    hint: str
+    repair: str | None = None
+
+
+# The catalogue is public contract: codes are never renamed or reused.
+CATALOGUE: Mapping[str, IssueSpec] = {
+    # discovery
+    "INSTANCE_RECORD_INVALID": IssueSpec(
+        "warning", "The registry record of this instance is malformed",
+        "Fix the record in the Ultrabase registry (instances.json); the instance's other "
+        "sources were still read."),
+    "INSTANCE_FILES_MISSING": IssueSpec(
+        "critical", "An instance file (env, compose or kong.yml) is missing or unreadable",
+        "Restore the file from a backup (ultrabase-doctor backups) or re-render it with the "
+        "manager; without it the instance cannot be recreated."),
+    "CONFIG_DRIFT": IssueSpec(
+        "warning", "Registry, files and running containers disagree",
+        "The running containers use different values than the files on disk; the next "
+        "recreation will change behaviour. Decide which is right and align the files.",
+        "sync_config"),
+    "DOCKER_UNREACHABLE": IssueSpec(
+        "critical", "The Docker engine cannot be reached",
+        "Check that dockerd runs and that the socket or endpoint in docker.base_url is "
+        "readable by this process."),
+    # container_status
+    "CONTAINER_MISSING": IssueSpec(
+        "critical", "An expected container does not exist",
+        "Recreate it with compose (up -d --no-deps SERVICE); data in bind mounts is kept.",
+        "recreate_container"),
+    "CONTAINER_NOT_RUNNING": IssueSpec(
+        "critical", "A container exists but is not running",
+        "Start it; if it exits again, read its logs (diagnostic-logs) for the reason.",
+        "start_container"),
+    "CONTAINER_UNHEALTHY": IssueSpec(
+        "warning", "Docker reports the container's healthcheck as failing",
+        "Read the healthcheck output in the evidence and the component's logs; a restart "
+        "helps only when the cause is inside the container.", "restart_component"),
+    "CONTAINER_CRASH_LOOP": IssueSpec(
+        "critical", "The container keeps restarting",
+        "Its last log lines give the reason; fix that first (a restart will not).",
+        "restart_component"),
+    "CONTAINER_OOM_KILLED": IssueSpec(
+        "warning", "The container was killed for running out of memory",
+        "Raise its memory limit or find what grew; check the host's free memory."),
+    # service_health
+    "COMPONENT_UNHEALTHY": IssueSpec(
+        "warning", "The component answers its health probe with an error",
+        "Read the component's logs; restart it if the cause is transient.",
+        "restart_component"),
+    "COMPONENT_UNREACHABLE": IssueSpec(
+        "critical", "The component does not answer its health probe",
+        "The process may hang or not listen; check the container state and logs.",
+        "restart_component"),
+    # database_connection
+    "DB_UNREACHABLE": IssueSpec(
+        "critical", "The database does not accept connections",
+        "Check the db container and its logs; auth, rest, storage and realtime depend on it.",
+        "start_container"),
+    "DB_AUTH_FAILED": IssueSpec(
+        "critical", "The database rejects the configured superuser password",
+        "The data directory was probably initialised with another password; set it back "
+        "with ALTER ROLE or update the instance's configured password."),
+    "DB_ROLE_PASSWORD_MISMATCH": IssueSpec(
+        "critical", "A Supabase service role cannot log in with the password its service uses",
+        "Sync the role passwords to the configured one (repair sync_db_role_passwords), "
+        "then restart the services that use them.", "sync_db_role_passwords"),
+    "DB_CONNECTIONS_HIGH": IssueSpec(
+        "warning", "The database is close to max_connections",
+        "Find the client holding connections (pg_stat_activity) or use the pooler."),
+    "DB_SCHEMA_MISSING": IssueSpec(
+        "critical", "A schema Supabase needs (auth) is missing",
+        "GoTrue creates its schema at start; check auth's logs for migration errors."),
+    # api_endpoints
+    "GATEWAY_UNREACHABLE": IssueSpec(
+        "critical", "The API gateway (Kong) does not answer on its published port",
+        "Check the kong container and that the port is published on the host.",
+        "start_container"),
+    "GATEWAY_KEY_REJECTED": IssueSpec(
+        "critical", "Kong rejects the instance's own API key",
+        "kong.yml's consumer keys differ from the keys clients use; align kong.yml with the "
+        "env file and restart kong.", "sync_gateway_keys"),
+    "GATEWAY_UPSTREAM_ERROR": IssueSpec(
+        "critical", "Kong cannot reach the service behind a route",
+        "The upstream container is down, hangs or is not resolvable in the compose network.",
+        "restart_component"),
+    "ENDPOINT_SLOW": IssueSpec(
+        "warning", "An endpoint answers slower than the configured threshold",
+        "Look at the component's load and its database."),
+    # auth_service
+    "AUTH_UNHEALTHY": IssueSpec(
+        "critical", "GoTrue does not report healthy",
+        "Read auth's logs; a DB login failure or a bad JWT setting stops it at start.",
+        "restart_component"),
+    "AUTH_USER_CREATE_FAILED": IssueSpec(
+        "critical", "Creating a user through the gateway fails (Studio: 'Failed to create user')",
+        "Follow the root cause: gateway, key, JWT secret or auth's database."),
+    "AUTH_DB_CONNECTION_FAILED": IssueSpec(
+        "critical", "GoTrue's own database DSN cannot log in",
+        "Compare supabase_auth_admin's password with GOTRUE_DB_DATABASE_URL.",
+        "sync_db_role_passwords"),
+    "JWT_SECRET_MISMATCH": IssueSpec(
+        "critical", "An API key is not signed with the JWT secret auth uses",
+        "Regenerate the anon and service keys from the instance's JWT secret "
+        "(repair regenerate_jwt_keys, needs confirm) and update client apps.",
+        "regenerate_jwt_keys"),
+    "JWT_KEY_EXPIRED": IssueSpec(
+        "critical", "An API key has expired",
+        "Regenerate the keys (repair regenerate_jwt_keys, needs confirm) and update client "
+        "apps.", "regenerate_jwt_keys"),
+    "JWT_KEY_EXPIRING": IssueSpec(
+        "warning", "An API key expires soon",
+        "Plan a key rotation (repair regenerate_jwt_keys) before it expires.",
+        "regenerate_jwt_keys"),
+    "JWT_SECRET_WEAK": IssueSpec(
+        "warning", "The JWT secret is shorter than 32 characters",
+        "Use a random secret of at least 32 characters, then regenerate the keys."),
+    # disk_usage
+    "DISK_SPACE_LOW": IssueSpec(
+        "warning", "Free space on the instance's filesystem is low",
+        "Free space or grow the filesystem; Postgres stops writing when it is full."),
+    "DISK_SPACE_CRITICAL": IssueSpec(
+        "critical", "Free space on the instance's filesystem is critically low",
+        "Free space now; Postgres will refuse writes when the disk is full."),
+    "VOLUME_MISSING": IssueSpec(
+        "critical", "A bind-mounted volume directory is missing on the host",
+        "Restore the directory from a backup; do not recreate the container before that, "
+        "or it will start with an empty directory."),
+    "LOGS_OVERSIZED": IssueSpec(
+        "warning", "Container log files are very large",
+        "Configure Docker log rotation (max-size, max-file)."),
+    # network_connectivity
+    "PORT_NOT_LISTENING": IssueSpec(
+        "critical", "A published port does not accept connections on 127.0.0.1",
+        "Check that the container runs and publishes the port on IPv4 as well as IPv6.",
+        "start_container"),
+    "PORT_CONFLICT": IssueSpec(
+        "critical", "A port this instance publishes is held by another process or instance",
+        "Stop the other holder or change this instance's port; then start the container."),
+    "NETWORK_MISSING": IssueSpec(
+        "critical", "The compose network is missing or a container is not attached",
+        "Recreate the affected services with compose.", "recreate_container"),
+    "INTERNAL_LINK_DOWN": IssueSpec(
+        "critical", "A service cannot reach another inside the compose network",
+        "Check DNS names and that the target container runs and listens."),
+    # logs
+    "LOG_ERROR_SPIKE": IssueSpec(
+        "warning", "A component logged many errors recently",
+        "Read them with diagnostic-logs?level=error."),
+}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding: a stable code, where it is, and why the tool believes it."""
+
+    code: str
+    severity: Severity
+    component: str | None
+    check: str
+    message: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    hint: str = ""
+    repair: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The issue in the public JSON shape."""
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "component": self.component,
+            "check": self.check,
+            "message": self.message,
+            "evidence": dict(self.evidence),
+            "hint": self.hint,
+            "repair": self.repair,
+        }
+
+
+def make_issue(
+    code: str,
+    *,
+    check: str,
+    message: str,
+    component: str | None = None,
+    evidence: Mapping[str, Any] | None = None,
+    severity: Severity | None = None,
+    repair: str | Literal[False] | None = False,
+) -> Issue:
+    """An Issue with severity, hint and repair filled from the catalogue."""
+    spec = CATALOGUE[code]
+    return Issue(
+        code=code,
+        severity=severity or spec.severity,
+        component=component,
+        check=check,
+        message=message,
+        evidence=dict(evidence or {}),
+        hint=spec.hint,
+        repair=spec.repair if repair is False else repair,
+    )
