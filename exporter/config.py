@@ -218,7 +218,8 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] = os.envi
 
 
 def _apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    data: dict[str, Any] = _deep_copy(raw)
+    # A section whose keys are all commented out parses as None: it means "defaults".
+    data: dict[str, Any] = {k: _deep_copy(v) for k, v in raw.items() if v is not None}
     for variable, keys in SECRET_ENV_OVERRIDES.items():
         value = environ.get(variable)
         if not value:

@@ -1,0 +1,230 @@
+"""Discovery on the real reference templates, joined with container data given as plain data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from exporter.config import Config, parse_config
+from exporter.discovery import COMPONENTS, discover
+from exporter.discovery.files import read_compose_file, read_kong_file
+from exporter.discovery.model import ultrabase_container_name
+from exporter.dockerhost import (
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    ContainerDetails,
+    ContainerSummary,
+    DockerHost,
+    PublishedPort,
+)
+from exporter.errors import DockerUnavailableError, RegistryError
+from tests.unit.layout import (
+    DATA,
+    instance_values,
+    registry_record,
+    write_instance,
+    write_registry,
+)
+
+
+class PlainDocker(DockerHost):
+    """A DockerHost answering from plain data: for unit tests of the joining logic only."""
+
+    def __init__(self, containers: list[ContainerSummary],
+                 envs: Mapping[str, Mapping[str, str]] | None = None,
+                 down: bool = False) -> None:
+        super().__init__("unix:///nonexistent")
+        self.containers, self.envs, self.down = containers, dict(envs or {}), down
+        self.inspected: list[str] = []
+
+    def list_containers(self) -> list[ContainerSummary]:
+        self.api_calls += 1
+        if self.down:
+            raise DockerUnavailableError("cannot list containers: connection refused")
+        return list(self.containers)
+
+    def inspect(self, container_id: str) -> ContainerDetails | None:
+        self.api_calls += 1
+        self.inspected.append(container_id)
+        env = self.envs.get(container_id, {})
+        self._env_cache[container_id] = env
+        return ContainerDetails(container_id, env, 0, 0, False, "", "", "")
+
+
+def containers_for(iid: str, project: str | None = None, image: str = "local/x",
+                   kong_port: int = 8100, db_port: int = 5433) -> list[ContainerSummary]:
+    out = []
+    for comp in COMPONENTS:
+        ports: tuple[PublishedPort, ...] = ()
+        if comp == "kong":
+            ports = (PublishedPort(8000, "tcp", "127.0.0.1", kong_port),)
+        if comp == "db":
+            ports = (PublishedPort(5432, "tcp", "127.0.0.1", db_port),)
+        out.append(ContainerSummary(
+            id=f"{iid}-{comp}", name=ultrabase_container_name(comp, iid),
+            image="supabase/gotrue:v2" if comp == "auth" else image, state="running",
+            status="Up 1 minute (healthy)", created=0,
+            labels={COMPOSE_PROJECT: project or f"supabase-{iid}", COMPOSE_SERVICE: comp},
+            ports=ports))
+    return out
+
+
+def runtime_envs(iid: str, values: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    pw = values["POSTGRES_PASSWORD"]
+    return {
+        f"{iid}-auth": {"GOTRUE_JWT_SECRET": values["JWT_SECRET"],
+                        "GOTRUE_DB_DATABASE_URL": f"postgres://supabase_auth_admin:{pw}@db:5432/x"},
+        f"{iid}-db": {"POSTGRES_PASSWORD": pw, "JWT_SECRET": values["JWT_SECRET"]},
+        f"{iid}-kong": {"SUPABASE_ANON_KEY": values["ANON_KEY"],
+                        "SUPABASE_SERVICE_KEY": values["SERVICE_ROLE_KEY"],
+                        "DASHBOARD_USERNAME": "supabase",
+                        "DASHBOARD_PASSWORD": values["DASHBOARD_PASSWORD"]},
+        f"{iid}-rest": {"PGRST_JWT_SECRET": values["JWT_SECRET"],
+                        "PGRST_DB_URI": f"postgres://authenticator:{pw}@db:5432/x"},
+    }
+
+
+Layout = tuple[Path, dict[str, dict[str, str]]]
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    core = tmp_path / "supabase-core"
+    values = {iid: instance_values(iid) for iid in ("aaaa0001", "bbbb0002")}
+    for v in values.values():
+        write_instance(core, v)
+    write_registry(tmp_path / "instances.json",
+                   {iid: registry_record(v) for iid, v in values.items()})
+    return tmp_path, values
+
+
+def config_for(root: Path, sources: tuple[str, ...] = ("ultrabase", "compose")) -> Config:
+    return parse_config({"ultrabase": {"registry": str(root / "instances.json")},
+                         "discovery": {"sources": list(sources)}}, environ={})
+
+
+def test_reference_compose_template_is_understood(layout: Layout) -> None:
+    root, values = layout
+    facts = read_compose_file(root / "supabase-core" / "docker-compose-aaaa0001.yml")
+    assert facts.project == "supabase-aaaa0001"
+    assert facts.container_names["realtime"] == "realtime-dev.supabase-realtime-aaaa0001"
+    assert facts.container_names["supavisor"] == "supabase-pooler-aaaa0001"
+    assert facts.env["auth"]["GOTRUE_JWT_SECRET"] == values["aaaa0001"]["JWT_SECRET"]
+    assert ("", 8100, 8000) in facts.ports["kong"]
+    db_binds = dict((t, s) for s, t in facts.binds["db"])
+    assert db_binds["/var/lib/postgresql/data"].name == "data"
+
+
+def test_reference_kong_yml_keys_and_duplicate_route(layout: Layout) -> None:
+    root, values = layout
+    facts = read_kong_file(root / "supabase-core" / "volumes-aaaa0001" / "api" / "kong.yml")
+    assert facts.keys["service_role"] == values["aaaa0001"]["SERVICE_ROLE_KEY"]
+    assert facts.dashboard_password == values["aaaa0001"]["DASHBOARD_PASSWORD"]
+    # The real template declares rest-v1 twice, a known real-world fault.
+    assert facts.duplicate_services == ("rest-v1",)
+    # Unrendered $VARS resolve from kong's environment, as its entrypoint does.
+    raw = read_kong_file(DATA / "kong.yml", {"DASHBOARD_PASSWORD": "from-env",
+                                            "SUPABASE_ANON_KEY": "anon-from-env"})
+    assert raw.dashboard_password == "from-env" and raw.keys["anon"] == "anon-from-env"
+
+
+def test_every_component_found_with_runtime_credentials(layout: Layout) -> None:
+    root, values = layout
+    containers = containers_for("aaaa0001") + containers_for("bbbb0002", kong_port=8200,
+                                                             db_port=5434)
+    envs = {**runtime_envs("aaaa0001", values["aaaa0001"]),
+            **runtime_envs("bbbb0002", values["bbbb0002"])}
+    # bbbb0002's auth runs with a JWT secret that differs from its files.
+    envs["bbbb0002-auth"]["GOTRUE_JWT_SECRET"] = "runtime-secret-differs-xxxxxxxxxxxxxx"
+    docker = PlainDocker(containers, envs)
+    found = discover(config_for(root), docker)
+    assert sorted(found.instances) == ["aaaa0001", "bbbb0002"]
+    a = found.instances["aaaa0001"]
+    assert all(c.running for c in a.components.values()) and len(a.components) == 13
+    assert a.endpoints.gateway_url == "http://127.0.0.1:8100"
+    assert a.endpoints.db_host == "127.0.0.1" and a.endpoints.db_port == 5433
+    assert a.credentials.sources["jwt_secret"] == "runtime:auth"
+    assert a.problems == ()
+    b = found.instances["bbbb0002"]
+    assert b.credentials.jwt_secret == "runtime-secret-differs-xxxxxxxxxxxxxx"
+    assert [p.code for p in b.problems] == ["CONFIG_DRIFT"]
+    drift = b.problems[0]
+    assert "jwt_secret" in drift.evidence["credentials"]
+    assert "runtime-secret-differs" not in str(drift.to_dict())
+    # registry says 8100 for kong_http, Docker publishes 8200
+    assert drift.evidence["ports"]["kong_http"] == {"registry": 8100, "published": 8200}
+    # The compose project of an Ultrabase instance is not listed twice by the compose source.
+    assert "supabase-aaaa0001" not in found.instances
+    # One listing plus inspects only of the four credential-carrying containers per instance.
+    assert docker.api_calls == 1 + 8
+    discover(config_for(root), docker)
+    assert docker.api_calls == 1 + 8 + 1  # env cached by container id
+
+
+def test_missing_files_and_bad_record_stay_on_their_instance(layout: Layout) -> None:
+    root, values = layout
+    (root / "supabase-core" / ".env-aaaa0001").unlink()
+    registry = {iid: registry_record(v) for iid, v in values.items()}
+    registry["bbbb0002"]["ports"] = "not an object"
+    registry["cccc0003"] = ["garbage"]
+    write_registry(root / "instances.json", registry)
+    found = discover(config_for(root), PlainDocker([]))
+    a, b, c = (found.instances[i] for i in ("aaaa0001", "bbbb0002", "cccc0003"))
+    missing = [p for p in a.problems if p.code == "INSTANCE_FILES_MISSING"]
+    assert missing and "env_file" in missing[0].evidence["files"]
+    assert any(p.code == "INSTANCE_RECORD_INVALID" for p in b.problems)
+    assert not any(p.code == "INSTANCE_FILES_MISSING" for p in b.problems)
+    assert {p.code for p in c.problems} >= {"INSTANCE_RECORD_INVALID", "INSTANCE_FILES_MISSING"}
+    assert all(comp.state == "missing" for comp in a.components.values())
+
+
+def test_docker_down_keeps_instances_with_unknown_runtime(layout: Layout) -> None:
+    root, _ = layout
+    found = discover(config_for(root), PlainDocker([], down=True))
+    assert not found.docker_ok
+    assert [p.code for p in found.problems] == ["DOCKER_UNREACHABLE"]
+    assert all(not i.runtime_known for i in found.instances.values())
+    assert found.instances["aaaa0001"].endpoints.gateway_url == "http://127.0.0.1:8100"
+
+
+def test_unreadable_registry_raises(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError):
+        discover(config_for(tmp_path), PlainDocker([]))
+
+
+def test_generic_compose_project_is_an_instance(layout: Layout) -> None:
+    root, _ = layout
+    others = containers_for("x", project="myapp", kong_port=9000)
+    unrelated = [ContainerSummary(id="web", name="web", image="nginx", state="running",
+                                  status="Up", created=0,
+                                  labels={COMPOSE_PROJECT: "blog", COMPOSE_SERVICE: "web"})]
+    found = discover(config_for(root, ("compose",)), PlainDocker(others + unrelated))
+    assert list(found.instances) == ["myapp"]
+    inst = found.instances["myapp"]
+    assert inst.source == "compose" and inst.components["auth"].running
+    assert inst.endpoints.gateway_url == "http://127.0.0.1:9000"
+
+
+def test_static_source(tmp_path: Path) -> None:
+    config = parse_config({"discovery": {"sources": ["static"], "static": [
+        {"id": "legacy", "name": "Legacy", "gateway_url": "http://127.0.0.1:8123",
+         "db_port": 6543}]}}, environ={})
+    found = discover(config, PlainDocker(containers_for("legacy", kong_port=8123)))
+    inst = found.instances["legacy"]
+    assert inst.name == "Legacy" and inst.components["db"].running
+    assert inst.endpoints.db_port == 5433  # what Docker publishes wins over the config
+
+
+def test_instance_json_and_repr_hold_no_secret(layout: Layout) -> None:
+    root, values = layout
+    v = values["aaaa0001"]
+    found = discover(config_for(root), PlainDocker(containers_for("aaaa0001"),
+                                                   runtime_envs("aaaa0001", v)))
+    inst = found.instances["aaaa0001"]
+    text = repr(inst) + repr(inst.credentials) + str(inst.to_dict())
+    for secret in (v["POSTGRES_PASSWORD"], v["JWT_SECRET"], v["SERVICE_ROLE_KEY"],
+                   v["ANON_KEY"], v["DASHBOARD_PASSWORD"]):
+        assert secret not in text
+        assert secret in inst.secrets()
