@@ -95,6 +95,14 @@ class ContainerDetails:
     health_log: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of a command run inside a container."""
+
+    exit_code: int | None
+    output: str
+
+
 def _summary(raw: Mapping[str, Any]) -> ContainerSummary:
     names = raw.get("Names") or ["/" + raw.get("Id", "")[:12]]
     ports = tuple(
@@ -204,6 +212,35 @@ class DockerHost:
             return cached
         details = self.inspect(container_id)
         return details.env if details else None
+
+    def exec(self, container_id: str, argv: list[str]) -> ExecResult:
+        """Run argv inside a running container; bounded by the client timeout."""
+        try:
+            self._count()
+            exec_id = self.client.api.exec_create(container_id, argv, stdout=True, stderr=True)
+            self._count()
+            output = self.client.api.exec_start(exec_id["Id"], demux=False)
+            self._count()
+            code = self.client.api.exec_inspect(exec_id["Id"]).get("ExitCode")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailableError(f"exec in {container_id[:12]} failed: "
+                                         f"{_reason(exc)}") from None
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        return ExecResult(code, text[-4000:])
+
+    def logs(self, container_id: str, since: float, tail: int) -> list[str]:
+        """Recent log lines (stdout and stderr, each prefixed by its RFC 3339 timestamp)."""
+        try:
+            self._count()
+            raw = self.client.api.logs(container_id, stdout=True, stderr=True,
+                                       timestamps=True, since=int(since), tail=tail)
+        except docker.errors.NotFound:
+            return []
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailableError(f"cannot read logs of {container_id[:12]}: "
+                                         f"{_reason(exc)}") from None
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return text.splitlines()
 
     def forget(self, live_ids: set[str]) -> None:
         """Drop cached env of containers that no longer exist."""

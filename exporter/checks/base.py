@@ -1,0 +1,93 @@
+"""What every check is given and what it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from exporter.config import DiagnosticsConfig
+from exporter.discovery.model import Instance
+from exporter.dockerhost import DockerHost
+from exporter.issues import Issue
+from exporter.redaction import Redactor
+
+CheckStatus = Literal["ok", "degraded", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """Everything a check may use; checks make no other outside calls."""
+
+    instance: Instance
+    config: DiagnosticsConfig
+    docker: DockerHost
+    http: httpx.Client  # timeouts set; use only 127.0.0.1 URLs from instance.endpoints
+    redactor: Redactor  # knows this instance's secrets
+    now: datetime  # UTC
+    run_synthetic_user: bool = True
+
+    @property
+    def timeout(self) -> float:
+        """The per-call timeout in seconds."""
+        return self.config.timeout_seconds
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a check found: issues plus details (both already free of secrets)."""
+
+    issues: tuple[Issue, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+    skipped: str | None = None  # the reason, when the check could not apply
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome in a diagnostic."""
+
+    name: str
+    status: CheckStatus
+    duration_seconds: float
+    issues: tuple[Issue, ...]
+    details: Mapping[str, Any]
+
+    @property
+    def healthy(self) -> bool:
+        """True unless the check found a warning or worse."""
+        return self.status in ("ok", "skipped")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape of one check."""
+        return {
+            "healthy": self.healthy,
+            "status": self.status,
+            "duration_seconds": round(self.duration_seconds, 4),
+            "issues": [i.to_dict() for i in self.issues],
+            "details": dict(self.details),
+        }
+
+
+class Check(Protocol):
+    """A check family: a name and a run method that never raises for instance faults."""
+
+    name: str
+
+    def run(self, ctx: CheckContext) -> Findings:
+        """Inspect the instance and report findings."""
+        ...
+
+
+def status_of(findings: Findings) -> CheckStatus:
+    """failed with a critical issue, degraded with a warning, else ok (or skipped)."""
+    if findings.skipped is not None and not findings.issues:
+        return "skipped"
+    severities = {i.severity for i in findings.issues}
+    if "critical" in severities:
+        return "failed"
+    if "warning" in severities:
+        return "degraded"
+    return "ok"
