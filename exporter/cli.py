@@ -13,7 +13,9 @@ from exporter import __version__
 from exporter.config import Config, load_config, resolve_config_path
 from exporter.discovery import Discovery, discover
 from exporter.dockerhost import DockerHost
+from exporter.engine import DiagnosticsEngine, RunOutcome
 from exporter.errors import DoctorError
+from exporter.render import render_diagnostic, render_instances
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 
@@ -40,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
                                     "/etc/ultrabase-doctor/config.yaml)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_instances)
+
+    p = sub.add_parser("diagnose", help="diagnose one instance or all of them")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("instance_id", nargs="?", help="the instance id")
+    target.add_argument("--all", action="store_true", help="every discovered instance")
+    p.add_argument("--config", help="config file")
+    p.add_argument("--json", action="store_true", help="print the diagnostic JSON")
+    p.add_argument("--checks", help="comma-separated subset of checks to run")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run now even if a fresh cached diagnostic exists")
+    p.set_defaults(handler=cmd_diagnose)
     return parser
 
 
@@ -59,6 +72,30 @@ def cmd_instances(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_diagnose(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    """`diagnose`: run checks; exit 0 healthy, 1 unhealthy."""
+    checks = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
+    engine = DiagnosticsEngine(config, open_docker(config))
+    try:
+        if args.all:
+            outcomes = [RunOutcome(d) for d in engine.sweep("on_demand", checks=checks)]
+        else:
+            outcomes = [engine.run(args.instance_id, use_cache=not args.no_cache,
+                                   checks=checks)]
+    finally:
+        engine.close()
+    if args.json:
+        payload: Any = [o.to_dict() for o in outcomes] if args.all else outcomes[0].to_dict()
+        json.dump(payload, out, indent=2)
+        out.write("\n")
+    else:
+        for outcome in outcomes:
+            out.write(render_diagnostic(outcome.diagnostic, cached=outcome.cached,
+                                        rate_limited=outcome.rate_limited))
+            out.write("\n")
+    return EXIT_OK if all(o.diagnostic.healthy for o in outcomes) else EXIT_UNHEALTHY
+
+
 def discovery_json(found: Discovery) -> dict[str, Any]:
     """The JSON shape of `instances --json`."""
     return {
@@ -67,33 +104,6 @@ def discovery_json(found: Discovery) -> dict[str, Any]:
         "instances": [i.to_dict() for i in found.instances.values()],
         "problems": [p.to_dict() for p in found.problems],
     }
-
-
-def render_instances(found: Discovery) -> str:
-    """A human table of instances, components and problems."""
-    lines: list[str] = []
-    if not found.docker_ok:
-        lines.append(f"Docker unreachable: {found.docker_error}")
-    if not found.instances:
-        lines.append("No instances found.")
-    header = f"{'ID':<12} {'NAME':<24} {'SOURCE':<9} {'RUNNING':<8} {'GATEWAY':<24} PROBLEMS"
-    if found.instances:
-        lines.append(header)
-    for inst in found.instances.values():
-        running = sum(1 for c in inst.components.values() if c.running)
-        count = f"{running}/{len(inst.components)}" if inst.runtime_known else "?"
-        codes = ",".join(sorted({p.code for p in inst.problems})) or "-"
-        lines.append(f"{inst.id:<12} {inst.name[:24]:<24} {inst.source:<9} {count:<8} "
-                     f"{(inst.endpoints.gateway_url or '-'):<24} {codes}")
-        down = [f"{c.name}={c.state}" for c in inst.components.values()
-                if inst.runtime_known and not c.running]
-        if down:
-            lines.append(f"{'':<12} not running: {', '.join(down)}")
-        for p in inst.problems:
-            lines.append(f"{'':<12} {p.severity.upper()} {p.code}: {p.message}")
-    for p in found.problems:
-        lines.append(f"{p.severity.upper()} {p.code}: {p.message}")
-    return "\n".join(lines) + "\n"
 
 
 Handler = Callable[[argparse.Namespace, Config, TextIO], int]

@@ -1,0 +1,106 @@
+"""A diagnostic: every check's result for one instance, its issues and their root cause."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter.checks.base import CheckResult
+from exporter.issues import Issue
+
+UNHEALTHY_SEVERITIES = frozenset({"critical", "warning"})
+
+
+@dataclass(frozen=True)
+class RootCause:
+    """The issue that explains the others, and which ones it explains."""
+
+    issue: Issue
+    explains: tuple[Issue, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The issue's JSON plus what it explains."""
+        out = self.issue.to_dict()
+        out["explains"] = [{"code": i.code, "component": i.component, "check": i.check}
+                           for i in self.explains]
+        return out
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """The outcome of one diagnostic run of one instance."""
+
+    instance_id: str
+    timestamp: datetime
+    duration_seconds: float
+    results: Mapping[str, CheckResult]
+    issues: tuple[Issue, ...]
+    root_cause: RootCause | None
+    trigger: str = "on_demand"
+    checks_requested: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def healthy(self) -> bool:
+        """True when no issue of severity warning or above was found."""
+        return not any(i.severity in UNHEALTHY_SEVERITIES for i in self.issues)
+
+    @property
+    def complete(self) -> bool:
+        """True when every check ran (a full diagnostic, not a subset)."""
+        from exporter.checks import ALL_CHECKS
+
+        return set(ALL_CHECKS) <= set(self.results)
+
+    def age_seconds(self, now: datetime | None = None) -> float:
+        """Seconds since the run finished."""
+        now = now or datetime.now(UTC)
+        return max(0.0, (now - self.timestamp).total_seconds())
+
+    def to_dict(self, *, cached: bool = False, rate_limited: bool = False,
+                now: datetime | None = None) -> dict[str, Any]:
+        """The public JSON shape (DESIGN §5)."""
+        return {
+            "instance_id": self.instance_id,
+            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "duration_seconds": round(self.duration_seconds, 4),
+            "healthy": self.healthy,
+            "trigger": self.trigger,
+            "results": {name: r.to_dict() for name, r in self.results.items()},
+            "issues": [i.to_dict() for i in self.issues],
+            "root_cause": self.root_cause.to_dict() if self.root_cause else None,
+            "cached": cached,
+            "age_seconds": round(self.age_seconds(now), 3),
+            "rate_limited": rate_limited,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Diagnostic:
+        """Rebuild from to_dict()'s output (as kept in the store)."""
+        results = {
+            name: CheckResult(name=name, status=r["status"],
+                              duration_seconds=float(r["duration_seconds"]),
+                              issues=tuple(_issue(i) for i in r.get("issues", [])),
+                              details=r.get("details", {}))
+            for name, r in data.get("results", {}).items()
+        }
+        issues = tuple(_issue(i) for i in data.get("issues", []))
+        root = data.get("root_cause")
+        root_cause = None
+        if root:
+            explained = {(e["code"], e["component"], e["check"]) for e in root.get("explains", [])}
+            root_cause = RootCause(_issue(root), tuple(
+                i for i in issues if (i.code, i.component, i.check) in explained))
+        stamp = datetime.fromisoformat(str(data["timestamp"]).replace("Z", "+00:00"))
+        return cls(instance_id=data["instance_id"], timestamp=stamp,
+                   duration_seconds=float(data["duration_seconds"]), results=results,
+                   issues=issues, root_cause=root_cause,
+                   trigger=data.get("trigger", "on_demand"))
+
+
+def _issue(data: Mapping[str, Any]) -> Issue:
+    return Issue(code=data["code"], severity=data["severity"], component=data.get("component"),
+                 check=data.get("check", ""), message=data.get("message", ""),
+                 evidence=data.get("evidence") or {}, hint=data.get("hint", ""),
+                 repair=data.get("repair"))

@@ -1,0 +1,288 @@
+"""The diagnostics engine: concurrent checks, cache, rate limit, single flight, sweeps.
+
+The engine is a library: the CLI, the exporter and the action API all call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import httpx
+
+from exporter.checks import ALL_CHECKS, Check, CheckContext, CheckResult, Findings, checks_by_name
+from exporter.checks.base import status_of
+from exporter.config import INSTANCE_ID_PATTERN, Config
+from exporter.diagnostic import Diagnostic
+from exporter.discovery import CRITICAL_PATH, Discovery, Instance, discover
+from exporter.dockerhost import DockerHost
+from exporter.errors import DoctorError, InstanceNotFoundError
+from exporter.issues import Issue, make_issue
+from exporter.redaction import Redactor
+from exporter.results import MemoryResultStore, ResultStore
+from exporter.rootcause import find_root_cause, order_issues
+
+log = logging.getLogger(__name__)
+
+# quick_health: the checks and components of the path a Studio "create user" takes.
+QUICK_CHECKS: tuple[str, ...] = ("container_status", "database_connection", "api_endpoints")
+# Discovery is reused this long, so a burst of requests costs one Docker listing.
+_DISCOVERY_REUSE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A diagnostic as handed to a caller, with how it was obtained."""
+
+    diagnostic: Diagnostic
+    cached: bool = False
+    rate_limited: bool = False
+    retry_after_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """The public JSON shape, with the caching flags."""
+        out = self.diagnostic.to_dict(cached=self.cached, rate_limited=self.rate_limited)
+        if self.rate_limited:
+            out["retry_after_seconds"] = round(self.retry_after_seconds, 1)
+        return out
+
+
+@dataclass(frozen=True)
+class QuickHealth:
+    """The critical path's health, for use right after an operation."""
+
+    instance_id: str
+    healthy: bool
+    issues: tuple[Issue, ...]
+    duration_seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON shape."""
+        return {"instance_id": self.instance_id, "healthy": self.healthy,
+                "duration_seconds": round(self.duration_seconds, 3),
+                "issues": [i.to_dict() for i in self.issues]}
+
+
+class DiagnosticsEngine:
+    """Runs checks against discovered instances; thread-safe; one per process."""
+
+    def __init__(self, config: Config, docker: DockerHost, store: ResultStore | None = None,
+                 *, checks: Mapping[str, Check] | None = None,
+                 http: httpx.Client | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.docker = docker
+        self.store: ResultStore = store if store is not None else MemoryResultStore()
+        self.checks = dict(checks) if checks is not None else dict(checks_by_name())
+        diag = config.diagnostics
+        self._http = http or httpx.Client(timeout=httpx.Timeout(diag.timeout_seconds),
+                                          follow_redirects=False, trust_env=False)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Future[Diagnostic]] = {}
+        self._last_on_demand: dict[str, float] = {}
+        self._last_synthetic: dict[str, float] = {}
+        self._discovery: tuple[float, Discovery] | None = None
+        self._instance_pool = ThreadPoolExecutor(diag.concurrency, "ubd-instance")
+        self._check_pool = ThreadPoolExecutor(diag.concurrency * len(self.checks) or 1,
+                                              "ubd-check")
+
+    def close(self) -> None:
+        """Stop the worker pools and the HTTP client."""
+        self._instance_pool.shutdown(wait=False, cancel_futures=True)
+        self._check_pool.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    # discovery -----------------------------------------------------------------------
+
+    def discover(self, fresh: bool = False) -> Discovery:
+        """Discovery, reused for a moment so bursts cost one Docker listing."""
+        now = self._clock()
+        with self._lock:
+            if not fresh and self._discovery and now - self._discovery[0] < \
+                    _DISCOVERY_REUSE_SECONDS:
+                return self._discovery[1]
+        found = discover(self.config, self.docker)
+        with self._lock:
+            self._discovery = (self._clock(), found)
+        return found
+
+    def instance(self, instance_id: str, fresh: bool = False) -> Instance:
+        """A discovered instance; InstanceNotFoundError for unknown or invalid ids."""
+        if not isinstance(instance_id, str) or not INSTANCE_ID_PATTERN.match(instance_id):
+            raise InstanceNotFoundError("unknown instance")
+        found = self.discover(fresh).instances.get(instance_id)
+        if found is None:
+            raise InstanceNotFoundError(f"unknown instance {instance_id}")
+        return found
+
+    # running -------------------------------------------------------------------------
+
+    def run(self, instance_id: str, *, trigger: str = "on_demand", use_cache: bool = True,
+            checks: Sequence[str] | None = None) -> RunOutcome:
+        """A diagnostic, honouring cache, rate limit and single flight for on-demand runs."""
+        selected = self._select(checks)
+        instance = self.instance(instance_id)
+        now = self._clock()
+        latest = self.store.latest(instance_id)
+        if trigger == "on_demand" and latest is not None:
+            age = latest.age_seconds(_utc(now))
+            covers = set(selected) <= set(latest.results)
+            if use_cache and covers and age < self.config.diagnostics.cache_ttl_seconds:
+                return RunOutcome(latest, cached=True)
+            with self._lock:
+                last = self._last_on_demand.get(instance_id)
+                running = instance_id in self._inflight
+            window = self.config.diagnostics.rate_limit_seconds
+            if not running and last is not None and now - last < window:
+                return RunOutcome(latest, cached=True, rate_limited=True,
+                                  retry_after_seconds=window - (now - last))
+        return RunOutcome(self._single_flight(instance, trigger, selected))
+
+    def _single_flight(self, instance: Instance, trigger: str,
+                       selected: tuple[str, ...]) -> Diagnostic:
+        with self._lock:
+            future = self._inflight.get(instance.id)
+            owner = future is None
+            if future is None:
+                future = Future()
+                self._inflight[instance.id] = future
+                if trigger == "on_demand":
+                    self._last_on_demand[instance.id] = self._clock()
+        if not owner:
+            return future.result()
+        try:
+            diagnostic = self._diagnose(instance, trigger, selected)
+            future.set_result(diagnostic)
+            return diagnostic
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(instance.id, None)
+
+    def sweep(self, trigger: str = "scheduled", instance_ids: Iterable[str] | None = None,
+              checks: Sequence[str] | None = None) -> list[Diagnostic]:
+        """Diagnose every instance (or the named ones) concurrently, one discovery for all."""
+        found = self.discover(fresh=True)
+        wanted = list(instance_ids) if instance_ids is not None else list(found.instances)
+        selected = self._select(checks)
+        futures = [self._instance_pool.submit(self._single_flight, found.instances[i], trigger,
+                                              selected)
+                   for i in wanted if i in found.instances]
+        out: list[Diagnostic] = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except DoctorError as exc:
+                log.error("sweep: %s", exc)
+        return out
+
+    def quick_health(self, instance_id: str) -> QuickHealth:
+        """The critical path only (db, auth, rest, kong); not cached, not rate limited."""
+        instance = self.instance(instance_id, fresh=True)
+        started = time.monotonic()
+        results = self._run_checks(instance, QUICK_CHECKS, synthetic=False)
+        issues = [i for r in results.values() for i in r.issues
+                  if i.component in CRITICAL_PATH and i.severity == "critical"]
+        return QuickHealth(instance_id, not issues, tuple(order_issues(issues)),
+                           time.monotonic() - started)
+
+    # internals ------------------------------------------------------------------------
+
+    def _select(self, checks: Sequence[str] | None) -> tuple[str, ...]:
+        if not checks:
+            return tuple(c for c in ALL_CHECKS if c in self.checks)
+        unknown = [c for c in checks if c not in self.checks]
+        if unknown:
+            raise DoctorError(f"unknown check(s): {', '.join(unknown)}; "
+                              f"known: {', '.join(ALL_CHECKS)}")
+        return tuple(dict.fromkeys(checks))
+
+    def _synthetic_due(self, instance_id: str, trigger: str) -> bool:
+        if trigger != "scheduled":
+            return True
+        interval = self.config.diagnostics.synthetic_user_interval_seconds
+        with self._lock:
+            last = self._last_synthetic.get(instance_id)
+        return last is None or self._clock() - last >= interval
+
+    def _diagnose(self, instance: Instance, trigger: str,
+                  selected: tuple[str, ...]) -> Diagnostic:
+        started = time.monotonic()
+        synthetic = "auth_service" in selected and self._synthetic_due(instance.id, trigger)
+        try:
+            results = self._run_checks(instance, selected, synthetic)
+        except Exception:
+            self.store.record_run(trigger, "error")
+            raise
+        if synthetic:
+            with self._lock:
+                self._last_synthetic[instance.id] = self._clock()
+        issues = order_issues([*instance.problems, *(i for r in results.values()
+                                                     for i in r.issues)])
+        diagnostic = Diagnostic(
+            instance_id=instance.id, timestamp=_utc(self._clock()),
+            duration_seconds=time.monotonic() - started, results=results,
+            issues=tuple(issues), root_cause=find_root_cause(issues), trigger=trigger,
+            checks_requested=selected,
+        )
+        self.store.save(diagnostic)
+        self.store.record_run(trigger, "healthy" if diagnostic.healthy else "unhealthy")
+        return diagnostic
+
+    def _run_checks(self, instance: Instance, names: Sequence[str],
+                    synthetic: bool) -> dict[str, CheckResult]:
+        if not instance.runtime_known:
+            # Without Docker every check would only repeat DOCKER_UNREACHABLE.
+            issue = make_issue("DOCKER_UNREACHABLE", check="container_status",
+                               message="Docker could not be read; the instance's state is "
+                                       "unknown")
+            return {n: CheckResult(n, "skipped", 0.0, (issue,) if n == "container_status"
+                                   else (), {"skipped": "docker unreachable"}) for n in names}
+        ctx = CheckContext(
+            instance=instance, config=self.config.diagnostics, docker=self.docker,
+            http=self._http, redactor=Redactor(instance.secrets()), now=_utc(self._clock()),
+            run_synthetic_user=synthetic,
+        )
+        started = time.monotonic()
+        futures = {n: self._check_pool.submit(self._timed, self.checks[n], ctx) for n in names}
+        # A check bounds each of its calls; this outer bound catches a check that
+        # makes several slow calls in a row.
+        deadline = started + self.config.diagnostics.timeout_seconds * 4 + 5
+        results: dict[str, CheckResult] = {}
+        for name, future in futures.items():
+            try:
+                results[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                results[name] = CheckResult(name, "failed", time.monotonic() - started, (),
+                                            {"error": "check did not finish in time"})
+        return results
+
+    @staticmethod
+    def _timed(check: Check, ctx: CheckContext) -> CheckResult:
+        started = time.monotonic()
+        try:
+            findings = check.run(ctx)
+        except Exception as exc:  # a bug in a check must not hide the other checks
+            log.exception("check %s failed on %s", check.name, ctx.instance.id)
+            findings = Findings(details={"error": ctx.redactor.text(f"{type(exc).__name__}: "
+                                                                    f"{exc}")},
+                                skipped="internal error")
+        findings = replace(findings, issues=tuple(
+            replace(i, evidence=ctx.redactor.data(dict(i.evidence)),
+                    message=ctx.redactor.text(i.message)) for i in findings.issues),
+            details=ctx.redactor.data(dict(findings.details)))
+        return CheckResult(check.name, status_of(findings), time.monotonic() - started,
+                           findings.issues, findings.details)
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)

@@ -1,0 +1,70 @@
+"""Human-readable text for the terminal: diagnostics and instance lists."""
+
+from __future__ import annotations
+
+from exporter.diagnostic import Diagnostic
+from exporter.discovery import Discovery
+
+_MARK = {"ok": "ok", "degraded": "WARN", "failed": "FAIL", "skipped": "skip"}
+
+
+def render_diagnostic(diagnostic: Diagnostic, *, cached: bool = False,
+                      rate_limited: bool = False) -> str:
+    """Root cause and its hint first, then a line per check, then every issue."""
+    d = diagnostic
+    state = "healthy" if d.healthy else "UNHEALTHY"
+    notes = [f"{d.duration_seconds:.1f}s", d.timestamp.strftime("%Y-%m-%d %H:%M:%SZ")]
+    if cached:
+        notes.append(f"cached, {d.age_seconds():.0f}s old")
+    if rate_limited:
+        notes.append("rate limited")
+    lines = [f"Instance {d.instance_id}: {state} ({', '.join(notes)})"]
+    if d.root_cause:
+        rc = d.root_cause.issue
+        where = f" [{rc.component}]" if rc.component else ""
+        lines += ["", f"Root cause: {rc.code}{where}: {rc.message}", f"  Hint: {rc.hint}"]
+        if rc.repair:
+            lines.append(f"  Repair: {rc.repair}")
+        if d.root_cause.explains:
+            explained = sorted({f"{i.code}" + (f"[{i.component}]" if i.component else "")
+                                for i in d.root_cause.explains})
+            lines.append(f"  Explains: {', '.join(explained)}")
+    lines += ["", f"{'CHECK':<22} {'STATUS':<6} {'TIME':>7}  ISSUES"]
+    for name, result in d.results.items():
+        codes = ", ".join(sorted({i.code for i in result.issues})) or "-"
+        lines.append(f"{name:<22} {_MARK[result.status]:<6} {result.duration_seconds:>6.2f}s"
+                     f"  {codes}")
+    if d.issues:
+        lines += ["", "Issues:"]
+        for issue in d.issues:
+            where = f" [{issue.component}]" if issue.component else ""
+            lines.append(f"  {issue.severity.upper():<8} {issue.code}{where} ({issue.check}): "
+                         f"{issue.message}")
+    return "\n".join(lines) + "\n"
+
+
+def render_instances(found: Discovery) -> str:
+    """A table of instances, components and problems."""
+    lines: list[str] = []
+    if not found.docker_ok:
+        lines.append(f"Docker unreachable: {found.docker_error}")
+    if not found.instances:
+        lines.append("No instances found.")
+    else:
+        lines.append(f"{'ID':<12} {'NAME':<24} {'SOURCE':<9} {'RUNNING':<8} {'GATEWAY':<24} "
+                     "PROBLEMS")
+    for inst in found.instances.values():
+        running = sum(1 for c in inst.components.values() if c.running)
+        count = f"{running}/{len(inst.components)}" if inst.runtime_known else "?"
+        codes = ",".join(sorted({p.code for p in inst.problems})) or "-"
+        lines.append(f"{inst.id:<12} {inst.name[:24]:<24} {inst.source:<9} {count:<8} "
+                     f"{(inst.endpoints.gateway_url or '-'):<24} {codes}")
+        down = [f"{c.name}={c.state}" for c in inst.components.values()
+                if inst.runtime_known and not c.running]
+        if down:
+            lines.append(f"{'':<12} not running: {', '.join(down)}")
+        for p in inst.problems:
+            lines.append(f"{'':<12} {p.severity.upper()} {p.code}: {p.message}")
+    for p in found.problems:
+        lines.append(f"{p.severity.upper()} {p.code}: {p.message}")
+    return "\n".join(lines) + "\n"

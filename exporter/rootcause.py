@@ -1,0 +1,189 @@
+"""Which issue explains the others: causal rules written as data, and the choice of a root.
+
+A rule reads "an issue with code CAUSE (on component C, if given) explains issues with one
+of the EFFECT codes (on the components given, "same" = the cause's own component, or any)".
+The root cause is the most fundamental issue that no other issue explains; mutual
+explanations are settled by the RANK order below (earlier = more fundamental).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from exporter.diagnostic import RootCause
+from exporter.issues import CATALOGUE, SEVERITY_RANK, Issue
+
+ANY = "any"
+SAME = "same"
+
+_CONTAINER_DOWN = frozenset({"CONTAINER_MISSING", "CONTAINER_NOT_RUNNING",
+                             "CONTAINER_CRASH_LOOP", "CONTAINER_OOM_KILLED"})
+# What follows when a component is down, on that same component.
+_ON_DOWN_COMPONENT = frozenset({
+    "CONTAINER_NOT_RUNNING", "CONTAINER_UNHEALTHY", "CONTAINER_CRASH_LOOP",
+    "COMPONENT_UNHEALTHY", "COMPONENT_UNREACHABLE", "PORT_NOT_LISTENING",
+    "INTERNAL_LINK_DOWN", "GATEWAY_UPSTREAM_ERROR", "LOG_ERROR_SPIKE", "NETWORK_MISSING",
+})
+# What a failing gateway explains, wherever it is reported.
+_GATEWAY_EFFECTS = frozenset({
+    "GATEWAY_UNREACHABLE", "GATEWAY_UPSTREAM_ERROR", "GATEWAY_KEY_REJECTED", "ENDPOINT_SLOW",
+    "AUTH_UNHEALTHY", "AUTH_USER_CREATE_FAILED", "PORT_NOT_LISTENING",
+    "COMPONENT_UNREACHABLE", "COMPONENT_UNHEALTHY", "INTERNAL_LINK_DOWN",
+})
+# What an unusable auth service explains.
+_AUTH_EFFECTS = frozenset({
+    "AUTH_UNHEALTHY", "AUTH_USER_CREATE_FAILED", "GATEWAY_UPSTREAM_ERROR",
+    "COMPONENT_UNREACHABLE", "COMPONENT_UNHEALTHY", "CONTAINER_UNHEALTHY",
+    "CONTAINER_CRASH_LOOP", "CONTAINER_NOT_RUNNING", "INTERNAL_LINK_DOWN", "LOG_ERROR_SPIKE",
+})
+# What a database nobody can use explains: everything that stands on it.
+_DB_EFFECTS = _AUTH_EFFECTS | frozenset({
+    "DB_UNREACHABLE", "DB_AUTH_FAILED", "DB_ROLE_PASSWORD_MISMATCH", "DB_SCHEMA_MISSING",
+    "DB_CONNECTIONS_HIGH", "AUTH_DB_CONNECTION_FAILED", "PORT_NOT_LISTENING",
+})
+_DB_USERS = frozenset({"db", "auth", "rest", "storage", "realtime", "meta", "analytics",
+                       "supavisor", "studio", None})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """CAUSE (on cause_component, if set) explains EFFECTS on effect_components."""
+
+    cause: str
+    effects: frozenset[str]
+    cause_component: str | None = None
+    effect_components: frozenset[str | None] | str = ANY
+
+    def explains(self, cause: Issue, effect: Issue) -> bool:
+        """True when this rule links the two issues."""
+        if cause.code != self.cause or effect.code not in self.effects:
+            return False
+        if self.cause_component is not None and cause.component != self.cause_component:
+            return False
+        if self.effect_components == ANY:
+            return True
+        if self.effect_components == SAME:
+            return effect.component == cause.component
+        assert isinstance(self.effect_components, frozenset)
+        return effect.component in self.effect_components
+
+
+def _down(code: str) -> list[Rule]:
+    return [
+        Rule(code, _ON_DOWN_COMPONENT | {"CONTAINER_UNHEALTHY"}, effect_components=SAME),
+        Rule(code, _GATEWAY_EFFECTS | {"CONFIG_DRIFT"}, cause_component="kong"),
+        Rule(code, _AUTH_EFFECTS, cause_component="auth",
+             effect_components=frozenset({"auth", "kong", None})),
+        Rule(code, frozenset({"GATEWAY_UPSTREAM_ERROR", "COMPONENT_UNREACHABLE",
+                              "INTERNAL_LINK_DOWN"}), cause_component="rest",
+             effect_components=frozenset({"rest", "kong"})),
+        Rule(code, _DB_EFFECTS - {"DB_UNREACHABLE"}, cause_component="db",
+             effect_components=_DB_USERS),
+    ]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("DOCKER_UNREACHABLE", frozenset(CATALOGUE) - {"DOCKER_UNREACHABLE"}),
+    Rule("DISK_SPACE_CRITICAL", _DB_EFFECTS | _ON_DOWN_COMPONENT | {"DISK_SPACE_LOW"}),
+    Rule("VOLUME_MISSING", _ON_DOWN_COMPONENT | _CONTAINER_DOWN, effect_components=SAME),
+    Rule("VOLUME_MISSING", _DB_EFFECTS, cause_component="db", effect_components=_DB_USERS),
+    Rule("PORT_CONFLICT", _ON_DOWN_COMPONENT | _CONTAINER_DOWN, effect_components=SAME),
+    Rule("PORT_CONFLICT", _GATEWAY_EFFECTS | {"CONFIG_DRIFT"}, cause_component="kong"),
+    # The db stopped, crashed or refusing: DB_UNREACHABLE is the operator's name for it.
+    Rule("DB_UNREACHABLE", _DB_EFFECTS | _CONTAINER_DOWN | _ON_DOWN_COMPONENT,
+         effect_components=_DB_USERS | {"kong"}),
+    Rule("DB_AUTH_FAILED", _DB_EFFECTS, effect_components=_DB_USERS | {"kong"}),
+    # A service role whose password differs: its service cannot start or serve.
+    Rule("DB_ROLE_PASSWORD_MISMATCH", _AUTH_EFFECTS | {"AUTH_DB_CONNECTION_FAILED"}
+         | _CONTAINER_DOWN, effect_components=frozenset({"auth", "rest", "storage", "kong",
+                                                         "db", None})),
+    Rule("AUTH_DB_CONNECTION_FAILED", _AUTH_EFFECTS,
+         effect_components=frozenset({"auth", "kong", None})),
+    *_down("CONTAINER_MISSING"),
+    *_down("CONTAINER_NOT_RUNNING"),
+    *_down("CONTAINER_CRASH_LOOP"),
+    *_down("CONTAINER_OOM_KILLED"),
+    Rule("NETWORK_MISSING", _ON_DOWN_COMPONENT | _GATEWAY_EFFECTS | _AUTH_EFFECTS),
+    Rule("GATEWAY_UNREACHABLE", _GATEWAY_EFFECTS - {"GATEWAY_UNREACHABLE"}),
+    Rule("GATEWAY_KEY_REJECTED", frozenset({"AUTH_USER_CREATE_FAILED", "CONFIG_DRIFT",
+                                            "AUTH_UNHEALTHY"})),
+    # A key signed with another secret, or expired: GoTrue rejects the admin call.
+    Rule("JWT_SECRET_MISMATCH", frozenset({"AUTH_USER_CREATE_FAILED", "CONFIG_DRIFT",
+                                           "LOG_ERROR_SPIKE"})),
+    Rule("JWT_KEY_EXPIRED", frozenset({"AUTH_USER_CREATE_FAILED", "LOG_ERROR_SPIKE"})),
+    # A hanging or unhealthy auth: the gateway's 5xx and the failed user creation follow.
+    Rule("COMPONENT_UNREACHABLE", _AUTH_EFFECTS - {"CONTAINER_NOT_RUNNING"},
+         cause_component="auth", effect_components=frozenset({"auth", "kong", None})),
+    Rule("AUTH_UNHEALTHY", frozenset({"AUTH_USER_CREATE_FAILED", "GATEWAY_UPSTREAM_ERROR",
+                                      "COMPONENT_UNHEALTHY"}),
+         effect_components=frozenset({"auth", "kong", None})),
+    Rule("GATEWAY_UPSTREAM_ERROR", frozenset({"AUTH_USER_CREATE_FAILED", "AUTH_UNHEALTHY"}),
+         cause_component="auth"),
+)
+
+# Tie-breaker, most fundamental first; codes not listed come after, in catalogue order.
+RANK: tuple[str, ...] = (
+    "DOCKER_UNREACHABLE", "DISK_SPACE_CRITICAL", "VOLUME_MISSING", "PORT_CONFLICT",
+    "DB_UNREACHABLE", "DB_AUTH_FAILED", "DB_ROLE_PASSWORD_MISMATCH",
+    "AUTH_DB_CONNECTION_FAILED", "CONTAINER_MISSING", "CONTAINER_OOM_KILLED",
+    "CONTAINER_CRASH_LOOP", "CONTAINER_NOT_RUNNING", "NETWORK_MISSING", "GATEWAY_UNREACHABLE",
+    "GATEWAY_KEY_REJECTED", "JWT_SECRET_MISMATCH", "JWT_KEY_EXPIRED", "COMPONENT_UNREACHABLE",
+    "AUTH_UNHEALTHY", "GATEWAY_UPSTREAM_ERROR", "INTERNAL_LINK_DOWN", "COMPONENT_UNHEALTHY",
+    "CONTAINER_UNHEALTHY", "PORT_NOT_LISTENING", "DB_SCHEMA_MISSING",
+    "AUTH_USER_CREATE_FAILED", "INSTANCE_FILES_MISSING", "INSTANCE_RECORD_INVALID",
+    "CONFIG_DRIFT", "DISK_SPACE_LOW", "DB_CONNECTIONS_HIGH", "JWT_KEY_EXPIRING",
+    "JWT_SECRET_WEAK", "ENDPOINT_SLOW", "LOGS_OVERSIZED", "LOG_ERROR_SPIKE",
+)
+_CODE_ORDER = {code: n for n, code in enumerate([*RANK, *(c for c in CATALOGUE
+                                                         if c not in RANK)])}
+# The critical path first, so "db down" wins over "storage down" at equal rank.
+_COMPONENT_ORDER = {c: n for n, c in enumerate(("db", "auth", "rest", "kong"))}
+
+
+def explains(cause: Issue, effect: Issue, rules: Sequence[Rule] = RULES) -> bool:
+    """True when some rule says cause explains effect."""
+    return cause is not effect and any(r.explains(cause, effect) for r in rules)
+
+
+def _order(issue: Issue) -> tuple[int, int, int, int]:
+    return (-SEVERITY_RANK[issue.severity], _CODE_ORDER.get(issue.code, len(_CODE_ORDER)),
+            _COMPONENT_ORDER.get(issue.component or "", 9), int(issue.check == "logs"))
+
+
+def order_issues(issues: Iterable[Issue]) -> list[Issue]:
+    """Issues most severe and most fundamental first."""
+    return sorted(issues, key=_order)
+
+
+def find_root_cause(issues: Sequence[Issue], rules: Sequence[Rule] = RULES) -> RootCause | None:
+    """The issue that explains the others (info-level issues never are one)."""
+    candidates = [i for i in order_issues(issues) if i.severity != "info"]
+    if not candidates:
+        return None
+    root = candidates[0]
+    for candidate in candidates:
+        # Explained by something it does not explain back: not a root.
+        if not any(explains(other, candidate, rules) and not explains(candidate, other, rules)
+                   for other in issues):
+            root = candidate
+            break
+    explained = tuple(i for i in issues if i is not root and _explains_transitively(
+        root, i, issues, rules))
+    return RootCause(root, explained)
+
+
+def _explains_transitively(root: Issue, target: Issue, issues: Sequence[Issue],
+                           rules: Sequence[Rule]) -> bool:
+    seen: set[int] = set()
+    frontier = [root]
+    while frontier:
+        current = frontier.pop()
+        for other in issues:
+            if id(other) in seen or other is current or not explains(current, other, rules):
+                continue
+            if other is target:
+                return True
+            seen.add(id(other))
+            frontier.append(other)
+    return False
