@@ -87,7 +87,8 @@ def test_environment_overrides_secret_and_never_echoes_it() -> None:
 
 def test_invalid_value_is_not_echoed() -> None:
     raw = {"discovery": {"sources": ["compose"]},
-           "api": {"tokens": [{"name": "t", "token_sha256": "super-secret-token", "role": "admin"}]}}
+           "api": {"tokens": [{"name": "t", "token_sha256": "super-secret-token",
+                               "role": "admin"}]}}
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, environ={})
     assert "super-secret-token" not in str(caught.value)

@@ -1,0 +1,239 @@
+"""The engine's cache, rate limit, single flight, concurrency and bounds, with plain checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.checks.base import CheckContext, Findings
+from exporter.config import Config, parse_config
+from exporter.engine import DiagnosticsEngine
+from exporter.errors import DoctorError, InstanceNotFoundError
+from exporter.issues import Issue, make_issue
+from tests.unit.layout import instance_values, registry_record, write_instance, write_registry
+from tests.unit.plaindocker import PlainDocker, containers_for, runtime_envs
+
+IDS = ("aaaa0001", "bbbb0002", "cccc0003")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class PlainCheck:
+    """A check that waits on a gate and reports given issues, counting concurrency."""
+
+    def __init__(self, name: str, issues: tuple[Issue, ...] = (), delay: float = 0.0) -> None:
+        self.name = name
+        self.issues = issues
+        self.delay = delay
+        self.calls = 0
+        self.active = 0
+        self.max_active = 0
+        self.contexts: list[CheckContext] = []
+        self._lock = threading.Lock()
+
+    def run(self, ctx: CheckContext) -> Findings:
+        with self._lock:
+            self.calls += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.contexts.append(ctx)
+        time.sleep(self.delay)
+        with self._lock:
+            self.active -= 1
+        return Findings(issues=self.issues, details={"seen": ctx.instance.id})
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[Config, PlainDocker]:
+    core = tmp_path / "supabase-core"
+    values = {iid: instance_values(iid) for iid in IDS}
+    for v in values.values():
+        write_instance(core, v)
+    write_registry(tmp_path / "instances.json",
+                   {iid: registry_record(v) for iid, v in values.items()})
+    containers = [c for iid in IDS for c in containers_for(iid)]
+    envs = {k: v for iid in IDS for k, v in runtime_envs(iid, values[iid]).items()}
+    config = parse_config({
+        "ultrabase": {"registry": str(tmp_path / "instances.json")},
+        "discovery": {"sources": ["ultrabase"]},
+        "diagnostics": {"timeout_seconds": 0.2, "concurrency": 4,
+                        "synthetic_user_interval_seconds": 600},
+    }, environ={})
+    return config, PlainDocker(containers, envs)
+
+
+def make_engine(world: tuple[Config, PlainDocker], *checks: PlainCheck,
+                clock: Clock | None = None) -> DiagnosticsEngine:
+    config, docker = world
+    return DiagnosticsEngine(config, docker, checks={c.name: c for c in checks},
+                             clock=clock or Clock())
+
+
+@pytest.fixture
+def engines() -> Iterator[list[DiagnosticsEngine]]:
+    made: list[DiagnosticsEngine] = []
+    yield made
+    for engine in made:
+        engine.close()
+
+
+def test_checks_of_one_instance_run_concurrently(world, engines) -> None:
+    gate = PlainCheck("container_status", delay=0.2)
+    others = [PlainCheck(n, delay=0.2) for n in ("service_health", "logs", "disk_usage")]
+    shared = threading.Lock()
+    active = {"now": 0, "max": 0}
+
+    def wrap(check: PlainCheck) -> PlainCheck:
+        original = check.run
+
+        def run(ctx: CheckContext) -> Findings:
+            with shared:
+                active["now"] += 1
+                active["max"] = max(active["max"], active["now"])
+            try:
+                return original(ctx)
+            finally:
+                with shared:
+                    active["now"] -= 1
+        check.run = run  # type: ignore[method-assign]
+        return check
+
+    engine = make_engine(world, *(wrap(c) for c in [gate, *others]))
+    engines.append(engine)
+    outcome = engine.run("aaaa0001")
+    assert set(outcome.diagnostic.results) == {"container_status", "service_health", "logs",
+                                               "disk_usage"}
+    assert active["max"] == 4
+
+
+def test_cache_then_rate_limit_then_new_run(world, engines) -> None:
+    check = PlainCheck("container_status")
+    clock = Clock()
+    engine = make_engine(world, check, clock=clock)
+    engines.append(engine)
+    first = engine.run("aaaa0001")
+    assert not first.cached and check.calls == 1
+    cached = engine.run("aaaa0001")
+    assert cached.cached and not cached.rate_limited and check.calls == 1
+    clock.now += 30
+    limited = engine.run("aaaa0001", use_cache=False)
+    assert limited.rate_limited and limited.cached and check.calls == 1
+    assert 89 <= limited.retry_after_seconds <= 90
+    assert limited.to_dict()["rate_limited"] is True
+    clock.now += 91
+    fresh = engine.run("aaaa0001", use_cache=False)
+    assert not fresh.rate_limited and check.calls == 2
+    clock.now += 301  # cache expired and outside the window: runs
+    assert not engine.run("aaaa0001").cached and check.calls == 3
+
+
+def test_concurrent_requests_share_one_run(world, engines) -> None:
+    check = PlainCheck("container_status", delay=0.3)
+    engine = make_engine(world, check)
+    engines.append(engine)
+    barrier = threading.Barrier(20)
+    outcomes = []
+
+    def call() -> None:
+        barrier.wait()
+        outcomes.append(engine.run("bbbb0002", use_cache=False))
+
+    threads = [threading.Thread(target=call) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert check.calls == 1
+    assert len({id(o.diagnostic) for o in outcomes}) == 1
+
+
+def test_sweep_runs_instances_concurrently_and_schedules_synthetic_user(world, engines) -> None:
+    check = PlainCheck("auth_service", delay=0.2)
+    clock = Clock()
+    engine = make_engine(world, check, clock=clock)
+    engines.append(engine)
+    diagnostics = engine.sweep()
+    assert sorted(d.instance_id for d in diagnostics) == list(IDS)
+    assert check.max_active == 3
+    assert all(c.run_synthetic_user for c in check.contexts)
+    check.contexts.clear()
+    clock.now += 60
+    engine.sweep()
+    assert not any(c.run_synthetic_user for c in check.contexts)  # within the interval
+    check.contexts.clear()
+    engine.run("aaaa0001", use_cache=False)
+    assert check.contexts[0].run_synthetic_user  # on demand always runs it
+    clock.now += 600
+    check.contexts.clear()
+    engine.sweep()
+    assert all(c.run_synthetic_user for c in check.contexts)
+
+
+def test_hung_check_costs_one_bounded_wait(world, engines) -> None:
+    hung = PlainCheck("service_health", delay=3.0)
+    quick = PlainCheck("container_status")
+    engine = make_engine(world, hung, quick)
+    engines.append(engine)
+    started = time.monotonic()
+    diagnostic = engine.run("aaaa0001").diagnostic
+    elapsed = time.monotonic() - started
+    assert diagnostic.results["service_health"].status == "failed"
+    assert "did not finish" in diagnostic.results["service_health"].details["error"]
+    assert diagnostic.results["container_status"].status == "ok"
+    assert elapsed < 2.5  # bounded by the outer deadline, not the 3 s hang
+
+
+def test_root_cause_secret_redaction_and_health(world, engines) -> None:
+    config, docker = world
+    secret = instance_values("aaaa0001")["POSTGRES_PASSWORD"]
+    issues = (
+        make_issue("AUTH_USER_CREATE_FAILED", check="auth_service", component="auth",
+                   message=f"login with {secret} failed", evidence={"dsn": f"x:{secret}@db"}),
+        make_issue("DB_ROLE_PASSWORD_MISMATCH", check="database_connection", component="auth",
+                   message="supabase_auth_admin cannot log in"),
+    )
+    engine = make_engine(world, PlainCheck("auth_service", issues[:1]),
+                         PlainCheck("database_connection", issues[1:]))
+    engines.append(engine)
+    outcome = engine.run("aaaa0001")
+    body = outcome.to_dict()
+    assert body["healthy"] is False
+    assert body["root_cause"]["code"] == "DB_ROLE_PASSWORD_MISMATCH"
+    assert secret not in str(body)
+    assert body["results"]["auth_service"]["status"] == "failed"
+
+
+def test_quick_health_only_looks_at_the_critical_path(world, engines) -> None:
+    storage_down = make_issue("CONTAINER_NOT_RUNNING", check="container_status",
+                              component="storage", message="storage stopped")
+    engine = make_engine(world, PlainCheck("container_status", (storage_down,)),
+                         PlainCheck("database_connection"), PlainCheck("api_endpoints"))
+    engines.append(engine)
+    assert engine.quick_health("aaaa0001").healthy
+    kong_down = make_issue("CONTAINER_NOT_RUNNING", check="container_status",
+                           component="kong", message="kong stopped")
+    engine.checks["container_status"] = PlainCheck("container_status", (kong_down,))
+    health = engine.quick_health("aaaa0001")
+    assert not health.healthy and health.issues[0].component == "kong"
+
+
+def test_unknown_instance_and_check_are_errors(world, engines) -> None:
+    engine = make_engine(world, PlainCheck("container_status"))
+    engines.append(engine)
+    for bad in ("zzzz9999", "../etc", "", "A" * 70):
+        with pytest.raises(InstanceNotFoundError):
+            engine.run(bad)
+    with pytest.raises(DoctorError, match="unknown check"):
+        engine.run("aaaa0001", checks=["nope"])

@@ -1,0 +1,104 @@
+"""Root-cause rules on the fault matrix's issue sets, written as plain data."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.issues import Issue, make_issue
+from exporter.rootcause import explains, find_root_cause
+
+
+def issue(code: str, component: str | None = None, check: str = "x") -> Issue:
+    return make_issue(code, check=check, message=code.lower(), component=component)
+
+
+SCENARIOS = {
+    "auth stopped": ([
+        issue("CONTAINER_NOT_RUNNING", "auth"), issue("GATEWAY_UPSTREAM_ERROR", "auth"),
+        issue("AUTH_UNHEALTHY", "auth"), issue("AUTH_USER_CREATE_FAILED", "auth"),
+        issue("INTERNAL_LINK_DOWN", "auth"),
+    ], ("CONTAINER_NOT_RUNNING", "auth")),
+    "auth hangs": ([
+        issue("COMPONENT_UNREACHABLE", "auth"), issue("GATEWAY_UPSTREAM_ERROR", "auth"),
+        issue("AUTH_UNHEALTHY", "auth"), issue("AUTH_USER_CREATE_FAILED", "auth"),
+    ], ("COMPONENT_UNREACHABLE", "auth")),
+    "role password differs": ([
+        issue("CONTAINER_CRASH_LOOP", "auth"), issue("CONTAINER_NOT_RUNNING", "auth"),
+        issue("AUTH_UNHEALTHY", "auth"), issue("AUTH_USER_CREATE_FAILED", "auth"),
+        issue("AUTH_DB_CONNECTION_FAILED", "auth"), issue("GATEWAY_UPSTREAM_ERROR", "auth"),
+        issue("DB_ROLE_PASSWORD_MISMATCH", "auth", check="logs"),
+        issue("DB_ROLE_PASSWORD_MISMATCH", "auth", check="database_connection"),
+    ], ("DB_ROLE_PASSWORD_MISMATCH", "auth")),
+    "key signed with another secret": ([
+        issue("AUTH_USER_CREATE_FAILED", "auth"), issue("JWT_SECRET_MISMATCH", "auth"),
+    ], ("JWT_SECRET_MISMATCH", "auth")),
+    "key expired": ([
+        issue("AUTH_USER_CREATE_FAILED", "auth"), issue("JWT_KEY_EXPIRED", "auth"),
+    ], ("JWT_KEY_EXPIRED", "auth")),
+    "kong key differs": ([
+        issue("CONFIG_DRIFT"), issue("AUTH_USER_CREATE_FAILED", "auth"),
+        issue("GATEWAY_KEY_REJECTED", "kong"),
+    ], ("GATEWAY_KEY_REJECTED", "kong")),
+    "db stopped": ([
+        issue("CONTAINER_NOT_RUNNING", "db"), issue("DB_UNREACHABLE", "db"),
+        issue("PORT_NOT_LISTENING", "db"), issue("CONTAINER_CRASH_LOOP", "auth"),
+        issue("GATEWAY_UPSTREAM_ERROR", "auth"), issue("AUTH_UNHEALTHY", "auth"),
+        issue("AUTH_USER_CREATE_FAILED", "auth"), issue("COMPONENT_UNHEALTHY", "rest"),
+        issue("AUTH_DB_CONNECTION_FAILED", "auth"),
+    ], ("DB_UNREACHABLE", "db")),
+    "kong stopped": ([
+        issue("GATEWAY_UNREACHABLE", "kong"), issue("CONTAINER_NOT_RUNNING", "kong"),
+        issue("PORT_NOT_LISTENING", "kong"), issue("AUTH_USER_CREATE_FAILED", "auth"),
+        issue("AUTH_UNHEALTHY", "auth"),
+    ], ("CONTAINER_NOT_RUNNING", "kong")),
+    "port taken": ([
+        issue("CONTAINER_NOT_RUNNING", "kong"), issue("GATEWAY_UNREACHABLE", "kong"),
+        issue("PORT_CONFLICT", "kong"), issue("AUTH_USER_CREATE_FAILED", "auth"),
+    ], ("PORT_CONFLICT", "kong")),
+    "volume removed": ([issue("VOLUME_MISSING", "storage")], ("VOLUME_MISSING", "storage")),
+    "disk low": ([issue("DISK_SPACE_LOW"), issue("JWT_KEY_EXPIRING", "auth")],
+                 ("DISK_SPACE_LOW", None)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_root_cause_of_each_fault(name: str) -> None:
+    issues, (code, component) = SCENARIOS[name]
+    # Order must not matter.
+    for ordering in (issues, list(reversed(issues))):
+        root = find_root_cause(ordering)
+        assert root is not None
+        assert (root.issue.code, root.issue.component) == (code, component)
+
+
+def test_db_down_attributes_auth_and_rest_issues_to_it() -> None:
+    issues, _ = SCENARIOS["db stopped"]
+    root = find_root_cause(issues)
+    assert root is not None
+    explained = {(i.code, i.component) for i in root.explains}
+    assert ("AUTH_DB_CONNECTION_FAILED", "auth") in explained
+    assert ("COMPONENT_UNHEALTHY", "rest") in explained
+    assert ("CONTAINER_NOT_RUNNING", "db") in explained
+    assert len(root.explains) == len(issues) - 1
+
+
+def test_rules_are_directional() -> None:
+    db_down = issue("DB_UNREACHABLE", "db")
+    auth_crash = issue("CONTAINER_CRASH_LOOP", "auth")
+    assert explains(db_down, auth_crash)
+    assert not explains(auth_crash, db_down)
+    # A stopped storage container does not explain a failing auth.
+    assert not explains(issue("CONTAINER_NOT_RUNNING", "storage"),
+                        issue("AUTH_UNHEALTHY", "auth"))
+
+
+def test_no_issues_or_only_info_means_no_root() -> None:
+    assert find_root_cause([]) is None
+    info = make_issue("JWT_KEY_EXPIRING", check="x", message="m", severity="info")
+    assert find_root_cause([info]) is None
+
+
+def test_unrelated_issues_root_is_most_severe() -> None:
+    root = find_root_cause([issue("DISK_SPACE_LOW"), issue("VOLUME_MISSING", "storage")])
+    assert root is not None and root.issue.code == "VOLUME_MISSING"
+    assert root.explains == ()
