@@ -256,7 +256,7 @@ class DiagnosticsEngine:
         futures = {n: self._check_pool.submit(self._timed, self.checks[n], ctx) for n in names}
         # A check bounds each of its calls; this outer bound catches a check that
         # makes several slow calls in a row.
-        deadline = started + self.config.diagnostics.timeout_seconds * 4 + 5
+        deadline = started + self.config.diagnostics.timeout_seconds * 3 + 1
         results: dict[str, CheckResult] = {}
         for name, future in futures.items():
             try:
