@@ -1,0 +1,208 @@
+"""api_endpoints: the gateway's main routes with latency, Kong's own errors told from upstream's."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from exporter.checks.base import CheckContext, Findings
+from exporter.discovery.model import Instance
+from exporter.gateway import GatewayCall, call
+from exporter.issues import Issue, make_issue
+from exporter.redaction import fingerprint
+
+NAME = "api_endpoints"
+Credential = Literal["anon_key", "dashboard"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A gateway route probed by this check and the component behind it."""
+
+    endpoint: str  # the label of ultrabase_endpoint_latency_seconds
+    path: str
+    upstream: str
+    credential: Credential | None  # None: sent with the anon key when known, not required
+
+
+# The routes of Ultrabase's kong.yml that Studio and clients depend on.
+ROUTES: tuple[Route, ...] = (
+    Route("auth", "/auth/v1/health", "auth", "anon_key"),
+    Route("rest", "/rest/v1/", "rest", "anon_key"),
+    Route("storage", "/storage/v1/status", "storage", None),
+    Route("studio", "/", "studio", "dashboard"),
+)
+# Which credential field of the instance a rejected route points at.
+_CREDENTIAL_FIELDS: Mapping[Credential, str] = {
+    "anon_key": "anon_key", "dashboard": "dashboard_password"}
+
+
+class ApiEndpointsCheck:
+    """Requests each main route through Kong on 127.0.0.1 and says which layer failed."""
+
+    name = NAME
+
+    def run(self, ctx: CheckContext) -> Findings:
+        """Probe the gateway routes concurrently (a hang costs one timeout)."""
+        instance = ctx.instance
+        base = instance.endpoints.gateway_url
+        if base is None:
+            return Findings(skipped="the gateway port published on the host is unknown")
+        routes: list[Route] = []
+        not_probed: dict[str, str] = {}
+        for route in ROUTES:
+            reason = _missing_credential(instance, route)
+            if reason:
+                not_probed[route.endpoint] = reason
+            else:
+                routes.append(route)
+        with ThreadPoolExecutor(max_workers=max(1, len(routes))) as pool:
+            futures = {r: pool.submit(_probe, ctx, base, r) for r in routes}
+        calls = {route: future.result() for route, future in futures.items()}
+
+        details: dict[str, Any] = {
+            "endpoints": {r.endpoint: calls[r].summary() for r in routes}}
+        if not_probed:
+            details["not_probed"] = not_probed
+        return Findings(tuple(_issues(ctx, base, calls)), details)
+
+
+def _missing_credential(instance: Instance, route: Route) -> str | None:
+    creds = instance.credentials
+    if route.credential == "anon_key" and not creds.anon_key:
+        return "the anon key is unknown"
+    if route.credential == "dashboard" and not (creds.dashboard_username
+                                                and creds.dashboard_password):
+        return "the dashboard credentials are unknown"
+    return None
+
+
+def _probe(ctx: CheckContext, base: str, route: Route) -> GatewayCall:
+    creds = ctx.instance.credentials
+    if route.credential == "dashboard":
+        auth = (creds.dashboard_username or "", creds.dashboard_password or "")
+        return call(ctx.http, "GET", base, route.path, auth=auth)
+    # Storage's route has no key-auth in Ultrabase's kong.yml; the key is sent anyway, as
+    # clients do, so a route that does require it is not mistaken for a broken key.
+    headers = {"apikey": creds.anon_key} if creds.anon_key else {}
+    return call(ctx.http, "GET", base, route.path, headers=headers)
+
+
+def _issues(ctx: CheckContext, base: str, calls: Mapping[Route, GatewayCall]) -> list[Issue]:
+    """One issue per failing layer: the gateway, a credential, an upstream, slowness."""
+    faults = {route: c.fault for route, c in calls.items()}
+    down = [r for r, f in faults.items() if f == "gateway_down"]
+    hung = [r for r, f in faults.items() if f == "timeout"]
+    if down or (hung and len(hung) == len(calls)):
+        # Nothing behind the gateway can be judged when Kong itself does not answer.
+        failed = down or hung
+        return [make_issue(
+            "GATEWAY_UNREACHABLE", check=NAME, component="kong",
+            message=f"the gateway at {base} does not answer: "
+                    + ", ".join(f"{r.path} {calls[r].failure}" for r in failed),
+            evidence={"url": base,
+                      "routes": {r.path: {"error": calls[r].failure,
+                                          "detail": ctx.redactor.text(calls[r].error or "")}
+                                 for r in failed}})]
+
+    issues: list[Issue] = []
+    rejected: dict[Credential, list[Route]] = {}
+    for route, fault in faults.items():
+        c = calls[route]
+        if fault == "kong_rejected":
+            # A route probed without a key (none known) says nothing about the keys.
+            if route.credential or ctx.instance.credentials.anon_key:
+                rejected.setdefault(route.credential or "anon_key", []).append(route)
+        elif fault in ("upstream_unavailable", "timeout", "no_route"):
+            issues.append(_upstream_issue(ctx, route, c))
+        elif fault in ("kong_error", "upstream_error"):
+            component = "kong" if fault == "kong_error" else route.upstream
+            issues.append(make_issue(
+                "COMPONENT_UNHEALTHY", check=NAME, component=component,
+                message=f"{route.path} through the gateway answered {c.status} from "
+                        f"{'Kong itself' if fault == 'kong_error' else route.upstream}",
+                evidence=_call_evidence(ctx, route, c)))
+        slow = ctx.config.thresholds.endpoint_slow_seconds
+        if c.answered and c.latency_seconds > slow:
+            issues.append(make_issue(
+                "ENDPOINT_SLOW", check=NAME, component=route.upstream,
+                message=f"{route.path} took {c.latency_seconds:.2f}s (threshold {slow:g}s)",
+                evidence={**_call_evidence(ctx, route, c), "threshold_seconds": slow,
+                          "kong_latency_ms": dict(c.kong_latency_ms)}))
+    for credential, routes in rejected.items():
+        issues.append(_rejected_issue(ctx, credential, routes, calls))
+    return issues
+
+
+def _upstream_issue(ctx: CheckContext, route: Route, c: GatewayCall) -> Issue:
+    if c.fault == "no_route":
+        # kong.yml lacks the route: Kong's config is at fault, not the upstream.
+        return make_issue(
+            "GATEWAY_UPSTREAM_ERROR", check=NAME, component="kong",
+            message=f"Kong has no route for {route.path} (kong.yml)",
+            evidence={**_call_evidence(ctx, route, c), "kind": "no_route"})
+    if c.fault == "timeout":
+        message = (f"{route.path}: no answer within {ctx.timeout:g}s; "
+                   f"{route.upstream} hangs behind the gateway")
+    else:
+        message = (f"{route.path}: Kong cannot get an answer from {route.upstream} "
+                   f"({c.status}: {c.verdict.message if c.verdict else ''})")
+    return make_issue("GATEWAY_UPSTREAM_ERROR", check=NAME, component=route.upstream,
+                      message=message,
+                      evidence={**_call_evidence(ctx, route, c), "kind": c.fault})
+
+
+def _call_evidence(ctx: CheckContext, route: Route, c: GatewayCall) -> dict[str, Any]:
+    evidence: dict[str, Any] = {"endpoint": route.endpoint, "route": route.path,
+                                **c.summary()}
+    if c.error:
+        evidence["detail"] = ctx.redactor.text(c.error)
+    return evidence
+
+
+def _rejected_issue(ctx: CheckContext, credential: Credential, routes: list[Route],
+                    calls: Mapping[Route, GatewayCall]) -> Issue:
+    instance = ctx.instance
+    creds = instance.credentials
+    field = _CREDENTIAL_FIELDS[credential]
+    used = fingerprint(getattr(creds, field))
+    kong_file_fp, differs = kong_file_view(instance, field, used)
+    verdicts = [v for v in (calls[r].verdict for r in routes) if v is not None]
+    messages = sorted({v.message for v in verdicts if v.message})
+    evidence: dict[str, Any] = {
+        "credential": field, "fingerprint": used, "source": creds.sources.get(field),
+        "routes": [r.path for r in routes], "statuses": [calls[r].status for r in routes],
+        "kong_messages": messages, "kong_file_fingerprint": kong_file_fp,
+        "kong_file_differs": differs,
+    }
+    if credential == "dashboard":
+        evidence["username"] = creds.dashboard_username
+    what = "the anon key" if credential == "anon_key" else "the dashboard credentials"
+    drift = {True: "; kong.yml holds a different value",
+             False: "; kong.yml on disk agrees, so the running Kong config differs",
+             None: ""}[differs]
+    return make_issue(
+        "GATEWAY_KEY_REJECTED", check=NAME, component="kong",
+        message=f"Kong rejects {what} ({used}) on " + ", ".join(r.path for r in routes) + drift,
+        evidence=evidence)
+
+
+def kong_file_view(instance: Instance, field: str, used: str | None
+                   ) -> tuple[str | None, bool | None]:
+    """kong.yml's fingerprint for a credential and whether it differs from the one used.
+
+    Discovery compares every source and reports disagreements as CONFIG_DRIFT; no drift on
+    the field means kong.yml agrees. (None, None) when no kong.yml is known.
+    """
+    for problem in instance.problems:
+        if problem.code != "CONFIG_DRIFT":
+            continue
+        by_source = (problem.evidence.get("credentials") or {}).get(field)
+        if isinstance(by_source, Mapping) and "kong_file" in by_source:
+            kong_fp = by_source["kong_file"]
+            return kong_fp, kong_fp != used
+    if instance.files.kong_file is None:
+        return None, None
+    return used, False
