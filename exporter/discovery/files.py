@@ -21,6 +21,7 @@ _SERVICE_ENV_FIELDS: Mapping[str, Mapping[str, str]] = {
              "DASHBOARD_USERNAME": "dashboard_username",
              "DASHBOARD_PASSWORD": "dashboard_password"},
     "db": {"POSTGRES_PASSWORD": "postgres_password", "JWT_SECRET": "jwt_secret"},
+    "storage": {"DATABASE_URL": "postgres_password", "PGRST_JWT_SECRET": "jwt_secret"},
 }
 # Components whose runtime env discovery reads (inspect), because they carry credentials.
 CREDENTIAL_COMPONENTS: tuple[str, ...] = tuple(_SERVICE_ENV_FIELDS)

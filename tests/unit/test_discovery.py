@@ -91,10 +91,10 @@ def test_every_component_found_with_runtime_credentials(layout: Layout) -> None:
     assert drift.evidence["ports"]["kong_http"] == {"registry": 8100, "published": 8200}
     # The compose project of an Ultrabase instance is not listed twice by the compose source.
     assert "supabase-aaaa0001" not in found.instances
-    # One listing plus inspects only of the four credential-carrying containers per instance.
-    assert docker.api_calls == 1 + 8
+    # One listing plus inspects only of the five credential-carrying containers per instance.
+    assert docker.api_calls == 1 + 10
     discover(config_for(root), docker)
-    assert docker.api_calls == 1 + 8 + 1  # env cached by container id
+    assert docker.api_calls == 1 + 10 + 1  # env cached by container id
 
 
 def test_missing_files_and_bad_record_stay_on_their_instance(layout: Layout) -> None:
