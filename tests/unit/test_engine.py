@@ -196,7 +196,6 @@ def test_hung_check_costs_one_bounded_wait(world, engines) -> None:
 
 
 def test_root_cause_secret_redaction_and_health(world, engines) -> None:
-    config, docker = world
     secret = instance_values("aaaa0001")["POSTGRES_PASSWORD"]
     issues = (
         make_issue("AUTH_USER_CREATE_FAILED", check="auth_service", component="auth",

@@ -1,0 +1,133 @@
+"""Reading an instance's container logs as structured entries, and finding known failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import UTC, datetime, timedelta
+
+from exporter.discovery.model import Instance
+from exporter.dockerhost import DockerHost
+from exporter.errors import DoctorError
+from exporter.logs.model import LEVELS, LogEntry, LogSummary, at_least
+from exporter.logs.parsers import parse_lines
+from exporter.logs.patterns import PatternMatch, match_patterns
+from exporter.logs.query import parse_level
+from exporter.redaction import Redactor
+
+RedactorSource = Redactor | Callable[[Instance], Redactor]
+
+
+class LogAnalyzer:
+    """Reads, parses and redacts an instance's logs: one Docker call per component."""
+
+    def __init__(self, docker: DockerHost, redactor: RedactorSource | None = None, *,
+                 timeout: float = 5.0, workers: int = 4) -> None:
+        self._docker = docker
+        self._redactor = redactor
+        self._timeout = timeout
+        self._workers = max(1, workers)
+
+    def redactor_for(self, instance: Instance) -> Redactor:
+        """The redactor for this instance's logs, always knowing the instance's own secrets."""
+        source = self._redactor
+        if source is None:
+            base = Redactor()
+        elif isinstance(source, Redactor):
+            base = source
+        else:
+            base = source(instance)
+        return base.extend(instance.secrets())
+
+    def get_structured_logs(
+        self, instance: Instance, services: Sequence[str] | None = None,
+        level: str = "error", since_seconds: float = 3600.0, max_lines: int = 1000, *,
+        now: datetime | None = None,
+    ) -> tuple[list[LogEntry], LogSummary]:
+        """Entries at or above level from the last since_seconds, newest first, and a summary.
+
+        services are compose service names (None: every component that has a container);
+        max_lines caps the lines read per component. Raises ValueError on a bad argument.
+        """
+        minimum = parse_level(level)
+        if since_seconds <= 0:
+            raise ValueError("since_seconds must be positive")
+        if max_lines < 1:
+            raise ValueError("max_lines must be at least 1")
+        names = self._select(instance, services)
+        until = now or datetime.now(UTC)
+        since = until - timedelta(seconds=since_seconds)
+        read, unreadable, truncated = self._read(instance, names, since, until, max_lines)
+        entries = [e for comp_entries in read.values() for e in comp_entries
+                   if e.timestamp >= since and at_least(e.level, minimum)]
+        entries.sort(key=lambda e: e.timestamp, reverse=True)
+        shown = [lvl for lvl in LEVELS if at_least(lvl, minimum)]
+        by_component: dict[str, dict[str, int]] = {
+            comp: dict.fromkeys(shown, 0) for comp in read}
+        for entry in entries:
+            by_component[entry.component][entry.level] += 1
+        summary = LogSummary(
+            total_entries=len(entries),
+            error_count=sum(1 for e in entries if at_least(e.level, "error")),
+            warning_count=sum(1 for e in entries if e.level == "warning"),
+            by_component=by_component, since=since, until=until,
+            truncated=tuple(sorted(truncated)), unreadable=unreadable,
+        )
+        return entries, summary
+
+    def analyze(self, entries: Sequence[LogEntry]) -> list[PatternMatch]:
+        """Known failure patterns in the entries (read them at level debug or info, so the
+        start-up lines that show a fault is over are among them)."""
+        return match_patterns(entries)
+
+    def _select(self, instance: Instance, services: Sequence[str] | None) -> list[str]:
+        if services is None:
+            return [name for name, comp in instance.components.items() if comp.container]
+        unknown = [s for s in services if s not in instance.components]
+        if unknown:
+            raise ValueError(f"unknown service(s) {', '.join(sorted(unknown))[:200]}; "
+                             f"known: {', '.join(instance.components)}")
+        return list(dict.fromkeys(services))
+
+    def _read(self, instance: Instance, names: list[str], since: datetime, until: datetime,
+              max_lines: int) -> tuple[dict[str, list[LogEntry]], dict[str, str], list[str]]:
+        redactor = self.redactor_for(instance)
+        unreadable: dict[str, str] = {}
+        targets: dict[str, str] = {}
+        for name in names:
+            container = instance.component(name).container
+            if container is None:
+                unreadable[name] = "no container"
+            else:
+                targets[name] = container.id
+        read: dict[str, list[LogEntry]] = {}
+        truncated: list[str] = []
+        if not targets:
+            return read, unreadable, truncated
+
+        def one(component: str) -> tuple[list[LogEntry], bool]:
+            lines = self._docker.logs(targets[component], since=since.timestamp(),
+                                      tail=max_lines)
+            return parse_lines(component, lines, redactor, until), len(lines) >= max_lines
+
+        # A hanging Docker call costs one timeout, not one per component.
+        pool = ThreadPoolExecutor(max_workers=min(self._workers, len(targets)),
+                                  thread_name_prefix="logs")
+        try:
+            futures = {name: pool.submit(one, name) for name in targets}
+            wait(futures.values(), timeout=self._timeout)
+            for name, future in futures.items():
+                if not future.done():
+                    unreadable[name] = f"no answer from Docker within {self._timeout:g}s"
+                    continue
+                try:
+                    entries, cut = future.result()
+                except DoctorError as exc:
+                    unreadable[name] = redactor.text(str(exc))
+                    continue
+                read[name] = entries
+                if cut:
+                    truncated.append(name)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return read, unreadable, truncated

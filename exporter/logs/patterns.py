@@ -1,0 +1,318 @@
+"""Known failure patterns in Supabase logs, as data, and matching them against entries.
+
+Each entry matches at most one pattern: the first in PATTERNS that applies, so the more
+specific explanation is listed first (a GoTrue "running db migrations: ... password
+authentication failed" line is a password mismatch, not just a failed migration).
+
+Severity is the pattern's own. A line that proves a standing fault (a rejected password,
+a full disk, an unparsable kong.yml) is critical; a symptom that any client or a passing
+restart can cause (a rejected token, a refused upstream) is a warning, because the live
+checks (api_endpoints, auth_service, database_connection) judge the present state.
+
+Startup patterns describe a component failing to start or connect. A later sign of a
+successful start of the same component (READY_MARKERS), or for a role the db rejected, of
+the service that logs in as that role (ROLE_SERVICES), means the fault no longer holds: the
+match is reported as resolved and raises no issue, so a repaired instance does not keep
+reporting the fault for the length of the log window.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from exporter.issues import CATALOGUE, Severity
+from exporter.logs.model import Level, LogEntry, at_least
+
+# Captured values kept per match (role names, hosts): enough to name them, never a list dump.
+MAX_CAPTURED_VALUES = 5
+MAX_SAMPLE_CHARS = 500
+_DB_CLIENTS = ("auth", "rest", "storage", "realtime", "meta", "analytics", "supavisor")
+
+
+@dataclass(frozen=True)
+class LogPattern:
+    """A known failure: where it is logged, how it reads, and the issue it means."""
+
+    name: str
+    components: tuple[str, ...] | None  # the components whose logs show it; None = any
+    regex: re.Pattern[str]
+    code: str
+    severity: Severity
+    # str.format template: {count}, {component} and the regex's named groups
+    template: str
+    # The component the issue is about, when it is not the one whose log showed it.
+    subject: str | None = None
+    startup: bool = False
+    min_level: Level = "info"  # debug chatter never counts
+    # The catalogue's repair, unless the log line shows it would not help (False = keep it).
+    repair: str | Literal[False] | None = False
+
+    def applies_to(self, entry: LogEntry) -> bool:
+        """True when this pattern is looked for in the entry's component and level."""
+        return ((self.components is None or entry.component in self.components)
+                and at_least(entry.level, self.min_level))
+
+
+def _p(name: str, components: tuple[str, ...] | None, regex: str, code: str,
+       severity: Severity, template: str, **options: Any) -> LogPattern:
+    return LogPattern(name, components, re.compile(regex), code, severity, template, **options)
+
+
+PATTERNS: tuple[LogPattern, ...] = (
+    # --- the database rejects a login ------------------------------------------------------
+    _p("db_superuser_password", None,
+       r'password authentication failed for user \\?"(?P<role>postgres)\\?"',
+       "DB_AUTH_FAILED", "critical",
+       "The database rejected the postgres superuser's password {count} time(s) "
+       "(seen in {component}'s logs)", subject="db", startup=True),
+    _p("db_role_password", None,
+       r'password authentication failed for user \\?"(?P<role>[^"\\]+)\\?"',
+       "DB_ROLE_PASSWORD_MISMATCH", "critical",
+       "The database rejected the password of role(s) {role} {count} time(s) "
+       "(seen in {component}'s logs)", subject="db", startup=True),
+    _p("db_hba_rejected", None,
+       r'(?:no pg_hba\.conf entry|pg_hba\.conf rejects connection) for host '
+       r'\\?"(?P<host>[^"\\]*)\\?", user \\?"(?P<role>[^"\\]*)\\?"',
+       "DB_AUTH_FAILED", "critical",
+       "pg_hba.conf has no entry admitting role(s) {role} from {host} ({count} refused "
+       "connection(s), seen in {component}'s logs)", subject="db", startup=True),
+    # --- the database cannot be reached ----------------------------------------------------
+    _p("db_not_ready", None,
+       r"the database system is (?P<state>starting up|shutting down|in recovery mode|"
+       r"not yet accepting connections)",
+       "DB_UNREACHABLE", "warning",
+       "Connections were refused {count} time(s) because the database was {state} (seen in "
+       "{component}'s logs); normal around a restart, a fault if it persists",
+       subject="db", startup=True),
+    _p("db_connection_refused", _DB_CLIENTS,
+       r"(?P<reason>could not connect to server|could not translate host name|"
+       r"connection to server [^\n]*? failed: (?:Connection refused|timeout expired)|"
+       r"failed to connect to `host=[^`]*`: (?:dial error|hostname resolving error)|"
+       r"ECONNREFUSED [^\s]*:5432|:5432:? connect: connection refused)",
+       "DB_UNREACHABLE", "warning",
+       "{component} could not reach the database {count} time(s) ({reason})",
+       subject="db", startup=True),
+    # --- GoTrue cannot use its database (after the specific causes above) ----------------------
+    _p("auth_db_connection", ("auth",),
+       r"(?P<stage>running db migrations|failed to connect to `host=|error opening database)",
+       "AUTH_DB_CONNECTION_FAILED", "critical",
+       "GoTrue failed at '{stage}' {count} time(s); it cannot use its database",
+       subject="auth", startup=True, min_level="error"),
+    # --- Kong -------------------------------------------------------------------------------
+    _p("kong_duplicate_entity", ("kong",),
+       r"uniqueness violation: '(?P<entity>[^']+)' entity with (?P<field>[\w ]+?) set to "
+       r"'(?P<value>[^']*)'",
+       "GATEWAY_UNREACHABLE", "critical",
+       "Kong cannot load kong.yml: {entity} declared twice ({field} '{value}'); it will not "
+       "start until the duplicate is removed", startup=True, repair=None),
+    _p("kong_config_invalid", ("kong",),
+       r"error parsing declarative config file|declarative config is invalid",
+       "GATEWAY_UNREACHABLE", "critical",
+       "Kong cannot load kong.yml ({count} failed start(s)); it will not start until "
+       "kong.yml is fixed", startup=True, repair=None),
+    _p("kong_upstream", ("kong",),
+       r"(?P<reason>connect\(\) failed \(\d+: [^)]*\)(?= while connecting to upstream)|"
+       r"upstream timed out|no resolver defined|could not be resolved|"
+       r"name resolution failed|dns server error)",
+       "GATEWAY_UPSTREAM_ERROR", "warning",
+       "Kong failed to reach a service behind its routes {count} time(s) ({reason})",
+       repair=None),
+    # --- JWTs (expired first: GoTrue's expiry message also says "invalid JWT") --------------
+    _p("jwt_expired", None,
+       r"(?P<what>token is expired|JWT expired|JWTExpired|token has expired)",
+       "JWT_KEY_EXPIRED", "warning",
+       "{component} rejected {count} request(s) whose JWT had expired; if it was the anon "
+       "or service key, every client using it fails"),
+    _p("jwt_bad_signature", None,
+       r"(?P<what>signature is invalid|invalid signature|JWSInvalidSignature|JWSError|"
+       r"invalid JWT(?![^\n]*token is malformed))",
+       "JWT_SECRET_MISMATCH", "warning",
+       "{component} rejected {count} request(s) whose JWT it could not verify ({what}); "
+       "keys signed with another secret fail this way"),
+    # --- the host -------------------------------------------------------------------------
+    _p("disk_full", None, r"(?i)(?P<what>no space left on device)",
+       "DISK_SPACE_CRITICAL", "critical",
+       "{component} could not write: no space left on device ({count} time(s))"),
+    _p("out_of_memory", None,
+       r"(?P<what>(?i:\bout of memory\b)|\bOOM(?:[ -]?kill(?:ed|er)?)?\b)",
+       "CONTAINER_OOM_KILLED", "warning",
+       "{component} ran out of memory ({what}, {count} time(s))"),
+    _p("address_in_use", None, r"(?i)(?P<what>address already in use)",
+       "PORT_CONFLICT", "critical",
+       "{component} could not listen: address already in use ({count} time(s)); another "
+       "process or instance holds its port", startup=True),
+)
+
+# Lines that show a component started and connected: startup failures before them are over.
+READY_MARKERS: Mapping[str, re.Pattern[str]] = {
+    "db": re.compile(r"database system is ready to accept connections"),
+    "auth": re.compile(r"GoTrue API started on|GoTrue migrations applied successfully"),
+    "rest": re.compile(r"Connection successful|Successfully connected to PostgreSQL|"
+                       r"Schema cache loaded"),
+    "kong": re.compile(r"start worker process"),
+}
+# The service that logs in as a role. The db logs a rejected password for as long as the
+# service keeps trying; once that service has started (it logged in), the db's earlier
+# rejections of its role are over too.
+ROLE_SERVICES: Mapping[str, str] = {
+    "supabase_auth_admin": "auth",
+    "authenticator": "rest",
+}
+
+
+@dataclass(frozen=True)
+class PatternMatch:
+    """A pattern seen in one component's logs: how often, when, and one redacted sample."""
+
+    pattern: str
+    code: str
+    severity: Severity
+    component: str  # whose logs showed it
+    subject: str  # the component the issue is about
+    message: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    sample: str
+    captures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    resolved_at: datetime | None = None  # a later successful start of the component
+    repair: str | Literal[False] | None = False
+
+    @property
+    def resolved(self) -> bool:
+        """True when the component started successfully after the last occurrence."""
+        return self.resolved_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The match in JSON shape (for check details and the API)."""
+        return {
+            "pattern": self.pattern,
+            "code": self.code,
+            "severity": self.severity,
+            "component": self.subject,
+            "seen_in": self.component,
+            "message": self.message,
+            "count": self.count,
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "sample": self.sample,
+            "captures": {k: list(v) for k, v in self.captures.items()},
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+        }
+
+
+@dataclass
+class _Tally:
+    pattern: LogPattern
+    component: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    sample: str
+    captures: dict[str, list[str]]
+
+    def add(self, entry: LogEntry, groups: Mapping[str, str | None]) -> None:
+        self.count += 1
+        self.first_seen = min(self.first_seen, entry.timestamp)
+        if entry.timestamp >= self.last_seen:
+            self.last_seen, self.sample = entry.timestamp, _sample(entry)
+        _capture(self.captures, groups)
+
+
+def _sample(entry: LogEntry) -> str:
+    return entry.text[:MAX_SAMPLE_CHARS]
+
+
+def _capture(into: dict[str, list[str]], groups: Mapping[str, str | None]) -> None:
+    for name, value in groups.items():
+        values = into.setdefault(name, [])
+        if value and value not in values and len(values) < MAX_CAPTURED_VALUES:
+            values.append(value)
+
+
+def first_match(entry: LogEntry, patterns: Iterable[LogPattern] = PATTERNS
+                ) -> tuple[LogPattern, re.Match[str]] | None:
+    """The first pattern that applies to the entry and matches its text."""
+    text: str | None = None
+    for pattern in patterns:
+        if not pattern.applies_to(entry):
+            continue
+        text = entry.text if text is None else text
+        found = pattern.regex.search(text)
+        if found is not None:
+            return pattern, found
+    return None
+
+
+def match_patterns(entries: Iterable[LogEntry],
+                   patterns: tuple[LogPattern, ...] = PATTERNS) -> list[PatternMatch]:
+    """Every pattern seen, per component, most frequent first."""
+    tallies: dict[tuple[str, str], _Tally] = {}
+    ready: dict[str, datetime] = {}
+    # Each component is searched only for the patterns that can appear in its logs.
+    relevant: dict[str, tuple[LogPattern, ...]] = {}
+    for entry in entries:
+        marker = READY_MARKERS.get(entry.component)
+        if marker is not None and marker.search(entry.message):
+            ready[entry.component] = max(ready.get(entry.component, entry.timestamp),
+                                         entry.timestamp)
+            continue
+        if entry.component not in relevant:
+            relevant[entry.component] = tuple(
+                p for p in patterns if p.components is None or entry.component in p.components)
+        found = first_match(entry, relevant[entry.component])
+        if found is None:
+            continue
+        pattern, match = found
+        key = (pattern.name, entry.component)
+        tally = tallies.get(key)
+        if tally is None:
+            tallies[key] = tally = _Tally(pattern, entry.component, 0, entry.timestamp,
+                                          entry.timestamp, _sample(entry), {})
+        tally.add(entry, match.groupdict())
+    matches = [_finish(t, _resolved_at(t, ready)) for t in tallies.values()]
+    return sorted(matches, key=lambda m: (m.resolved, -m.count, m.pattern, m.component))
+
+
+def _resolved_at(tally: _Tally, ready: Mapping[str, datetime]) -> datetime | None:
+    """When a startup failure was shown to be over, if it was."""
+    if not tally.pattern.startup:
+        return None
+    candidates = [ready.get(tally.component)]
+    roles = tally.captures.get("role") or []
+    # With the capture list full, a role beyond it may still be failing: no verdict.
+    if roles and len(roles) < MAX_CAPTURED_VALUES:
+        starts = [ready.get(ROLE_SERVICES.get(role, "")) for role in roles]
+        if all(start is not None and start > tally.last_seen for start in starts):
+            candidates.append(max(s for s in starts if s is not None))
+    after = [c for c in candidates if c is not None and c > tally.last_seen]
+    return min(after) if after else None
+
+
+def _finish(tally: _Tally, resolved_at: datetime | None) -> PatternMatch:
+    pattern = tally.pattern
+    captures = {k: tuple(v) for k, v in tally.captures.items()}
+    values = {k: ", ".join(v) if v else "unknown" for k, v in captures.items()}
+    message = pattern.template.format(count=tally.count, component=tally.component, **values)
+    return PatternMatch(
+        pattern=pattern.name, code=pattern.code, severity=pattern.severity,
+        component=tally.component, subject=pattern.subject or tally.component,
+        message=message, count=tally.count, first_seen=tally.first_seen,
+        last_seen=tally.last_seen, sample=tally.sample,
+        captures={k: v for k, v in captures.items() if v}, resolved_at=resolved_at,
+        repair=pattern.repair,
+    )
+
+
+def _check_catalogue() -> None:
+    # Import-time guard: a pattern must name an existing issue code.
+    unknown = sorted({p.code for p in PATTERNS} - set(CATALOGUE))
+    if unknown:
+        raise RuntimeError(f"log patterns name unknown issue codes: {', '.join(unknown)}")
+
+
+_check_catalogue()

@@ -1,0 +1,1 @@
+"""Unit tests of log parsing, failure patterns and the log analyzer."""
