@@ -1,0 +1,468 @@
+"""network_connectivity: published ports, who holds them, the compose network, inner links.
+
+The host only connects to 127.0.0.1 and ::1; links between services are tested from inside
+the compose network by exec (kong -> auth/rest, auth -> db), never via a container's IP.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from exporter.checks.base import CheckContext, Findings
+from exporter.checks.probes import (
+    Connect,
+    HttpProbeRun,
+    HttpTarget,
+    TcpOutcome,
+    call_bounded,
+    probe_http,
+    probe_tcp,
+    run_bounded,
+    service_host,
+    tcp_connect,
+)
+from exporter.discovery.model import Instance
+from exporter.dockerhost import ContainerSummary
+from exporter.errors import DockerUnavailableError
+from exporter.issues import Issue, make_issue
+
+IPV4, IPV6 = "127.0.0.1", "::1"
+# Components whose start fails when a host port they publish is taken.
+PUBLISHING = ("kong", "db", "analytics", "supavisor")
+_PORT_TAKEN = ("address already in use", "port is already allocated")
+_PORT_IN_ERROR = re.compile(r"(?:Bind for|listen tcp[46]?)\s+\[?[0-9A-Fa-f.:]*\]?:(\d{1,5})\b")
+_NETWORK_GONE = re.compile(r"network \S+ not found", re.IGNORECASE)
+# Links tested from inside: (from, to, port, path); path None means a plain TCP test.
+LINKS: tuple[tuple[str, str, int, str | None], ...] = (
+    ("kong", "auth", 9999, "/health"),
+    ("kong", "rest", 3000, "/"),
+    ("auth", "db", 5432, None),
+)
+_NO_NETWORK = {"none", "host"}
+
+
+@dataclass(frozen=True)
+class PublishedEndpoint:
+    """A host port the instance should publish, and the component that owns it."""
+
+    label: str
+    component: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A process holding a listening TCP socket, found through /proc."""
+
+    pid: int
+    process: str
+    address: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON shape."""
+        return {"pid": self.pid, "process": self.process, "address": self.address}
+
+
+class NetworkConnectivityCheck:
+    """Published ports answer, nothing else holds them, the network and inner links work."""
+
+    name = "network_connectivity"
+
+    def __init__(self, proc_root: Path = Path("/proc"),
+                 localhost_addresses: Callable[[], list[str]] | None = None) -> None:
+        self._proc = proc_root
+        self._localhost = localhost_addresses or _localhost_addresses
+
+    def run(self, ctx: CheckContext) -> Findings:
+        """Ports from the host, then network membership and links from the containers."""
+        instance = ctx.instance
+        issues: list[Issue] = []
+        endpoints = published_endpoints(instance)
+        ports, localhost_v6 = self._probe_ports(ctx, endpoints)
+        details: dict[str, Any] = {"ports": ports, "localhost_ipv6": localhost_v6}
+        if not instance.runtime_known:
+            # The ports were still tried: that needs no Docker.
+            for ep in endpoints:
+                if not ports[ep.label]["ipv4"]:
+                    issues.append(self._not_listening(ep, ports[ep.label], None))
+            return Findings(tuple(issues), details, skipped="docker unreachable")
+
+        holders = _HolderFinder(ctx, self._proc)
+        start_errors = self._start_errors(ctx)
+        conflicts: set[tuple[str, int]] = set()
+        for ep in endpoints:
+            issues.extend(self._judge_port(ctx, ep, ports[ep.label], localhost_v6, holders,
+                                           start_errors.get(ep.component), conflicts))
+        issues.extend(self._start_error_issues(ctx, start_errors, holders, conflicts))
+        network_issues, network = self._networks(ctx)
+        issues.extend(network_issues)
+        details["network"] = network
+        link_issues, links = self._links(ctx)
+        issues.extend(link_issues)
+        details["links"] = links
+        return Findings(tuple(issues), ctx.redactor.data(details))
+
+    # ports ---------------------------------------------------------------------------
+
+    def _probe_ports(self, ctx: CheckContext, endpoints: Sequence[PublishedEndpoint]
+                     ) -> tuple[dict[str, dict[str, Any]], bool | None]:
+        """Connect to every port on both loopbacks at once; resolve localhost alongside."""
+        calls: list[Callable[[], Any]] = []
+        for ep in endpoints:
+            calls.append(partial(tcp_connect, IPV4, ep.port, ctx.timeout))
+            calls.append(partial(tcp_connect, IPV6, ep.port, ctx.timeout))
+        calls.append(self._localhost)
+        results = run_bounded(calls, ctx.timeout + 1)
+        resolved = results[-1]
+        localhost_v6 = (any(":" in a for a in resolved) if isinstance(resolved, list)
+                        else None)
+        ports: dict[str, dict[str, Any]] = {}
+        for i, ep in enumerate(endpoints):
+            v4, v6 = results[2 * i], results[2 * i + 1]
+            owner = instance_container(ctx.instance, ep.component)
+            ports[ep.label] = {
+                "component": ep.component, "port": ep.port,
+                "ipv4": v4.ok if isinstance(v4, Connect) else False,
+                "ipv6": v6.ok if isinstance(v6, Connect) else None,
+                "ipv4_error": v4.error if isinstance(v4, Connect) else "timeout",
+                "published": owner is not None and publishes(owner, ep.port),
+            }
+        return ports, localhost_v6
+
+    def _judge_port(self, ctx: CheckContext, ep: PublishedEndpoint, seen: dict[str, Any],
+                    localhost_v6: bool | None, holders: _HolderFinder,
+                    start_error: str | None, conflicts: set[tuple[str, int]]) -> list[Issue]:
+        owner = instance_container(ctx.instance, ep.component)
+        if not seen["ipv4"]:
+            return [self._not_listening(ep, seen, owner)]
+        if not seen["published"]:
+            # It answers, yet not through this instance's container: someone else has it.
+            conflicts.add((ep.component, ep.port))
+            return [self._conflict(ctx, ep.component, ep.port, holders,
+                                   f"{ep.component}'s host port {ep.port} is held by "
+                                   "something else",
+                                   {"owner_state": owner.state if owner else "missing",
+                                    "start_error": start_error})]
+        if seen["ipv6"] is False and localhost_v6:
+            return [make_issue(
+                "PORT_NOT_LISTENING", check=self.name, component=ep.component,
+                severity="info", repair=None,
+                message=f"port {ep.port} ({ep.label}) answers on 127.0.0.1 but not on ::1, "
+                        "and localhost resolves to ::1 here: clients using localhost fail",
+                evidence={"port": ep.port, "ipv4": True, "ipv6": False,
+                          "localhost_resolves_to_ipv6": True})]
+        return []
+
+    def _not_listening(self, ep: PublishedEndpoint, seen: dict[str, Any],
+                       owner: ContainerSummary | None) -> Issue:
+        return make_issue(
+            "PORT_NOT_LISTENING", check=self.name, component=ep.component,
+            message=f"nothing accepts connections on 127.0.0.1:{ep.port} ({ep.label})",
+            evidence={"port": ep.port, "address": IPV4, "error": seen.get("ipv4_error"),
+                      "ipv6": seen.get("ipv6"),
+                      "container_state": owner.state if owner else "missing",
+                      "published_by_container": seen.get("published")})
+
+    def _conflict(self, ctx: CheckContext, component: str, port: int,
+                  holders: _HolderFinder, message: str, extra: dict[str, Any]) -> Issue:
+        holder = holders.describe(port, exclude=component)
+        return make_issue(
+            "PORT_CONFLICT", check=self.name, component=component, message=message,
+            evidence=ctx.redactor.data({"port": port, **extra, **holder}))
+
+    def _start_errors(self, ctx: CheckContext) -> dict[str, str]:
+        """State.Error of each port-publishing container that is down (redacted)."""
+        errors: dict[str, str] = {}
+        for name in PUBLISHING:
+            container = instance_container(ctx.instance, name)
+            if container is None or container.state in ("running", "paused"):
+                continue
+            try:
+                details = ctx.docker.inspect(container.id)
+            except DockerUnavailableError:
+                break  # the engine is in trouble; container_status reports it
+            if details is not None and details.error:
+                errors[name] = ctx.redactor.text(details.error)[:500]
+        return errors
+
+    def _start_error_issues(self, ctx: CheckContext, errors: dict[str, str],
+                            holders: _HolderFinder, conflicts: set[tuple[str, int]]
+                            ) -> list[Issue]:
+        """A taken port or a vanished network, as a failed start reports them."""
+        issues: list[Issue] = []
+        for name, error in errors.items():
+            container = instance_container(ctx.instance, name)
+            assert container is not None  # errors come from existing containers only
+            evidence = {"error": error, "state": container.state}
+            if any(word in error for word in _PORT_TAKEN):
+                match = _PORT_IN_ERROR.search(error)
+                port = int(match.group(1)) if match else None
+                if port is None:
+                    issues.append(make_issue(
+                        "PORT_CONFLICT", check=self.name, component=name,
+                        message=f"{container.name} cannot start: a port it publishes is taken",
+                        evidence=evidence))
+                elif (name, port) not in conflicts:
+                    conflicts.add((name, port))
+                    issues.append(self._conflict(
+                        ctx, name, port, holders,
+                        f"{container.name} cannot start: host port {port} is taken",
+                        evidence))
+            elif _NETWORK_GONE.search(error):
+                issues.append(make_issue(
+                    "NETWORK_MISSING", check=self.name, component=name,
+                    message=f"{container.name} cannot start: its network is gone",
+                    evidence=evidence))
+        return issues
+
+    # networks ------------------------------------------------------------------------
+
+    def _networks(self, ctx: CheckContext) -> tuple[list[Issue], dict[str, Any]]:
+        """Every running container is attached to the instance's compose network."""
+        instance = ctx.instance
+        running = {name: c.container for name, c in instance.components.items()
+                   if c.running and c.container is not None}
+        attached = {name: [n for n in c.networks if n not in _NO_NETWORK]
+                    for name, c in running.items()}
+        default = f"{instance.compose_project}_default"
+        counts = Counter(n for nets in attached.values() for n in nets)
+        expected = default if default in counts else (
+            min(counts, key=lambda n: (-counts[n], n)) if counts else None)
+        info: dict[str, Any] = {"expected": expected, "attached": attached}
+        issues: list[Issue] = []
+        if running and expected is None:
+            issues.append(make_issue(
+                "NETWORK_MISSING", check=self.name,
+                message="no running container of the instance is attached to a network",
+                evidence={"expected": default, "containers": sorted(running)}))
+            return issues, info
+        for name, nets in sorted(attached.items()):
+            if expected not in nets:
+                issues.append(make_issue(
+                    "NETWORK_MISSING", check=self.name, component=name,
+                    message=f"{running[name].name} is not attached to {expected}",
+                    evidence={"expected": expected, "attached": nets}))
+        return issues, info
+
+    # links ---------------------------------------------------------------------------
+
+    def _links(self, ctx: CheckContext) -> tuple[list[Issue], dict[str, Any]]:
+        """kong -> auth/rest in one exec and auth -> db in another, side by side."""
+        instance = ctx.instance
+        links: dict[str, Any] = {}
+        http: dict[str, list[tuple[str, HttpTarget]]] = {}  # source -> [(key, target)]
+        tcp: list[tuple[str, str, str, str, int]] = []  # (key, source, target, host, port)
+        for source, target, port, path in LINKS:
+            key = f"{source}->{target}"
+            if not (instance.component(source).running and instance.component(target).running):
+                links[key] = {"ok": None, "skipped": "a side is not running"}
+                continue
+            host = service_host(instance.component(target))
+            if path is None:
+                tcp.append((key, source, target, host, port))
+            else:
+                http.setdefault(source, []).append(
+                    (key, HttpTarget(target, f"http://{host}:{port}{path}")))
+        calls: list[Callable[[], Any]] = []
+        for source, pairs in http.items():
+            calls.append(partial(probe_http, ctx.docker, _cid(instance, source), source,
+                                 [t for _, t in pairs], ctx.timeout))
+        for _, source, _, host, port in tcp:
+            calls.append(partial(probe_tcp, ctx.docker, _cid(instance, source), host, port,
+                                 ctx.timeout))
+        results = iter(run_bounded(calls, ctx.timeout + 2))
+        issues: list[Issue] = []
+        for source, pairs in http.items():
+            run = next(results)
+            for key, t in pairs:
+                if not isinstance(run, HttpProbeRun) or not run.usable:
+                    links[key] = {"ok": None, "skipped": run.error if isinstance(
+                        run, HttpProbeRun) else "probe did not finish"}
+                    continue
+                outcome = run.outcomes[t.name]
+                links[key] = {"ok": outcome.answered, "http_status": outcome.http_status,
+                              "error": outcome.error}
+                if not outcome.answered:
+                    issues.append(self._link_down(source, t.name, t.url, outcome.error))
+        for key, source, target, host, port in tcp:
+            tested = next(results)
+            if not isinstance(tested, TcpOutcome) or tested.reachable is None:
+                links[key] = {"ok": None, "skipped": tested.detail if isinstance(
+                    tested, TcpOutcome) else "probe did not finish"}
+                continue
+            links[key] = {"ok": tested.reachable, "tool": tested.tool}
+            if not tested.reachable:
+                issues.append(self._link_down(source, target, f"{host}:{port}",
+                                              tested.detail or "no response"))
+        return issues, links
+
+    def _link_down(self, source: str, target: str, where: str, error: str | None) -> Issue:
+        return make_issue(
+            "INTERNAL_LINK_DOWN", check=self.name, component=target,
+            message=f"{source} cannot reach {target} at {where} ({error})",
+            evidence={"from": source, "to": target, "target": where, "error": error})
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+def published_endpoints(instance: Instance) -> list[PublishedEndpoint]:
+    """The host ports the instance publishes, from its endpoints (registry or containers)."""
+    eps = instance.endpoints
+    found: list[PublishedEndpoint] = []
+    for label, component, url in (("gateway", "kong", eps.gateway_url),
+                                  ("gateway_https", "kong", eps.gateway_https_url),
+                                  ("analytics", "analytics", eps.analytics_url)):
+        port = _url_port(url)
+        if port is not None:
+            found.append(PublishedEndpoint(label, component, port))
+    if eps.db_port:
+        found.append(PublishedEndpoint("db", "db", eps.db_port))
+    return found
+
+
+def instance_container(instance: Instance, component: str) -> ContainerSummary | None:
+    """The component's container from the listing, if any."""
+    return instance.component(component).container
+
+
+def publishes(container: ContainerSummary, port: int) -> bool:
+    """True when the listing shows the container publishing this host port."""
+    return container.state == "running" and any(p.host_port == port for p in container.ports)
+
+
+def _url_port(url: str | None) -> int | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+def _cid(instance: Instance, component: str) -> str:
+    container = instance.component(component).container
+    assert container is not None  # only running components are probed
+    return container.id
+
+
+def _localhost_addresses() -> list[str]:
+    """What localhost resolves to on this host (from /etc/hosts, normally)."""
+    infos = socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class _HolderFinder:
+    """Who holds a host port: a process via /proc, a container via the listing."""
+
+    def __init__(self, ctx: CheckContext, proc: Path) -> None:
+        self._ctx = ctx
+        self._proc = proc
+        self._listing: list[ContainerSummary] | None = None
+
+    def describe(self, port: int, exclude: str) -> dict[str, Any]:
+        """Evidence naming the holder of port (never the component it belongs to)."""
+        deadline = time.monotonic() + self._ctx.timeout
+        try:
+            listeners = call_bounded(lambda: listeners_on(self._proc, port, deadline),
+                                     self._ctx.timeout + 1)
+        except (OSError, TimeoutError):
+            listeners = []
+        out: dict[str, Any] = {
+            "listeners": [x.to_dict() for x in listeners],
+            "holder_container": self._container_on(port, exclude),
+        }
+        if not listeners:
+            out["listeners_note"] = "no owner found in /proc (not visible to this process)"
+        return out
+
+    def _container_on(self, port: int, exclude: str) -> dict[str, Any] | None:
+        instance = self._ctx.instance
+        for name, component in instance.components.items():
+            c = component.container
+            if name != exclude and c is not None and publishes(c, port):
+                return {"name": c.name, "compose_project": c.compose_project,
+                        "same_instance": True}
+        if self._listing is None:
+            # One listing at most, and only because a conflict is suspected.
+            try:
+                self._listing = self._ctx.docker.list_containers()
+            except DockerUnavailableError:
+                self._listing = []
+        for c in self._listing:
+            if c.compose_project != instance.compose_project and publishes(c, port):
+                return {"name": c.name, "compose_project": c.compose_project,
+                        "same_instance": False}
+        return None
+
+
+def listeners_on(proc: Path, port: int, deadline: float) -> list[Listener]:
+    """Processes with a listening TCP socket on port (any address), via /proc."""
+    inodes: dict[str, str] = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # fields: sl, local address, remote address, state (0A = LISTEN), ..., inode
+            if len(fields) < 10 or fields[3] != "0A":
+                continue
+            address, _, hex_port = fields[1].rpartition(":")
+            if int(hex_port, 16) == port and fields[9] != "0":
+                inodes[f"socket:[{fields[9]}]"] = _address(address)
+    found: list[Listener] = []
+    if not inodes:
+        return found
+    try:
+        pids = [e.name for e in os.scandir(proc) if e.name.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        if time.monotonic() > deadline:
+            break
+        fd_dir = proc / pid / "fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue  # gone, or not ours to read
+        for fd in fds:
+            try:
+                link = os.readlink(fd_dir / fd)
+            except OSError:
+                continue
+            if link in inodes:
+                found.append(Listener(int(pid), _comm(proc, pid), inodes[link]))
+                break
+    return found
+
+
+def _comm(proc: Path, pid: str) -> str:
+    try:
+        return (proc / pid / "comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp's little-endian hex address as text."""
+    try:
+        raw = bytes.fromhex(hex_address)
+    except ValueError:
+        return hex_address
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    if len(raw) == 16:
+        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+        return socket.inet_ntop(socket.AF_INET6, words)
+    return hex_address

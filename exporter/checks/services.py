@@ -1,0 +1,204 @@
+"""service_health: does each running component answer HTTP, seen from inside its network.
+
+One exec (in kong, else auth) probes every running HTTP component in parallel; kong itself
+is probed through its published gateway on 127.0.0.1. Components without an HTTP probe are
+judged by Docker's healthcheck from the listing. Non-running components are
+container_status's business: they are reported as down here but raise nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import httpx
+
+from exporter.checks.base import CheckContext, Findings
+from exporter.checks.probes import (
+    HttpOutcome,
+    HttpProbeRun,
+    HttpTarget,
+    probe_http,
+    run_bounded,
+    service_host,
+)
+from exporter.discovery.model import Component, Instance
+from exporter.issues import Issue, make_issue
+
+# component -> (port, path) of its health endpoint inside the compose network.
+HTTP_PROBES: Mapping[str, tuple[int, str]] = {
+    "auth": (9999, "/health"),
+    "rest": (3000, "/"),
+    "storage": (5000, "/status"),
+    "meta": (8080, "/health"),
+    "studio": (3000, "/api/profile"),
+    "analytics": (4000, "/health"),
+    "realtime": (4000, "/api/tenants/realtime/health"),
+    "imgproxy": (5001, "/health"),
+    "functions": (9000, "/"),
+    "supavisor": (4000, "/api/health"),
+}
+GATEWAY = "kong"
+GATEWAY_INTERNAL_PORT = 8000
+# Containers the probe may run in, in order of preference; both ship wget.
+PROBE_RUNNERS: tuple[str, ...] = ("kong", "auth")
+# Any answer below this means the component is up (a 401 or 404 still proves it serves).
+SERVER_ERROR = 500
+
+
+class ServiceHealthCheck:
+    """Each running component answers its health endpoint without a server error."""
+
+    name = "service_health"
+
+    def run(self, ctx: CheckContext) -> Findings:
+        """Probe running components (one exec, plus one gateway request) and judge them."""
+        instance = ctx.instance
+        if not instance.runtime_known:
+            return Findings(skipped="docker unreachable")
+        gateway_url = instance.endpoints.gateway_url
+        gateway_by_host = instance.component(GATEWAY).running and gateway_url is not None
+        targets = internal_targets(instance, include_gateway=not gateway_by_host)
+        runner = next((r for r in PROBE_RUNNERS if instance.component(r).running), None)
+
+        outcomes: dict[str, HttpOutcome] = {}
+        probe_info: dict[str, Any] = {"ran_in": runner, "error": None}
+        skipped: str | None = None
+        calls: list[Callable[[], HttpProbeRun | HttpOutcome]] = []
+        kinds: list[str] = []
+        if targets and runner is not None:
+            calls.append(partial(self._probe_inside, ctx, runner, targets))
+            kinds.append("inside")
+        if gateway_by_host and gateway_url is not None:
+            calls.append(partial(probe_gateway, ctx.http, gateway_url))
+            kinds.append("gateway")
+        # The exec and the gateway request run side by side: one timeout, not two.
+        for kind, result in zip(kinds, run_bounded(calls, ctx.timeout * 2 + 1), strict=True):
+            if isinstance(result, BaseException):
+                if kind == "inside":
+                    probe_info["error"] = f"probe did not finish: {type(result).__name__}"
+                    skipped = "in-network probe unavailable"
+                else:
+                    outcomes[GATEWAY] = HttpOutcome(GATEWAY, gateway_url or "", None, None,
+                                                    "timeout")
+                continue
+            if isinstance(result, HttpProbeRun):
+                probe_info.update(ran_in=result.ran_in, error=result.error)
+                if result.usable:
+                    outcomes.update(result.outcomes)
+                else:
+                    skipped = f"in-network probe unavailable: {result.error}"
+            else:
+                outcomes[GATEWAY] = result
+        if targets and runner is None:
+            skipped = "neither kong nor auth runs to probe from"
+            probe_info["error"] = skipped
+
+        issues: list[Issue] = []
+        components: dict[str, dict[str, Any]] = {}
+        for name, component in instance.components.items():
+            entry, issue = self._judge(component, outcomes.get(name), probe_info["ran_in"])
+            components[name] = entry
+            if issue is not None:
+                issues.append(issue)
+        details = {"components": components,
+                   "probe": ctx.redactor.data(probe_info)}
+        return Findings(tuple(issues), details, skipped=skipped)
+
+    def _probe_inside(self, ctx: CheckContext, runner: str,
+                      targets: list[HttpTarget]) -> HttpProbeRun:
+        """Probe from the runner; if nothing answered there, once more from auth."""
+        instance = ctx.instance
+        run = probe_http(ctx.docker, _container_id(instance, runner), runner, targets,
+                         ctx.timeout)
+        nothing_answered = run.usable and len(targets) > 1 and not any(
+            o.answered for o in run.outcomes.values())
+        if nothing_answered and runner != "auth" and instance.component("auth").running:
+            # Everything failing from kong points at kong's own network, not at every
+            # component: a second vantage point tells the two apart.
+            retry = probe_http(ctx.docker, _container_id(instance, "auth"), "auth", targets,
+                               ctx.timeout)
+            if retry.usable:
+                return retry
+        return run
+
+    def _judge(self, component: Component, outcome: HttpOutcome | None,
+               ran_in: str | None) -> tuple[dict[str, Any], Issue | None]:
+        name = component.name
+        health = component.container.health if component.container else None
+        entry: dict[str, Any] = {"up": False, "http_status": None, "latency_seconds": None,
+                                 "state": component.state, "docker_health": health,
+                                 "probed": False}
+        if not component.running:
+            return entry, None
+        if outcome is None:
+            # No HTTP probe for it (db, vector) or the probe could not run: Docker's
+            # healthcheck is the only signal; "starting" is not yet proven up.
+            entry["up"] = health in (None, "healthy")
+            return entry, None
+        entry.update(probed=True, http_status=outcome.http_status,
+                     latency_seconds=outcome.latency_seconds,
+                     up=outcome.answered and (outcome.http_status or 0) < SERVER_ERROR)
+        where = "the host, through the published gateway" if name == GATEWAY and \
+            outcome.url.startswith("http://127.0.0.1") else f"inside the {ran_in} container"
+        if not outcome.answered:
+            return entry, make_issue(
+                "COMPONENT_UNREACHABLE", check=self.name, component=name,
+                message=f"{name} does not answer {outcome.url} ({outcome.error})",
+                evidence={"url": outcome.url, "error": outcome.error, "probed_from": where,
+                          "latency_seconds": outcome.latency_seconds,
+                          "docker_health": health})
+        if (outcome.http_status or 0) >= SERVER_ERROR:
+            return entry, make_issue(
+                "COMPONENT_UNHEALTHY", check=self.name, component=name,
+                message=f"{name} answers {outcome.url} with HTTP {outcome.http_status}",
+                evidence={"url": outcome.url, "http_status": outcome.http_status,
+                          "probed_from": where, "latency_seconds": outcome.latency_seconds,
+                          "docker_health": health})
+        return entry, None
+
+
+def internal_targets(instance: Instance, include_gateway: bool) -> list[HttpTarget]:
+    """The in-network URLs of every running component that has an HTTP probe."""
+    targets: list[HttpTarget] = []
+    for name, component in instance.components.items():
+        if not component.running:
+            continue
+        if name == GATEWAY and include_gateway:
+            port, path = GATEWAY_INTERNAL_PORT, "/"
+        elif name in HTTP_PROBES:
+            port, path = HTTP_PROBES[name]
+        else:
+            continue
+        host = service_host(component)
+        if name == "realtime" and component.container is not None:
+            # Realtime picks its tenant from the Host header: its container name
+            # (realtime-dev.…) names the tenant the health route belongs to.
+            host = component.container.name
+        targets.append(HttpTarget(name, f"http://{host}:{port}{path}"))
+    return targets
+
+
+def probe_gateway(http: httpx.Client, gateway_url: str) -> HttpOutcome:
+    """GET the gateway's root on 127.0.0.1; any answer below 500 means kong serves."""
+    url = gateway_url.rstrip("/") + "/"
+    started = time.monotonic()
+    try:
+        response = http.get(url)
+    except httpx.TimeoutException:
+        return HttpOutcome(GATEWAY, url, None, round(time.monotonic() - started, 3), "timeout")
+    except httpx.ConnectError:
+        return HttpOutcome(GATEWAY, url, None, round(time.monotonic() - started, 3), "refused")
+    except httpx.HTTPError as exc:
+        return HttpOutcome(GATEWAY, url, None, round(time.monotonic() - started, 3),
+                           type(exc).__name__)
+    return HttpOutcome(GATEWAY, url, response.status_code,
+                       round(time.monotonic() - started, 3), None)
+
+
+def _container_id(instance: Instance, component: str) -> str:
+    container = instance.component(component).container
+    assert container is not None  # callers pick running components only
+    return container.id
