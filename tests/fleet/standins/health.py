@@ -26,6 +26,9 @@ class Handler(BaseHandler):
     """Answer 200 on every GET/HEAD path; other methods get 405."""
 
     name = "standin"
+    # Real components (Next.js, Phoenix, ...) close idle keep-alive connections within a few
+    # seconds; a client that never reads the body (studio's node healthcheck) relies on it.
+    timeout = 5
 
     def _ok(self) -> None:
         """Send the health document and log the request."""

@@ -1,0 +1,45 @@
+"""Shared pytest setup: the `integration` marker and the Docker guard for it.
+
+Tests marked `integration` need a Docker engine and Compose v2. Without them they are
+skipped on a workstation, but fail under CI (CI=true), where a missing engine is a broken
+build, not a reason to pass.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker (also declared in pyproject.toml, for runs from elsewhere)."""
+    config.addinivalue_line("markers",
+                            "integration: needs a Docker engine and builds the test fleet")
+
+
+def in_ci() -> bool:
+    """True when running under CI (CI=true)."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def docker_available() -> None:
+    """Docker and Compose v2 are usable; else skip (or fail under CI)."""
+    from tests.fleet import engine
+    from tests.fleet.model import FleetError
+
+    try:
+        engine.client()
+        engine.compose_command()
+    except FleetError as exc:
+        if in_ci():
+            pytest.fail(f"CI=true but Docker is not usable: {exc}")
+        pytest.skip(f"Docker is not usable: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def _integration_needs_docker(request: pytest.FixtureRequest) -> None:
+    """Apply the Docker guard to every test marked `integration`."""
+    if request.node.get_closest_marker("integration") is not None:
+        request.getfixturevalue("docker_available")

@@ -1,0 +1,322 @@
+"""The fleet: create N instances in the Ultrabase layout, break and heal them, tear down."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from docker.errors import APIError, NotFound
+from docker.models.containers import Container
+
+from tests.fleet import engine, faults, images, ports, render, state
+from tests.fleet.credentials import new_credentials, random_secret
+from tests.fleet.faults import FaultContext
+from tests.fleet.model import FaultResult, FaultSpec, FleetError, Instance, Ports, UpResult
+
+log = logging.getLogger("tests.fleet")
+
+UP_TIMEOUT = 170.0
+BREAK_TIMEOUT = 90.0
+HEAL_TIMEOUT = 120.0
+NETWORK_ROOT_LABEL = "ultrabase-fleet.root"
+
+
+class Fleet:
+    """A fleet of instances under one root directory."""
+
+    def __init__(self, root: Path, up_result: UpResult | None = None) -> None:
+        """Open the fleet at `root` (see `Fleet.open`)."""
+        self.root = root.resolve()
+        self._state = state.load(self.root)
+        self.up_result = up_result
+
+    # -- creation and lookup --
+
+    @classmethod
+    def open(cls, root: Path) -> Fleet:
+        """The existing fleet at `root`; FleetError when there is none."""
+        return cls(Path(root))
+
+    @classmethod
+    def up(cls, root: Path, count: int = 2, *, timeout: float = UP_TIMEOUT,
+           keep_on_failure: bool = False) -> Fleet:
+        """Create `count` healthy instances under `root` (absent or empty); the fleet.
+
+        On failure everything created is removed (unless keep_on_failure) and FleetError
+        carries the containers' states and log tails.
+        """
+        root = Path(root).resolve()
+        if count < 1:
+            raise FleetError("a fleet needs at least one instance")
+        if state.is_fleet_root(root) or (root / "instances.json").exists():
+            raise FleetError(f"a fleet already exists at {root}; run `down` first")
+        if root.exists() and any(root.iterdir()):
+            raise FleetError(f"{root} is not empty; give a new or empty directory")
+        started = time.monotonic()
+        client = engine.client()
+        engine.compose_command()
+        image = images.ensure_base_image(client)
+        log.info("base image %s", image)
+        root.mkdir(parents=True, exist_ok=True)
+        instances = _new_instances(root, count)
+        state.save(state.FleetState(root=root, image=image, instances=instances, faults={}))
+        admin_token = secrets.token_urlsafe(32)
+        try:
+            _render(root, image, instances, admin_token)
+            _start_all(instances, started + timeout)
+        except BaseException as exc:
+            if keep_on_failure:
+                raise
+            try:
+                teardown(root)
+            except FleetError as cleanup_error:
+                log.error("cleanup after the failed up also failed: %s", cleanup_error)
+            if isinstance(exc, FleetError) or not isinstance(exc, Exception):
+                raise
+            raise FleetError(f"up failed: {exc!r}") from exc
+        result = UpResult(root=root, instances=tuple(i.id for i in instances),
+                          config=root / "doctor.yaml", admin_token=admin_token,
+                          seconds=time.monotonic() - started)
+        log.info("fleet of %d up in %.1fs", count, result.seconds)
+        return cls(root, result)
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        """The instances, as created."""
+        return self._state.instances
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The instance ids."""
+        return tuple(i.id for i in self._state.instances)
+
+    @property
+    def image(self) -> str:
+        """The base image tag."""
+        return self._state.image
+
+    @property
+    def config_path(self) -> Path:
+        """The ultrabase-doctor config file."""
+        return self.root / "doctor.yaml"
+
+    @property
+    def registry_path(self) -> Path:
+        """instances.json."""
+        return self.root / "instances.json"
+
+    @property
+    def core_dir(self) -> Path:
+        """supabase-core, holding env files, compose files and volumes."""
+        return self.root / "supabase-core"
+
+    def instance(self, instance_id: str) -> Instance:
+        """One instance; FleetError for an unknown id."""
+        return self._state.instance(instance_id)
+
+    def active_faults(self) -> dict[str, tuple[str, ...]]:
+        """Recorded faults per instance id."""
+        self._state = state.load(self.root)
+        return {k: tuple(v) for k, v in self._state.faults.items() if v}
+
+    def holder_pids(self) -> tuple[int, ...]:
+        """Pids of the processes holding ports for active port-taken faults."""
+        self._state = state.load(self.root)
+        return tuple(self._state.holder_pids())
+
+    def wait_healthy(self, instance_id: str, timeout: float = HEAL_TIMEOUT) -> None:
+        """Wait until the instance is healthy (containers, gateway and db)."""
+        engine.wait_healthy(self.instance(instance_id), timeout)
+
+    # -- faults --
+
+    @staticmethod
+    def faults() -> tuple[FaultSpec, ...]:
+        """Every fault's name and description."""
+        return faults.specs()
+
+    def break_(self, instance_id: str, fault: str, *,
+               timeout: float = BREAK_TIMEOUT) -> FaultResult:
+        """Inject `fault` into the instance and wait until its symptom shows."""
+        started = time.monotonic()
+        instance = self.instance(instance_id)
+        kind = faults.get(fault)
+        with state.locked(self.root, f"instance-{instance_id}"):
+            active = self._recorded(instance_id)
+            if fault in active:
+                return FaultResult(instance_id, fault, "break", False,
+                                   time.monotonic() - started, "already broken")
+            clash = [name for name in active if kind.exclusive_group is not None
+                     and faults.get(name).exclusive_group == kind.exclusive_group]
+            if clash:
+                raise FleetError(f"{fault} cannot be combined with active {clash[0]} on "
+                                 f"{instance_id}; heal it first")
+            ctx = self._context(instance, fault, timeout)
+            data = kind.inject(ctx)
+            self._record(instance_id, fault, data)
+            kind.await_symptom(ctx, data)
+        log.info("%s: %s broken", instance_id, fault)
+        return FaultResult(instance_id, fault, "break", True, time.monotonic() - started)
+
+    def heal(self, instance_id: str, fault: str, *,
+             timeout: float = HEAL_TIMEOUT) -> FaultResult:
+        """Undo `fault` and wait until the instance is healthy again."""
+        started = time.monotonic()
+        instance = self.instance(instance_id)
+        kind = faults.get(fault)
+        with state.locked(self.root, f"instance-{instance_id}"):
+            data = self._recorded(instance_id).get(fault)
+            ctx = self._context(instance, fault, timeout)
+            kind.undo(ctx, data)
+            if data is not None:
+                self._record(instance_id, fault, None)
+            engine.wait_healthy(instance, max(5.0, timeout - (time.monotonic() - started)))
+        log.info("%s: %s healed", instance_id, fault)
+        return FaultResult(instance_id, fault, "heal", data is not None,
+                           time.monotonic() - started)
+
+    @contextlib.contextmanager
+    def broken(self, instance_id: str, fault: str) -> Iterator[FaultResult]:
+        """Break on entry, heal on exit (also when the body fails)."""
+        result = self.break_(instance_id, fault)
+        try:
+            yield result
+        finally:
+            self.heal(instance_id, fault)
+
+    def _context(self, instance: Instance, fault: str, timeout: float) -> FaultContext:
+        stash = state.state_dir(self.root) / "stash" / instance.id / fault.replace(":", "-")
+        return FaultContext(root=self.root, instance=instance, stash_dir=stash,
+                                   timeout=timeout)
+
+    def _recorded(self, instance_id: str) -> dict[str, dict[str, object]]:
+        self._state = state.load(self.root)
+        return dict(self._state.faults.get(instance_id, {}))
+
+    def _record(self, instance_id: str, fault: str, data: dict[str, object] | None) -> None:
+        with state.locked(self.root):
+            current = state.load(self.root)
+            entries = dict(current.faults.get(instance_id, {}))
+            if data is None:
+                entries.pop(fault, None)
+            else:
+                entries[fault] = data
+            current.faults[instance_id] = entries
+            state.save(current)
+            self._state = current
+
+    # -- teardown --
+
+    def down(self) -> None:
+        """Remove every container, network, holder process and file of the fleet."""
+        teardown(self.root)
+
+
+def _new_instances(root: Path, count: int) -> tuple[Instance, ...]:
+    taken = {c.labels.get(engine.PROJECT_LABEL, "")
+             for c in engine.client().containers.list(all=True)}
+    ids: list[str] = []
+    while len(ids) < count:
+        candidate = secrets.token_hex(4)
+        if candidate not in ids and f"supabase-{candidate}" not in taken:
+            ids.append(candidate)
+    free = ports.free_ports(5 * count)
+    created = datetime.now(UTC)
+    stamp = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    instances = []
+    for n, instance_id in enumerate(ids):
+        p = free[5 * n:5 * n + 5]
+        instances.append(Instance(
+            id=instance_id, name=f"Fleet instance {n + 1}", created_at=stamp,
+            ports=Ports(kong_http=p[0], kong_https=p[1], postgres_ext=p[2], supavisor=p[3],
+                        analytics=p[4]),
+            credentials=new_credentials(created), core_dir=root / "supabase-core"))
+    return tuple(instances)
+
+
+def _render(root: Path, image: str, instances: tuple[Instance, ...], admin_token: str) -> None:
+    for instance in instances:
+        values = render.template_values(instance, image=image, root=root,
+                                        secret_key_base=random_secret(64))
+        render.render_instance_files(instance, values)
+    render.write_registry(root / "instances.json",
+                          {i.id: render.registry_record(i) for i in instances})
+    render.write_users(root / "users.json")
+    render.write_doctor_config(root / "doctor.yaml", root, admin_token)
+
+
+def _start_all(instances: tuple[Instance, ...], deadline: float) -> None:
+    def start(instance: Instance) -> None:
+        began = time.monotonic()
+        log.info("%s: compose up", instance.id)
+        try:
+            engine.compose(instance, "up", "-d", timeout=max(10.0, deadline - time.monotonic()))
+            engine.wait_healthy(instance, max(5.0, deadline - time.monotonic()))
+        except FleetError as exc:
+            raise FleetError(f"{exc}\ncontainers of {instance.id}:\n"
+                             f"{engine.report(instance)}") from None
+        log.info("%s: healthy after %.1fs", instance.id, time.monotonic() - began)
+
+    with ThreadPoolExecutor(max_workers=len(instances)) as pool:
+        futures = [pool.submit(start, i) for i in instances]
+        errors = [str(f.exception()) for f in futures if f.exception() is not None]
+    if errors:
+        raise FleetError("the fleet did not come up:\n" + "\n".join(errors))
+
+
+def teardown(root: Path) -> None:
+    """Remove the fleet at `root`: holders, containers, networks, its image if unused, DIR.
+
+    A root that does not exist is a no-op; a directory without fleet state is refused.
+    """
+    root = Path(root).resolve()
+    if not root.exists():
+        return
+    if not state.is_fleet_root(root):
+        raise FleetError(f"{root} holds no fleet (no .fleet/state.json); not removing it")
+    try:
+        current: state.FleetState | None = state.load(root)
+    except FleetError:
+        current = None
+    for pid in current.holder_pids() if current else []:
+        ports.stop_holder(pid)
+    client = engine.client()
+    projects = {i.project for i in current.instances} if current else set()
+    found = {c.id: c for c in client.containers.list(
+        all=True, filters={"label": f"{engine.WORKING_DIR_LABEL}={root / 'supabase-core'}"})}
+    for project in projects:
+        found.update({c.id: c for c in client.containers.list(
+            all=True, filters={"label": f"{engine.PROJECT_LABEL}={project}"})})
+    log.info("removing %d containers", len(found))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(_remove_container, found.values()))
+    networks = {n.id: n for n in client.networks.list(
+        filters={"label": f"{NETWORK_ROOT_LABEL}={root}"})}
+    for project in projects:
+        networks.update({n.id: n for n in client.networks.list(
+            filters={"label": f"{engine.PROJECT_LABEL}={project}"})})
+    for network in networks.values():
+        with contextlib.suppress(NotFound):
+            network.remove()
+    if current and not images.remove_base_image(client, current.image):
+        log.info("image %s kept: other containers still use it", current.image)
+    shutil.rmtree(root)
+    log.info("removed %s", root)
+
+
+def _remove_container(item: Container) -> None:
+    try:
+        if item.status == "paused":
+            item.unpause()
+        item.remove(force=True, v=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        raise FleetError(f"cannot remove container {item.name}: {exc}") from None

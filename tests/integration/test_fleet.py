@@ -1,0 +1,445 @@
+"""The test fleet itself: layout, health, every fault's symptom and heal, and teardown.
+
+One shared 2-instance fleet serves the module; each fault is healed before the next test.
+Traffic goes only to ports published on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import jwt
+import psycopg
+import pytest
+import yaml
+
+from tests.fleet import engine, faults, ports
+from tests.fleet.fleet import Fleet
+from tests.fleet.model import COMPONENTS, FleetError, Instance
+from tests.fleet.render import TEMPLATES
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = REPO.parent / "shared" / "reference" / "ultrabase"
+WITH_HEALTHCHECK = {"studio", "auth", "realtime", "storage", "imgproxy", "analytics", "db",
+                    "vector", "supavisor"}
+SUPABASE_ROLES = ("supabase_admin", "postgres", "supabase_auth_admin", "authenticator",
+                  "supabase_storage_admin", "anon", "authenticated", "service_role")
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of an env file (quotes stripped)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key] = value.strip('"')
+    return values
+
+
+def registry(fleet: Fleet) -> dict[str, dict]:
+    """instances.json as it is now."""
+    return json.loads(fleet.registry_path.read_text())
+
+
+def admin_headers(key: str) -> dict[str, str]:
+    """Headers of a service-role call through Kong."""
+    return {"apikey": key, "Authorization": f"Bearer {key}"}
+
+
+def container_env(instance: Instance, component: str) -> dict[str, str]:
+    """The environment in force in a running container (docker inspect)."""
+    pairs = engine.container(instance, component).attrs["Config"]["Env"]
+    return {key: value for key, _, value in (pair.partition("=") for pair in pairs)}
+
+
+# -- the fleet as created ---------------------------------------------------------------------
+
+
+def test_every_container_runs_and_is_healthy(fleet: Fleet) -> None:
+    for instance in fleet.instances:
+        found = engine.containers(instance)
+        assert set(found) == set(COMPONENTS)
+        published = set()
+        for component, item in found.items():
+            assert item.name == instance.container_name(component)
+            state = engine.state_of(item)
+            assert state.status == "running", component
+            assert item.labels["ultrabase-fleet"] == "1"
+            if item.attrs["Config"].get("Healthcheck"):
+                assert state.health == "healthy", component
+            for container_port, binds in (item.attrs["NetworkSettings"]["Ports"] or {}).items():
+                published |= {(component, container_port, b["HostIp"], int(b["HostPort"]))
+                              for b in binds or []}
+        with_check = {c for c, item in found.items() if item.attrs["Config"].get("Healthcheck")}
+        assert with_check == WITH_HEALTHCHECK
+        p = instance.ports
+        assert published == {("kong", "8000/tcp", "127.0.0.1", p.kong_http),
+                             ("kong", "8443/tcp", "127.0.0.1", p.kong_https),
+                             ("db", "5432/tcp", "127.0.0.1", p.postgres_ext),
+                             ("analytics", "4000/tcp", "127.0.0.1", p.analytics)}
+        assert "db:service_healthy" in found["auth"].labels["com.docker.compose.depends_on"]
+        assert "vector:service_healthy" in found["db"].labels["com.docker.compose.depends_on"]
+
+
+def test_registry_env_compose_and_kong_agree(fleet: Fleet) -> None:
+    records = registry(fleet)
+    assert set(records) == set(fleet.ids)
+    for instance in fleet.instances:
+        record = records[instance.id]
+        assert re.fullmatch(r"[0-9a-f]{8}", instance.id)
+        assert record["id"] == instance.id and record["owner"] == "admin"
+        assert record["status"] == "running"
+        assert record["ports"] == instance.ports.as_dict()
+        assert record["docker"] == {"compose_file": f"docker-compose-{instance.id}.yml",
+                                    "env_file": f".env-{instance.id}",
+                                    "volumes_dir": f"volumes-{instance.id}"}
+        assert set(record) >= {"name", "created_at", "updated_at", "urls", "config"}
+        creds = record["credentials"]
+        assert creds == instance.credentials.registry_dict()
+        assert len(creds["jwt_secret"]) >= 32
+        for role in ("anon", "service_role"):
+            claims = jwt.decode(creds[f"{role}_key"], creds["jwt_secret"], algorithms=["HS256"])
+            assert claims["role"] == role and claims["iss"] == "supabase"
+            assert claims["exp"] - claims["iat"] == 365 * 86400
+
+        env = read_env(instance.env_file)
+        assert set(env) == set(read_env(TEMPLATES / "env.template"))
+        assert all("$" not in value for value in env.values())
+        assert env["INSTANCE_ID"] == instance.id
+        assert env["POSTGRES_PASSWORD"] == creds["postgres_password"]
+        assert env["JWT_SECRET"] == creds["jwt_secret"]
+        assert env["SERVICE_ROLE_KEY"] == creds["service_role_key"]
+        assert env["KONG_HTTP_PORT"] == str(instance.ports.kong_http)
+
+        text = instance.compose_file.read_text()
+        assert "${" not in text
+        compose = yaml.safe_load(text)
+        assert compose["name"] == instance.project
+        assert "volumes" not in compose
+        services = compose["services"]
+        assert {s: services[s]["container_name"] for s in services} == {
+            c: instance.container_name(c) for c in COMPONENTS}
+        assert "ports" not in services["supavisor"]
+        assert services["auth"]["environment"]["GOTRUE_JWT_SECRET"] == creds["jwt_secret"]
+        kong_env = services["kong"]["environment"]
+        assert kong_env["SUPABASE_SERVICE_KEY"] == creds["service_role_key"]
+        assert (f"./volumes-{instance.id}/api/kong.yml:/home/kong/temp.yml:ro"
+                in services["kong"]["volumes"])
+        assert (f"./volumes-{instance.id}/db/data:/var/lib/postgresql/data:Z"
+                in services["db"]["volumes"])
+        assert container_env(instance, "auth")["GOTRUE_JWT_SECRET"] == creds["jwt_secret"]
+        assert container_env(instance, "kong")["SUPABASE_SERVICE_KEY"] == \
+            creds["service_role_key"]
+
+        kong = yaml.safe_load(instance.kong_file.read_text())
+        names = [s["name"] for s in kong["services"]]
+        assert len(names) == len(set(names))
+        keys = {c["username"]: c["keyauth_credentials"][0]["key"]
+                for c in kong["consumers"] if "keyauth_credentials" in c}
+        assert keys == {"anon": creds["anon_key"], "service_role": creds["service_role_key"]}
+        assert kong["basicauth_credentials"][0]["password"] == creds["dashboard_password"]
+        assert f"realtime-dev.supabase-realtime-{instance.id}" in instance.kong_file.read_text()
+
+        volumes = instance.volumes_dir
+        assert (volumes / "db" / "data" / "PG_VERSION").is_file()
+        for name in ("roles.sql", "jwt.sql", "realtime.sql", "logs.sql", "webhooks.sql"):
+            assert (volumes / "db" / name).is_file()
+        assert any((volumes / "storage").rglob("*.txt"))
+        assert (volumes / "functions" / "main" / "index.ts").is_file()
+        vector = (volumes / "logs" / "vector.yml").read_text()
+        assert f"supabase-db-{instance.id}" in vector and "${INSTANCE_ID}" not in vector
+
+
+def test_doctor_config_and_users_file(fleet: Fleet) -> None:
+    from exporter.config import load_config
+    from exporter.discovery.registry import read_registry
+
+    assert fleet.up_result is not None
+    path = fleet.config_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    raw = yaml.safe_load(path.read_text())
+    token_hash = hashlib.sha256(fleet.up_result.admin_token.encode()).hexdigest()
+    assert raw == {
+        "ultrabase": {"registry": str(fleet.root / "instances.json"),
+                      "core_dir": str(fleet.root / "supabase-core"),
+                      "users_file": str(fleet.root / "users.json")},
+        "discovery": {"sources": ["ultrabase"]},
+        "store": {"path": str(fleet.root / "store.sqlite3")},
+        "api": {"tokens": [{"name": "fleet-admin", "token_sha256": token_hash,
+                            "role": "admin", "instances": ["*"]}]},
+    }
+    config = load_config(path)
+    assert config.ultrabase.core_dir == fleet.core_dir
+    parsed = read_registry(fleet.registry_path)
+    assert parsed.format == "keyed" and not parsed.problems
+    assert {r.id for r in parsed.records} == set(fleet.ids)
+    assert all(not r.problems for r in parsed.records)
+    users = json.loads((fleet.root / "users.json").read_text())
+    assert users["admin"]["role"] == "admin" and users["admin"]["projects"] == ["*"]
+
+
+def test_template_keeps_the_reference_structure() -> None:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"no reference files at {REFERENCE}")
+    ours = yaml.safe_load((TEMPLATES / "docker-compose.yml").read_text())
+    theirs = yaml.safe_load((REFERENCE / "docker-compose.yml").read_text())
+    assert ours["name"] == theirs["name"]
+    assert list(ours["services"]) == list(theirs["services"])
+    for name, spec in theirs["services"].items():
+        mine = ours["services"][name]
+        assert mine["container_name"] == spec["container_name"]
+        assert mine.get("restart") == spec.get("restart")
+        assert mine.get("depends_on") == spec.get("depends_on")
+        assert set(mine.get("environment", {})) - {"PGRST_ADMIN_SERVER_PORT"} == \
+            set(spec.get("environment", {}))
+        assert mine.get("healthcheck", {}).get("test") == spec.get("healthcheck", {}).get("test")
+        own_mounts = [v for v in spec.get("volumes", []) if v.startswith("./volumes-")]
+        assert all(m in mine["volumes"] or "vector.yml" in m for m in own_mounts)
+
+
+def test_gateway_serves_auth_rest_and_studio(fleet: Fleet) -> None:
+    for instance in fleet.instances:
+        creds, url = instance.credentials, instance.gateway_url
+        health = httpx.get(f"{url}/auth/v1/health", headers={"apikey": creds.anon_key})
+        assert health.status_code == 200 and health.json()["name"] == "GoTrue"
+        assert httpx.get(f"{url}/auth/v1/health").status_code == 401
+        assert httpx.get(f"{url}/rest/v1/", headers={"apikey": creds.anon_key}).status_code == 200
+        studio = (creds.dashboard_username, creds.dashboard_password)
+        assert httpx.get(f"{url}/", auth=studio).status_code == 200
+        assert httpx.get(f"{url}/").status_code == 401
+        headers = admin_headers(creds.service_role_key)
+        email = f"fleet-probe-{uuid.uuid4().hex[:12]}@fleet.invalid"
+        created = httpx.post(f"{url}/auth/v1/admin/users", headers=headers,
+                             json={"email": email, "password": uuid.uuid4().hex,
+                                   "email_confirm": True})
+        assert created.status_code == 200, created.text
+        deleted = httpx.delete(f"{url}/auth/v1/admin/users/{created.json()['id']}",
+                               headers=headers)
+        assert deleted.status_code == 200
+
+
+def test_db_has_the_supabase_roles_and_schemas(fleet: Fleet) -> None:
+    for instance in fleet.instances:
+        with engine.db_connect(instance) as conn:
+            roles = {r[0]: r[1:] for r in conn.execute(
+                "SELECT rolname, rolcanlogin, rolsuper, rolinherit FROM pg_roles")}
+            owners = dict(conn.execute(
+                "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace").fetchall())
+            members = {r[0] for r in conn.execute(
+                "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
+                "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = 'authenticator'")}
+            assert conn.execute("SELECT to_regclass('auth.users')").fetchone() == ("auth.users",)
+        assert set(SUPABASE_ROLES) <= set(roles)
+        assert roles["supabase_admin"][:2] == (True, True)
+        assert roles["authenticator"] == (True, False, False)
+        assert roles["anon"][0] is False and roles["service_role"][0] is False
+        assert members == {"anon", "authenticated", "service_role"}
+        assert owners["auth"] == "supabase_auth_admin"
+        assert owners["storage"] == "supabase_storage_admin"
+        assert {"_analytics", "_realtime"} <= set(owners)
+        for role in ("supabase_auth_admin", "authenticator", "supabase_storage_admin"):
+            with engine.db_connect(instance, user=role):
+                pass
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def test_fault_names() -> None:
+    names = {spec.name for spec in Fleet.faults()}
+    assert names == ({f"stop:{c}" for c in COMPONENTS} | {f"pause:{c}" for c in COMPONENTS}
+                     | {"auth-db-password", "service-key-wrong-secret", "service-key-expired",
+                        "kong-key-mismatch", "volume-missing", "port-taken"})
+
+
+def test_auth_db_password(fleet: Fleet) -> None:
+    instance = fleet.instances[0]
+    with fleet.broken(instance.id, "auth-db-password"):
+        engine.wait_for(
+            lambda: engine.component_state(instance, "auth").status in ("restarting", "exited"),
+            20, "auth to be restarting")
+        assert engine.component_state(instance, "auth").restart_count >= 1
+        assert faults.AUTH_DB_ERROR in engine.logs(instance, "auth").replace('\\"', '"')
+        assert f"FATAL:  {faults.AUTH_DB_ERROR}" in engine.logs(instance, "db")
+        with pytest.raises(psycopg.OperationalError):
+            engine.db_connect(instance, user="supabase_auth_admin").close()
+    assert engine.component_state(instance, "auth").ok
+    engine.db_connect(instance, user="supabase_auth_admin").close()
+
+
+def test_kong_key_mismatch(fleet: Fleet) -> None:
+    instance = fleet.instances[1]
+    creds = instance.credentials
+    before = instance.kong_file.read_bytes()
+    with fleet.broken(instance.id, "kong-key-mismatch"):
+        rejected = engine.gateway_get(instance, "/auth/v1/health", creds.service_role_key)
+        assert rejected.status_code == 401
+        assert rejected.json() == {"message": "Invalid authentication credentials"}
+        assert engine.gateway_get(instance, "/auth/v1/health", creds.anon_key).status_code == 200
+        assert creds.service_role_key not in instance.kong_file.read_text()
+        assert read_env(instance.env_file)["SERVICE_ROLE_KEY"] == creds.service_role_key
+        assert registry(fleet)[instance.id]["credentials"] == creds.registry_dict()
+    assert instance.kong_file.read_bytes() == before
+    assert engine.gateway_get(instance, "/auth/v1/health",
+                              creds.service_role_key).status_code == 200
+
+
+@pytest.mark.parametrize("fault", ["service-key-wrong-secret", "service-key-expired"])
+def test_service_key_faults(fleet: Fleet, fault: str) -> None:
+    instance = fleet.instances[0]
+    creds = instance.credentials
+    files = (fleet.registry_path, instance.env_file, instance.compose_file, instance.kong_file)
+    before = {path: path.read_bytes() for path in files}
+    with fleet.broken(instance.id, fault):
+        bad = registry(fleet)[instance.id]["credentials"]["service_role_key"]
+        assert bad != creds.service_role_key
+        assert read_env(instance.env_file)["SERVICE_ROLE_KEY"] == bad
+        for path in (instance.compose_file, instance.kong_file):
+            assert bad in path.read_text() and creds.service_role_key not in path.read_text()
+        assert container_env(instance, "kong")["SUPABASE_SERVICE_KEY"] == bad
+        assert container_env(instance, "storage")["SERVICE_KEY"] == bad
+        expected = jwt.ExpiredSignatureError if fault.endswith("expired") \
+            else jwt.InvalidSignatureError
+        with pytest.raises(expected):
+            jwt.decode(bad, creds.jwt_secret, algorithms=["HS256"])
+        answer = httpx.post(f"{instance.gateway_url}/auth/v1/admin/users",
+                            headers=admin_headers(bad),
+                            json={"email": f"never-{uuid.uuid4().hex[:8]}@fleet.invalid",
+                                  "email_confirm": True})
+        assert answer.headers.get("via", "").startswith("kong/")
+        assert faults.rejected_by_gotrue(answer), answer.text
+        assert answer.json()["error_code"] == "bad_jwt"
+        if fault.endswith("expired"):
+            assert "expired" in answer.json()["msg"]
+    assert {path: path.read_bytes() for path in files} == before
+    assert container_env(instance, "kong")["SUPABASE_SERVICE_KEY"] == creds.service_role_key
+    listed = httpx.get(f"{instance.gateway_url}/auth/v1/admin/users",
+                       headers=admin_headers(creds.service_role_key))
+    assert listed.status_code == 200
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_stop(fleet: Fleet, component: str) -> None:
+    instance = fleet.instances[COMPONENTS.index(component) % 2]
+    with fleet.broken(instance.id, f"stop:{component}"):
+        assert engine.component_state(instance, component).status == "exited"
+    assert engine.component_state(instance, component).ok
+
+
+@pytest.mark.parametrize("component", ["kong", "auth", "db", "rest", "analytics"])
+def test_pause(fleet: Fleet, component: str) -> None:
+    instance = fleet.instances[1]
+    with fleet.broken(instance.id, f"pause:{component}"):
+        assert engine.component_state(instance, component).status == "paused"
+        if component in ("kong", "auth"):
+            with pytest.raises(httpx.TimeoutException):
+                engine.gateway_get(instance, "/auth/v1/health", instance.credentials.anon_key,
+                                   timeout=1.5)
+    assert engine.component_state(instance, component).ok
+
+
+def test_volume_missing(fleet: Fleet) -> None:
+    instance = fleet.instances[1]
+    storage = instance.volumes_dir / "storage"
+    before = {p.relative_to(storage): p.read_bytes() for p in storage.rglob("*") if p.is_file()}
+    assert before
+    with fleet.broken(instance.id, "volume-missing"):
+        assert not storage.exists()
+        stashed = fleet.root / ".fleet" / "stash" / instance.id / "volume-missing" / "storage"
+        assert {p.relative_to(stashed) for p in stashed.rglob("*") if p.is_file()} == set(before)
+    assert {p.relative_to(storage): p.read_bytes()
+            for p in storage.rglob("*") if p.is_file()} == before
+
+
+def test_port_taken(fleet: Fleet) -> None:
+    instance = fleet.instances[0]
+    port = instance.ports.kong_http
+    with fleet.broken(instance.id, "port-taken"):
+        (pid,) = fleet.holder_pids()
+        assert ports.is_holder(pid) and not ports.is_free(port)
+        kong = engine.container(instance, "kong")
+        assert engine.state_of(kong).status != "running"
+        assert "address already in use" in kong.attrs["State"]["Error"]
+        with pytest.raises(httpx.HTTPError):
+            engine.gateway_get(instance, "/auth/v1/health", instance.credentials.anon_key)
+    assert not ports.is_holder(pid)
+    assert fleet.holder_pids() == ()
+    assert engine.gateway_get(instance, "/auth/v1/health",
+                              instance.credentials.anon_key).status_code == 200
+
+
+def test_break_and_heal_are_idempotent(fleet: Fleet) -> None:
+    instance_id = fleet.ids[1]
+    assert fleet.break_(instance_id, "volume-missing").changed
+    assert not fleet.break_(instance_id, "volume-missing").changed
+    assert fleet.active_faults() == {instance_id: ("volume-missing",)}
+    assert fleet.heal(instance_id, "volume-missing").changed
+    assert not fleet.heal(instance_id, "volume-missing").changed
+    assert fleet.active_faults() == {}
+
+
+def test_key_faults_do_not_combine(fleet: Fleet) -> None:
+    instance_id = fleet.ids[1]
+    with fleet.broken(instance_id, "kong-key-mismatch"), \
+            pytest.raises(FleetError, match="cannot be combined"):
+        fleet.break_(instance_id, "service-key-expired")
+    assert fleet.active_faults() == {}
+
+
+def test_cli(fleet: Fleet) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tests.fleet", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    listed = cli("faults")
+    assert listed.returncode == 0
+    assert {line.split("\t")[0] for line in listed.stdout.splitlines()} == \
+        {spec.name for spec in Fleet.faults()}
+    instance_id = fleet.ids[0]
+    broke = cli("break", instance_id, "stop:meta", "--root", str(fleet.root))
+    assert broke.returncode == 0, broke.stderr
+    assert json.loads(broke.stdout)["changed"] is True
+    healed = cli("heal", instance_id, "stop:meta", "--root", str(fleet.root))
+    assert healed.returncode == 0, healed.stderr
+    assert json.loads(healed.stdout) | {"seconds": 0} == {
+        "instance_id": instance_id, "fault": "stop:meta", "action": "heal", "changed": True,
+        "seconds": 0, "detail": ""}
+    again = cli("up", "--instances", "1", "--root", str(fleet.root))
+    assert again.returncode == 1 and "already exists" in again.stderr
+    unknown = cli("break", instance_id, "no-such-fault", "--root", str(fleet.root))
+    assert unknown.returncode == 1 and "unknown fault" in unknown.stderr
+
+
+def test_down_removes_everything(fleet_factory: Callable[..., Fleet]) -> None:
+    doomed = fleet_factory(1, shared_fleet=False)
+    root, instance = doomed.root, doomed.instances[0]
+    doomed.break_(instance.id, "port-taken")
+    (pid,) = doomed.holder_pids()
+    doomed.down()
+    client = engine.client()
+    assert not root.exists()
+    assert not ports.is_holder(pid)
+    assert client.containers.list(
+        all=True, filters={"label": f"{engine.PROJECT_LABEL}={instance.project}"}) == []
+    assert client.networks.list(filters={"label": f"ultrabase-fleet.root={root}"}) == []
+    assert client.networks.list(
+        filters={"label": f"{engine.PROJECT_LABEL}={instance.project}"}) == []
+    others = client.containers.list(all=True, filters={"label": "ultrabase-fleet=1"})
+    images = client.images.list(filters={"label": "ultrabase-fleet=1"})
+    if others:
+        assert all(c.labels.get(engine.WORKING_DIR_LABEL) != str(root / "supabase-core")
+                   for c in others)
+    else:
+        assert images == []
+    doomed.down()
