@@ -142,13 +142,21 @@ _COMPONENT_ORDER = {c: n for n, c in enumerate(("db", "auth", "rest", "kong"))}
 
 
 def explains(cause: Issue, effect: Issue, rules: Sequence[Rule] = RULES) -> bool:
-    """True when some rule says cause explains effect."""
-    return cause is not effect and any(r.explains(cause, effect) for r in rules)
+    """True when some rule says cause explains effect.
+
+    Issues read from logs describe the recent past, which may be over already: they can be
+    explained but never explain what a live check sees now.
+    """
+    if cause is effect or cause.check == "logs":
+        return False
+    return any(r.explains(cause, effect) for r in rules)
 
 
 def _order(issue: Issue) -> tuple[int, int, int, int]:
-    return (-SEVERITY_RANK[issue.severity], _CODE_ORDER.get(issue.code, len(_CODE_ORDER)),
-            _COMPONENT_ORDER.get(issue.component or "", 9), int(issue.check == "logs"))
+    # Live findings before what the logs say, at any severity.
+    return (int(issue.check == "logs"), -SEVERITY_RANK[issue.severity],
+            _CODE_ORDER.get(issue.code, len(_CODE_ORDER)),
+            _COMPONENT_ORDER.get(issue.component or "", 9))
 
 
 def order_issues(issues: Iterable[Issue]) -> list[Issue]:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from exporter.checks.base import CheckContext, Findings
+from exporter.checks.endpoints import kong_file_view
 from exporter.gateway import GatewayCall, call
 from exporter.issues import Issue, make_issue
 from exporter.jwtkeys import (
@@ -332,6 +333,9 @@ class _AdminSession:
                 details["created"] = True
                 return
             report.issues.append(self.failure("create", created))
+            rejected = _service_key_rejected(self.ctx, created)
+            if rejected is not None:
+                report.issues.append(rejected)
             if created.ok or created.fault == "timeout":
                 # The user may exist although no id came back: find it by its address.
                 user_id = self.find_by_email()
@@ -402,6 +406,25 @@ def _failure_issue(ctx: CheckContext, step: str, c: GatewayCall | None,
             "expired": service.expiry(ctx.now, 0) == "expired"}
     return make_issue("AUTH_USER_CREATE_FAILED", check=NAME, component="auth",
                       message=message, evidence=evidence)
+
+
+def _service_key_rejected(ctx: CheckContext, c: GatewayCall) -> Issue | None:
+    """GATEWAY_KEY_REJECTED when Kong itself refused the service key on the admin route."""
+    if c.verdict is None or c.verdict.origin != "kong" or c.verdict.kong_error != "key_rejected":
+        return None
+    used = fingerprint(ctx.instance.credentials.service_role_key)
+    kong_file_fp, differs = kong_file_view(ctx.instance, "service_role_key", used)
+    drift = {True: "; kong.yml holds a different value",
+             False: "; kong.yml on disk agrees, so the running Kong config differs",
+             None: ""}[differs]
+    return make_issue(
+        "GATEWAY_KEY_REJECTED", check=NAME, component="kong",
+        message=f"Kong rejects the service key ({used}) on {ADMIN_USERS}{drift}",
+        evidence={"credential": "service_role_key", "fingerprint": used,
+                  "source": ctx.instance.credentials.sources.get("service_role_key"),
+                  "routes": [ADMIN_USERS], "statuses": [c.status],
+                  "kong_messages": [c.verdict.message] if c.verdict.message else [],
+                  "kong_file_fingerprint": kong_file_fp, "kong_file_differs": differs})
 
 
 def _layer(c: GatewayCall) -> tuple[str, str | None]:

@@ -102,3 +102,15 @@ def test_unrelated_issues_root_is_most_severe() -> None:
     root = find_root_cause([issue("DISK_SPACE_LOW"), issue("VOLUME_MISSING", "storage")])
     assert root is not None and root.issue.code == "VOLUME_MISSING"
     assert root.explains == ()
+
+
+def test_log_findings_never_explain_live_ones() -> None:
+    stale = issue("JWT_SECRET_MISMATCH", "auth", check="logs")
+    live = [issue("AUTH_USER_CREATE_FAILED", "auth", check="auth_service"),
+            issue("GATEWAY_KEY_REJECTED", "kong", check="auth_service"), stale]
+    root = find_root_cause(live)
+    assert root is not None and root.issue.code == "GATEWAY_KEY_REJECTED"
+    assert not explains(stale, live[0])
+    # Alone, a log finding can still be the root.
+    alone = find_root_cause([stale])
+    assert alone is not None and alone.issue is stale

@@ -1,0 +1,174 @@
+"""The fault matrix: the real engine over a live fleet of 3, one instance broken at a time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.config import Config, load_config
+from exporter.diagnostic import Diagnostic
+from exporter.dockerhost import DockerHost
+from exporter.engine import DiagnosticsEngine
+from tests.fleet.fleet import Fleet
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 3.0
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    fleet = Fleet.up(tmp_path_factory.mktemp("diagnostics") / "fleet", 3)
+    try:
+        yield fleet
+    finally:
+        fleet.down()
+
+
+def make_engine(fleet: Fleet, **diagnostics: Any) -> DiagnosticsEngine:
+    config = load_config(fleet.config_path)
+    settings = {"timeout_seconds": TIMEOUT, **diagnostics}
+    thresholds = settings.pop("thresholds", None)
+    diag = config.diagnostics.model_copy(update=settings)
+    if thresholds:
+        diag = diag.model_copy(update={"thresholds": diag.thresholds.model_copy(
+            update=thresholds)})
+    tuned: Config = config.model_copy(update={"diagnostics": diag})
+    return DiagnosticsEngine(tuned, DockerHost(config.docker.base_url, TIMEOUT))
+
+
+@pytest.fixture
+def engine(live: Fleet) -> Iterator[DiagnosticsEngine]:
+    made = make_engine(live)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def sweep(engine: DiagnosticsEngine) -> dict[str, Diagnostic]:
+    return {d.instance_id: d for d in engine.sweep("on_demand")}
+
+
+def serious(diagnostic: Diagnostic) -> list[str]:
+    return [f"{i.code}[{i.component}]: {i.message}" for i in diagnostic.issues
+            if i.severity in ("critical", "warning")]
+
+
+def assert_others_clean(live: Fleet, results: dict[str, Diagnostic], broken: str) -> None:
+    for iid in live.ids:
+        if iid != broken:
+            assert serious(results[iid]) == [], f"false positive on healthy {iid}"
+
+
+def test_healthy_fleet_reports_nothing(live: Fleet, engine: DiagnosticsEngine) -> None:
+    results = sweep(engine)
+    assert sorted(results) == sorted(live.ids)
+    for iid, diagnostic in results.items():
+        assert serious(diagnostic) == [], iid
+        assert diagnostic.healthy and diagnostic.root_cause is None
+        assert {r.status for r in diagnostic.results.values()} <= {"ok", "skipped"}
+        synthetic = diagnostic.results["auth_service"].details["synthetic_user"]
+        assert synthetic["created"] and synthetic["deleted"]
+
+
+MATRIX = [
+    ("stop:auth", {"CONTAINER_NOT_RUNNING"}, "auth"),
+    ("auth-db-password", {"DB_ROLE_PASSWORD_MISMATCH"}, None),
+    ("service-key-wrong-secret", {"JWT_SECRET_MISMATCH"}, "auth"),
+    ("service-key-expired", {"JWT_KEY_EXPIRED"}, "auth"),
+    ("kong-key-mismatch", {"GATEWAY_KEY_REJECTED"}, "kong"),
+    ("stop:db", {"DB_UNREACHABLE"}, "db"),
+    ("stop:kong", {"CONTAINER_NOT_RUNNING"}, "kong"),
+    ("volume-missing", {"VOLUME_MISSING"}, None),
+    ("port-taken", {"PORT_CONFLICT"}, "kong"),
+]
+
+
+@pytest.mark.parametrize(("fault", "codes", "component"), MATRIX,
+                         ids=[m[0] for m in MATRIX])
+def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: DiagnosticsEngine,
+                                                fault: str, codes: set[str],
+                                                component: str | None) -> None:
+    target = live.ids[0]
+    with live.broken(target, fault):
+        results = sweep(engine)
+    diagnostic = results[target]
+    assert not diagnostic.healthy
+    root = diagnostic.root_cause
+    assert root is not None, serious(diagnostic)
+    assert root.issue.code in codes, serious(diagnostic)
+    if component:
+        assert root.issue.component == component, serious(diagnostic)
+    assert_others_clean(live, results, target)
+    if fault == "stop:db":
+        attributed = {i.component for i in root.explains}
+        assert {"auth", "rest"} & attributed, serious(diagnostic)
+    if fault == "stop:kong":
+        assert any(i.code == "GATEWAY_UNREACHABLE" for i in diagnostic.issues)
+
+
+def test_paused_auth_costs_one_timeout(live: Fleet, engine: DiagnosticsEngine) -> None:
+    target = live.ids[0]
+    with live.broken(target, "pause:auth"):
+        started = time.monotonic()
+        results = sweep(engine)
+        elapsed = time.monotonic() - started
+    diagnostic = results[target]
+    root = diagnostic.root_cause
+    assert root is not None
+    auth_codes = {i.code for i in diagnostic.issues if i.component == "auth"}
+    assert auth_codes & {"COMPONENT_UNREACHABLE", "AUTH_UNHEALTHY"}, serious(diagnostic)
+    assert root.issue.component == "auth", serious(diagnostic)
+    assert diagnostic.duration_seconds <= TIMEOUT * 3 + 2
+    assert elapsed <= TIMEOUT * 3 + 4
+    for iid in live.ids[1:]:
+        # The healthy instances are not held back by the hung one.
+        assert results[iid].duration_seconds < diagnostic.duration_seconds
+    assert_others_clean(live, results, target)
+
+
+def test_disk_threshold_above_usage_is_reported(live: Fleet) -> None:
+    engine = make_engine(live, thresholds={"disk_low_free_percent": 99.99,
+                                           "disk_critical_free_percent": 0.0})
+    try:
+        diagnostic = engine.sweep("on_demand", [live.ids[1]])[0]
+    finally:
+        engine.close()
+    assert diagnostic.root_cause is not None
+    assert diagnostic.root_cause.issue.code == "DISK_SPACE_LOW"
+
+
+def _instance_secrets(registry: Path) -> list[str]:
+    records = json.loads(registry.read_text())
+    found: list[str] = []
+    for record in records.values():
+        creds = record["credentials"]
+        found += [creds[k] for k in ("postgres_password", "jwt_secret", "anon_key",
+                                     "service_role_key", "dashboard_password")]
+    return found
+
+
+@pytest.mark.parametrize("fault", [None, "auth-db-password", "service-key-wrong-secret"])
+def test_no_secret_in_results_or_logs(live: Fleet, engine: DiagnosticsEngine,
+                                      caplog: pytest.LogCaptureFixture,
+                                      fault: str | None) -> None:
+    target = live.ids[1]
+    caplog.set_level(logging.DEBUG)
+    if fault:
+        with live.broken(target, fault):
+            secrets = _instance_secrets(live.registry_path)
+            text = json.dumps(engine.sweep("on_demand", [target])[0].to_dict())
+    else:
+        secrets = _instance_secrets(live.registry_path)
+        text = json.dumps(engine.sweep("on_demand", [target])[0].to_dict())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in secrets:
+        assert secret not in text
+        assert secret not in logged
