@@ -1,0 +1,559 @@
+"""The SQLite store shared by the exporter and the action API.
+
+One file in WAL mode, opened by both processes at once: readers never wait for the writer,
+and writers queue on SQLite's lock (``busy_timeout``) instead of failing. Every write is one
+short ``BEGIN IMMEDIATE`` transaction, so a writer takes the lock up front and never hits
+the "cannot upgrade a read transaction" error that deferred transactions get under WAL.
+Connections come from a small pool: safe from any number of threads, bounded in count.
+
+Schema (version 1; timestamps are UTC, as Unix epoch seconds unless said otherwise):
+
+- ``latest(instance_id PK, timestamp, healthy, payload)`` — the newest diagnostic of each
+  instance; ``payload`` is ``Diagnostic.to_dict()`` as JSON (already free of secrets).
+- ``history(id PK, instance_id, timestamp, healthy, trigger, payload)``, indexed on
+  ``(instance_id, timestamp)`` — past diagnostics, at most ``history_limit`` per instance.
+- ``counters(kind, labels, value; PK (kind, labels))`` — counters that only grow;
+  ``labels`` is a JSON array (``diagnostic_runs``: [trigger, result];
+  ``operations``: [operation, result]).
+- ``instances(id PK, name, owner)`` — the last discovery's instance list.
+- ``meta(key PK, value)`` — small facts about the exporter (docker_ok, last_sweep_at, ...).
+- ``schedules(instance_id PK, spec, enabled, updated_at ISO-8601 text, updated_by)``.
+- ``generation(id = 1, value)`` — bumped by every write above, so a reader in any process
+  learns with one tiny query whether anything changed.
+
+The version lives in ``PRAGMA user_version``. ``MIGRATIONS`` is an ordered list of SQL
+scripts; script *n* (0-based) takes the schema from version *n* to *n + 1* and runs in its
+own transaction, together with the version bump. Adding a migration is appending one
+script; never edit one that has shipped. The action API adds its tables this way:
+migration 2 for the audit log, migration 3 for the cross-process operation locks. A store
+whose version is newer than this code knows is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from exporter.diagnostic import Diagnostic
+from exporter.errors import DoctorError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: diagnostics, counters, instances, meta, schedules, generation.
+    """
+    CREATE TABLE latest (
+        instance_id TEXT PRIMARY KEY,
+        timestamp   REAL NOT NULL,
+        healthy     INTEGER NOT NULL,
+        payload     TEXT NOT NULL
+    );
+    CREATE TABLE history (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id TEXT NOT NULL,
+        timestamp   REAL NOT NULL,
+        healthy     INTEGER NOT NULL,
+        trigger     TEXT NOT NULL,
+        payload     TEXT NOT NULL
+    );
+    CREATE INDEX history_instance_time ON history (instance_id, timestamp);
+    CREATE TABLE counters (
+        kind   TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value  INTEGER NOT NULL,
+        PRIMARY KEY (kind, labels)
+    );
+    CREATE TABLE instances (
+        id    TEXT PRIMARY KEY,
+        name  TEXT NOT NULL,
+        owner TEXT
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE schedules (
+        instance_id TEXT PRIMARY KEY,
+        spec        TEXT NOT NULL,
+        enabled     INTEGER NOT NULL,
+        updated_at  TEXT NOT NULL,
+        updated_by  TEXT
+    );
+    CREATE TABLE generation (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+    );
+    INSERT INTO generation (id, value) VALUES (1, 0);
+    """,
+)
+
+RUNS = "diagnostic_runs"
+OPERATIONS = "operations"
+# Idle connections kept for reuse; more are opened under load and closed when returned.
+_MAX_IDLE = 4
+# Keys of Diagnostic.to_dict() that describe one response, not the diagnostic.
+_RESPONSE_KEYS = ("cached", "age_seconds", "rate_limited")
+
+
+class StoreError(DoctorError):
+    """The store cannot be opened, read or written, or its schema is newer than this code."""
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One instance as the last discovery saw it."""
+
+    id: str
+    name: str
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A per-instance diagnostic schedule set through the API."""
+
+    instance_id: str
+    spec: str
+    enabled: bool
+    updated_at: datetime
+    updated_by: str | None
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """What /metrics renders, read in one transaction so the parts agree."""
+
+    generation: int
+    latest: tuple[Diagnostic, ...]
+    instances: tuple[InstanceInfo, ...]
+    run_counts: Mapping[tuple[str, str], int]
+    operation_counts: Mapping[tuple[str, str], int]
+    meta: Mapping[str, str]
+
+
+class Store:
+    """The shared SQLite store; thread-safe and safe with other processes on the same file."""
+
+    SCHEMA_VERSION: int = len(MIGRATIONS)
+
+    def __init__(self, path: Path, history_limit: int = 100, *,
+                 busy_timeout: float = 5.0) -> None:
+        if history_limit < 1:
+            raise ValueError("history_limit must be at least 1")
+        self.path = Path(path)
+        self.history_limit = history_limit
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+        _prepare_file(self.path)
+        try:
+            with self._connection() as conn:
+                self._enable_wal(conn)
+                self._migrate(conn)
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close every idle connection; connections in use close when returned."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with suppress(sqlite3.Error):
+                conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ResultStore --------------------------------------------------------------------
+
+    def latest(self, instance_id: str) -> Diagnostic | None:
+        """The newest diagnostic of the instance, if any."""
+        with self._read("read the latest diagnostic") as conn:
+            row = conn.execute("SELECT instance_id, payload FROM latest WHERE instance_id = ?",
+                               (instance_id,)).fetchone()
+        return _decode(row[0], row[1], "latest") if row else None
+
+    def save(self, diagnostic: Diagnostic) -> None:
+        """Set the instance's latest, append to its history and trim it, in one transaction."""
+        payload = _encode(diagnostic)
+        stamp = _epoch(diagnostic.timestamp)
+        healthy = int(diagnostic.healthy)
+        iid = diagnostic.instance_id
+        with self._write("save a diagnostic") as conn:
+            # Two processes may finish runs out of order: the newer diagnostic stays latest.
+            conn.execute(
+                "INSERT INTO latest (instance_id, timestamp, healthy, payload) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+                "timestamp = excluded.timestamp, healthy = excluded.healthy, "
+                "payload = excluded.payload WHERE excluded.timestamp >= latest.timestamp",
+                (iid, stamp, healthy, payload))
+            conn.execute(
+                "INSERT INTO history (instance_id, timestamp, healthy, trigger, payload) "
+                "VALUES (?, ?, ?, ?, ?)", (iid, stamp, healthy, diagnostic.trigger, payload))
+            conn.execute(
+                "DELETE FROM history WHERE instance_id = ? AND id NOT IN ("
+                "SELECT id FROM history WHERE instance_id = ? "
+                "ORDER BY timestamp DESC, id DESC LIMIT ?)",
+                (iid, iid, self.history_limit))
+
+    def record_run(self, trigger: str, result: str) -> None:
+        """Count one diagnostic run by trigger and result."""
+        self._increment(RUNS, (trigger, result))
+
+    # reads for the API and metrics -----------------------------------------------------
+
+    def latest_all(self) -> list[Diagnostic]:
+        """The newest diagnostic of every instance that has one, by instance id."""
+        with self._read("read the latest diagnostics") as conn:
+            return _latest_rows(conn)
+
+    def history(self, instance_id: str, limit: int = 10) -> list[Diagnostic]:
+        """Up to `limit` past diagnostics of the instance, newest first."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        with self._read("read history") as conn:
+            rows = conn.execute(
+                "SELECT payload FROM history WHERE instance_id = ? "
+                "ORDER BY timestamp DESC, id DESC LIMIT ?", (instance_id, limit)).fetchall()
+        return _decode_all(instance_id, rows)
+
+    def history_since(self, instance_id: str, since: datetime) -> list[Diagnostic]:
+        """The instance's diagnostics at or after `since`, oldest first."""
+        with self._read("read history") as conn:
+            rows = conn.execute(
+                "SELECT payload FROM history WHERE instance_id = ? AND timestamp >= ? "
+                "ORDER BY timestamp, id", (instance_id, _epoch(since))).fetchall()
+        return _decode_all(instance_id, rows)
+
+    def last_before(self, instance_id: str, before: datetime) -> Diagnostic | None:
+        """The instance's newest diagnostic strictly before `before` (a report's prior state)."""
+        with self._read("read history") as conn:
+            rows = conn.execute(
+                "SELECT payload FROM history WHERE instance_id = ? AND timestamp < ? "
+                "ORDER BY timestamp DESC, id DESC", (instance_id, _epoch(before)))
+            # Lazily: usually the first row decodes and the rest are never fetched.
+            for (payload,) in rows:
+                found = _decode(instance_id, payload, "history")
+                if found is not None:
+                    return found
+        return None
+
+    def run_counts(self) -> dict[tuple[str, str], int]:
+        """Diagnostic runs by (trigger, result)."""
+        with self._read("read counters") as conn:
+            return _counts(conn, RUNS)
+
+    def record_operation(self, operation: str, result: str) -> None:
+        """Count one operation by name and result."""
+        self._increment(OPERATIONS, (operation, result))
+
+    def operation_counts(self) -> dict[tuple[str, str], int]:
+        """Operations by (operation, result)."""
+        with self._read("read counters") as conn:
+            return _counts(conn, OPERATIONS)
+
+    def set_instances(self, infos: Sequence[InstanceInfo]) -> None:
+        """Replace the instance list with the last discovery's."""
+        with self._write("save the instance list") as conn:
+            conn.execute("DELETE FROM instances")
+            conn.executemany("INSERT OR REPLACE INTO instances (id, name, owner) VALUES (?, ?, ?)",
+                             [(i.id, i.name, i.owner) for i in infos])
+
+    def instances(self) -> list[InstanceInfo]:
+        """The last discovery's instances, by id."""
+        with self._read("read the instance list") as conn:
+            return _instance_rows(conn)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one meta value."""
+        with self._write("save a meta value") as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        """One meta value, if set."""
+        with self._read("read a meta value") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def generation(self) -> int:
+        """A number that changes whenever the store's data changed, in any process."""
+        with self._read("read the generation") as conn:
+            return _generation(conn)
+
+    def snapshot(self) -> StoreSnapshot:
+        """Everything /metrics renders, from one consistent read."""
+        with self._read("read a snapshot") as conn:
+            conn.execute("BEGIN")
+            try:
+                return StoreSnapshot(
+                    generation=_generation(conn),
+                    latest=tuple(_latest_rows(conn)),
+                    instances=tuple(_instance_rows(conn)),
+                    run_counts=_counts(conn, RUNS),
+                    operation_counts=_counts(conn, OPERATIONS),
+                    meta={str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")},
+                )
+            finally:
+                conn.execute("COMMIT")
+
+    # schedules ------------------------------------------------------------------------
+
+    def get_schedule(self, instance_id: str) -> Schedule | None:
+        """The instance's schedule, if one is set."""
+        with self._read("read a schedule") as conn:
+            row = conn.execute(
+                "SELECT instance_id, spec, enabled, updated_at, updated_by FROM schedules "
+                "WHERE instance_id = ?", (instance_id,)).fetchone()
+        return _schedule(row) if row else None
+
+    def set_schedule(self, schedule: Schedule) -> None:
+        """Create or replace the instance's schedule."""
+        with self._write("save a schedule") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO schedules "
+                "(instance_id, spec, enabled, updated_at, updated_by) VALUES (?, ?, ?, ?, ?)",
+                (schedule.instance_id, schedule.spec, int(schedule.enabled),
+                 _utc(schedule.updated_at).isoformat(), schedule.updated_by))
+
+    def delete_schedule(self, instance_id: str) -> bool:
+        """Remove the instance's schedule; False when there was none."""
+        with self._write("delete a schedule") as conn:
+            cursor = conn.execute("DELETE FROM schedules WHERE instance_id = ?", (instance_id,))
+            return cursor.rowcount > 0
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule, by instance id."""
+        with self._read("read schedules") as conn:
+            rows = conn.execute("SELECT instance_id, spec, enabled, updated_at, updated_by "
+                                "FROM schedules ORDER BY instance_id").fetchall()
+        return [_schedule(r) for r in rows]
+
+    def schema_version(self) -> int:
+        """The schema version of the file."""
+        with self._read("read the schema version") as conn:
+            return _user_version(conn)
+
+    # internals ------------------------------------------------------------------------
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (persistent, so a no-op after the first open)."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+                break
+            except sqlite3.OperationalError as exc:
+                # Two processes switching a new file at once deadlock on the lock upgrade,
+                # and SQLite answers "locked" at once instead of calling the busy handler.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05))
+        if mode != "wal":
+            log.warning("store %s: WAL mode unavailable (journal mode %s); concurrent "
+                        "writers will wait longer", self.path, mode)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        self._refuse_newer(_user_version(conn))
+        while _user_version(conn) < self.SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the lock: the other process may have migrated meanwhile.
+                version = _user_version(conn)
+                self._refuse_newer(version)
+                if version < self.SCHEMA_VERSION:
+                    for statement in _statements(MIGRATIONS[version]):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {version + 1:d}")
+                    log.info("store %s migrated to schema version %d", self.path, version + 1)
+                conn.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > self.SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than the "
+                f"{self.SCHEMA_VERSION} this ultrabase-doctor knows: it was written by a newer "
+                "release; upgrade ultrabase-doctor or point store.path at another file")
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun and ended here, explicitly.
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            # WAL with synchronous=NORMAL is durable across process crashes; a power loss
+            # may drop the last few commits, which for diagnostics is acceptable.
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"store {self.path} is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            keep = False
+            if not conn.in_transaction:
+                with self._lock:
+                    keep = not self._closed and len(self._idle) < _MAX_IDLE
+                    if keep:
+                        self._idle.append(conn)
+            if not keep:
+                with suppress(sqlite3.Error):
+                    conn.close()
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._connection() as conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot {action}: {exc}") from None
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction that also bumps the generation."""
+        try:
+            with self._connection() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("UPDATE generation SET value = value + 1 WHERE id = 1")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot {action}: {exc}") from None
+
+    def _increment(self, kind: str, labels: tuple[str, str]) -> None:
+        with self._write("count") as conn:
+            conn.execute("INSERT INTO counters (kind, labels, value) VALUES (?, ?, 1) "
+                         "ON CONFLICT (kind, labels) DO UPDATE SET value = value + 1",
+                         (kind, json.dumps(list(labels))))
+
+
+def _prepare_file(path: Path) -> None:
+    """Create missing directories (0700) and the file (0600) before SQLite opens it."""
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        for directory in reversed(missing):
+            # exist_ok: the other process may create it at the same moment.
+            directory.mkdir(mode=0o700, exist_ok=True)
+        # SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    except OSError as exc:
+        raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from None
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split an SQL script into statements (sqlite3 knows where each one ends)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:60]!r}")
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _generation(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM generation WHERE id = 1").fetchone()[0])
+
+
+def _latest_rows(conn: sqlite3.Connection) -> list[Diagnostic]:
+    rows = conn.execute("SELECT instance_id, payload FROM latest ORDER BY instance_id")
+    return [d for iid, payload in rows if (d := _decode(iid, payload, "latest")) is not None]
+
+
+def _instance_rows(conn: sqlite3.Connection) -> list[InstanceInfo]:
+    return [InstanceInfo(str(i), str(n), None if o is None else str(o))
+            for i, n, o in conn.execute("SELECT id, name, owner FROM instances ORDER BY id")]
+
+
+def _counts(conn: sqlite3.Connection, kind: str) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for labels, value in conn.execute("SELECT labels, value FROM counters WHERE kind = ?",
+                                      (kind,)):
+        first, second = json.loads(labels)
+        out[(str(first), str(second))] = int(value)
+    return out
+
+
+def _schedule(row: tuple[Any, ...]) -> Schedule:
+    instance_id, spec, enabled, updated_at, updated_by = row
+    return Schedule(instance_id=str(instance_id), spec=str(spec), enabled=bool(enabled),
+                    updated_at=datetime.fromisoformat(str(updated_at)),
+                    updated_by=None if updated_by is None else str(updated_by))
+
+
+def _encode(diagnostic: Diagnostic) -> str:
+    data = diagnostic.to_dict()
+    for key in _RESPONSE_KEYS:
+        data.pop(key, None)
+    return json.dumps(data, separators=(",", ":"), default=str)
+
+
+def _decode(instance_id: str, payload: Any, table: str) -> Diagnostic | None:
+    """The stored diagnostic, or None (logged) when the payload cannot be read back."""
+    try:
+        return Diagnostic.from_dict(json.loads(payload))
+    except Exception as exc:  # any malformed row: skip it, never fail the whole read
+        log.warning("store: skipping an unreadable diagnostic of %s in %s (%s)",
+                    instance_id, table, type(exc).__name__)
+        return None
+
+
+def _decode_all(instance_id: str, rows: Sequence[tuple[Any, ...]]) -> list[Diagnostic]:
+    return [d for (payload,) in rows
+            if (d := _decode(instance_id, payload, "history")) is not None]
+
+
+def _utc(moment: datetime) -> datetime:
+    """The moment in UTC; a naive datetime is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _epoch(moment: datetime) -> float:
+    return _utc(moment).timestamp()
