@@ -1,0 +1,45 @@
+"""Auth service: the synthetic user test and the API keys' expiry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.metrics.families import Refresh, Row, details, entries, gauge, number
+from exporter.metrics.snapshot import MetricsSnapshot
+
+_CHECK = "auth_service"
+
+
+def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
+    """ultrabase_auth_user_create_success and ultrabase_jwt_expiry_timestamp_seconds."""
+    return [
+        gauge("ultrabase_auth_user_create_success",
+              refresh.cached("1 if the synthetic admin user was created and deleted through "
+                             "the gateway, 0 if not (no series when the test did not run in "
+                             "that diagnostic)"),
+              ("instance_id",), _user_create(snapshot)),
+        gauge("ultrabase_jwt_expiry_timestamp_seconds",
+              refresh.cached("Unix time at which the instance's API key expires, by key "
+                             "(anon, service_role)"),
+              ("instance_id", "role"), _key_expiry(snapshot)),
+    ]
+
+
+def _user_create(snapshot: MetricsSnapshot) -> Iterator[Row]:
+    for d in snapshot.diagnostics:
+        test = details(d, _CHECK, "synthetic_user")
+        if test.get("ran") is True:
+            ok = test.get("created") is True and test.get("deleted") is True
+            yield (d.instance_id,), float(ok)
+
+
+def _key_expiry(snapshot: MetricsSnapshot) -> Iterator[Row]:
+    for d in snapshot.diagnostics:
+        # The label is the key's name, not its role claim: a wrong claim is an issue, and
+        # the series must stay the same when it is fixed.
+        for role, key in entries(details(d, _CHECK).get("keys")):
+            expiry = number(key.get("exp"))
+            if expiry is not None:
+                yield (d.instance_id, role), expiry

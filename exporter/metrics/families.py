@@ -1,0 +1,114 @@
+"""Shared pieces of the metric groups: family builders, HELP wording and safe detail access."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from exporter.config import Config
+from exporter.diagnostic import Diagnostic
+
+# One series: its label values, in the family's label order, and its value.
+Row = tuple[Sequence[str], float]
+
+_DEFAULT = Config()
+
+
+def gauge(name: str, documentation: str, labels: Sequence[str],
+          rows: Iterable[Row]) -> GaugeMetricFamily:
+    """A gauge family built fresh from rows; a repeated label set keeps its first value."""
+    family = GaugeMetricFamily(name, documentation, labels=list(labels))
+    _fill(family, rows)
+    return family
+
+
+def counter(name: str, documentation: str, labels: Sequence[str],
+            rows: Iterable[Row]) -> CounterMetricFamily:
+    """A counter family (exposed as NAME_total) built fresh from rows."""
+    family = CounterMetricFamily(name, documentation, labels=list(labels))
+    _fill(family, rows)
+    return family
+
+
+def _fill(family: GaugeMetricFamily | CounterMetricFamily, rows: Iterable[Row]) -> None:
+    # Prometheus rejects a scrape that repeats a series, so duplicates never reach it.
+    seen: set[tuple[str, ...]] = set()
+    for labels, value in rows:
+        key = tuple(labels)
+        if key not in seen:
+            seen.add(key)
+            family.add_metric(key, value)
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """How often the cached diagnostics behind the metrics refresh, for HELP texts."""
+
+    sweep_interval_seconds: float
+    cache_ttl_seconds: float
+    sweep_enabled: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config | None) -> Refresh:
+        """The refresh policy of config (the defaults when None)."""
+        config = config or _DEFAULT
+        return cls(config.schedule.sweep_interval_seconds,
+                   config.diagnostics.cache_ttl_seconds, config.schedule.enabled)
+
+    def cached(self, subject: str) -> str:
+        """HELP text of a family whose values come from the latest cached diagnostic."""
+        if self.sweep_enabled:
+            when = (f"refreshed every {self.sweep_interval_seconds:g} s by the scheduled "
+                    "sweep or on demand")
+        else:
+            when = "refreshed on demand only (the scheduled sweep is off)"
+        return (f"{subject}, from the latest cached diagnostic (fresh for "
+                f"{self.cache_ttl_seconds:g} s); {when}; see "
+                "ultrabase_diagnostic_timestamp_seconds for its age")
+
+
+def number(value: Any) -> float | None:
+    """value as a float when it is a finite int or float (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    result = float(value)
+    return result if math.isfinite(result) else None
+
+
+def flag(value: Any) -> float | None:
+    """1.0 or 0.0 for a bool, None for anything else (unknown)."""
+    return float(value) if isinstance(value, bool) else None
+
+
+def mapping(value: Any) -> Mapping[str, Any]:
+    """value when it is a mapping, else an empty one: details may be missing or malformed."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def details(diagnostic: Diagnostic, check: str, *path: str) -> Mapping[str, Any]:
+    """A check's details, or the mapping at path inside them; empty when anything is absent."""
+    result = diagnostic.results.get(check)
+    found = mapping(result.details) if result is not None else {}
+    for key in path:
+        found = mapping(found.get(key))
+    return found
+
+
+def entries(value: Any) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    """(name, mapping) pairs of a mapping of mappings, skipping malformed entries."""
+    for name, entry in mapping(value).items():
+        if isinstance(entry, Mapping):
+            yield str(name), entry
+
+
+def instance_numbers(diagnostics: Iterable[Diagnostic], check: str, key: str,
+                     *path: str) -> Iterable[Row]:
+    """(instance_id,) rows of one number in a check's details, where it is a number."""
+    for d in diagnostics:
+        value = number(details(d, check, *path).get(key))
+        if value is not None:
+            yield (d.instance_id,), value

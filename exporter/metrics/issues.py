@@ -1,0 +1,19 @@
+"""Active issues: one series per distinct (code, severity, component) of each instance."""
+
+from __future__ import annotations
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.metrics.families import Refresh, gauge
+from exporter.metrics.snapshot import MetricsSnapshot
+
+
+def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
+    """ultrabase_issue_active; an issue found by two checks is one series (gauge dedupes)."""
+    return [gauge(
+        "ultrabase_issue_active",
+        refresh.cached("1 for each issue the instance has (component \"\" when the issue "
+                       "is about the whole instance)"),
+        ("instance_id", "code", "severity", "component"),
+        (((d.instance_id, i.code, i.severity, i.component or ""), 1.0)
+         for d in snapshot.diagnostics for i in d.issues))]

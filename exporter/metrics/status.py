@@ -1,0 +1,23 @@
+"""Exporter-wide state: ultrabase_up and ultrabase_build_info."""
+
+from __future__ import annotations
+
+from prometheus_client.metrics_core import Metric
+
+from exporter import __version__
+from exporter.metrics.families import Refresh, gauge
+from exporter.metrics.snapshot import MetricsSnapshot
+
+
+def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
+    """Whether the last sweep reached Docker, and the running version."""
+    # Before the first sweep nothing says Docker is down, so the exporter reports up.
+    up = 0.0 if snapshot.docker_ok is False else 1.0
+    return [
+        gauge("ultrabase_up",
+              "1 if the last diagnostic sweep could reach the Docker engine, 0 if not "
+              f"(1 before the first sweep); sweeps run every {refresh.sweep_interval_seconds:g} s",
+              (), [((), up)]),
+        gauge("ultrabase_build_info", "Ultrabase Doctor's version; the value is always 1",
+              ("version",), [((__version__,), 1.0)]),
+    ]

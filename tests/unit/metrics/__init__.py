@@ -1,0 +1,1 @@
+"""Unit tests of the Prometheus metrics rendered from the store."""
