@@ -16,6 +16,8 @@ from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine, RunOutcome
 from exporter.errors import DoctorError
 from exporter.render import render_diagnostic, render_instances
+from exporter.reports import load_report, render_report
+from exporter.store import Store
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 
@@ -53,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true",
                    help="run now even if a fresh cached diagnostic exists")
     p.set_defaults(handler=cmd_diagnose)
+
+    p = sub.add_parser("report", help="health report of an instance from its stored history")
+    p.add_argument("instance_id")
+    p.add_argument("--days", type=int, default=7, help="period in days (1-365)")
+    p.add_argument("--config", help="config file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("exporter", help="serve /metrics and the diagnostics API")
+    p.add_argument("--config", help="config file")
+    p.set_defaults(handler=cmd_exporter)
     return parser
 
 
@@ -75,7 +88,8 @@ def cmd_instances(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 def cmd_diagnose(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """`diagnose`: run checks; exit 0 healthy, 1 unhealthy."""
     checks = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
-    engine = DiagnosticsEngine(config, open_docker(config))
+    store = open_store(config)
+    engine = DiagnosticsEngine(config, open_docker(config), store)
     try:
         if args.all:
             outcomes = [RunOutcome(d) for d in engine.sweep("on_demand", checks=checks)]
@@ -84,6 +98,7 @@ def cmd_diagnose(args: argparse.Namespace, config: Config, out: TextIO) -> int:
                                    checks=checks)]
     finally:
         engine.close()
+        store.close()
     if args.json:
         payload: Any = [o.to_dict() for o in outcomes] if args.all else outcomes[0].to_dict()
         json.dump(payload, out, indent=2)
@@ -94,6 +109,35 @@ def cmd_diagnose(args: argparse.Namespace, config: Config, out: TextIO) -> int:
                                         rate_limited=outcome.rate_limited))
             out.write("\n")
     return EXIT_OK if all(o.diagnostic.healthy for o in outcomes) else EXIT_UNHEALTHY
+
+
+def open_store(config: Config) -> Store:
+    """The shared store, so CLI runs show in /metrics and history like any other."""
+    return Store(config.store.path, config.store.history_limit)
+
+
+def cmd_report(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    """`report`: uptime, trend, common issues and recovery time from stored history."""
+    if not 1 <= args.days <= 365:
+        raise DoctorError("--days must be from 1 to 365")
+    store = open_store(config)
+    try:
+        report = load_report(store, args.instance_id, args.days)
+    finally:
+        store.close()
+    if args.json:
+        json.dump(report.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_report(report))
+    return EXIT_OK
+
+
+def cmd_exporter(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    """`exporter`: the long-running service."""
+    from exporter.service import serve
+
+    return serve(config)
 
 
 def discovery_json(found: Discovery) -> dict[str, Any]:

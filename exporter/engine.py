@@ -185,6 +185,20 @@ class DiagnosticsEngine:
                 log.error("sweep: %s", exc)
         return out
 
+    def run_all(self, *, use_cache: bool = True,
+                trigger: str = "on_demand") -> list[RunOutcome]:
+        """run() for every instance, concurrently; unknown-meanwhile instances are skipped."""
+        ids = list(self.discover(fresh=True).instances)
+        futures = [self._instance_pool.submit(self.run, i, trigger=trigger, use_cache=use_cache)
+                   for i in ids]
+        out: list[RunOutcome] = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except DoctorError as exc:
+                log.error("run_all: %s", exc)
+        return out
+
     def quick_health(self, instance_id: str) -> QuickHealth:
         """The critical path only (db, auth, rest, kong); not cached, not rate limited."""
         instance = self.instance(instance_id, fresh=True)

@@ -461,8 +461,8 @@ def _catalogue() -> dict[str, Fault]:
         ServiceKeyFault("service-key-wrong-secret",
                         "replace the service_role key everywhere it is held (registry, env, "
                         "compose file, kong.yml) by one signed with another secret and "
-                        "recreate its readers: Kong accepts it, GoTrue rejects it (403 bad_jwt) (heal: "
-                        "restore the originals, recreate)", expired=False),
+                        "recreate its readers: Kong accepts it, GoTrue rejects it "
+                        "(403 bad_jwt) (heal: restore the originals, recreate)", expired=False),
         ServiceKeyFault("service-key-expired",
                         "as service-key-wrong-secret, with a key signed with the right "
                         "secret whose exp is in the past", expired=True),

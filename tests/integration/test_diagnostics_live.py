@@ -16,6 +16,7 @@ from exporter.diagnostic import Diagnostic
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from tests.fleet.fleet import Fleet
+from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +24,8 @@ TIMEOUT = 3.0
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    fleet = Fleet.up(tmp_path_factory.mktemp("diagnostics") / "fleet", 3)
-    try:
-        yield fleet
-    finally:
-        fleet.down()
+def live(fleet_factory: FleetFactory) -> Fleet:
+    return fleet_factory(3)
 
 
 def make_engine(fleet: Fleet, **diagnostics: Any) -> DiagnosticsEngine:

@@ -1,0 +1,120 @@
+"""Running the exporter: wiring services from the config and serving them with waitress."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+from flask import Flask
+from waitress.server import create_server
+
+from exporter.access import AccessControl
+from exporter.config import Config
+from exporter.discovery.registry import read_registry
+from exporter.dockerhost import DockerHost
+from exporter.engine import DiagnosticsEngine
+from exporter.errors import DoctorError
+from exporter.logs import LogAnalyzer
+from exporter.metrics.render import MetricsRenderer
+from exporter.scheduler import DiagnosticScheduler
+from exporter.store import InstanceInfo, Store
+from exporter.web.app import create_app
+from exporter.web.context import Services
+
+log = logging.getLogger(__name__)
+_WSGI_THREADS = 8
+
+
+@dataclass
+class Running:
+    """What `build` made, for tests and for clean shutdown."""
+
+    services: Services
+    access: AccessControl
+    app: Flask
+
+    def close(self) -> None:
+        """Stop the scheduler, the engine's pools and the store."""
+        if self.services.scheduler:
+            self.services.scheduler.shutdown()
+        self.services.renderer.stop()
+        self.services.engine.close()
+        self.services.store.close()
+
+
+def registry_owners(config: Config) -> Mapping[str, str | None]:
+    """Instance id -> owner, from the Ultrabase registry (empty when there is none)."""
+    if config.ultrabase.registry is None:
+        return {}
+    try:
+        return {r.id: r.owner for r in read_registry(config.ultrabase.registry).records}
+    except DoctorError as exc:
+        log.warning("owners unknown: %s", exc)
+        return {}
+
+
+def build(config: Config, *, schedule: bool = True) -> Running:
+    """Every service the exporter runs, wired together (scheduler not yet started)."""
+    docker = DockerHost(config.docker.base_url, timeout=config.docker.timeout_seconds)
+    store = Store(config.store.path, config.store.history_limit)
+    engine = DiagnosticsEngine(config, docker, store)
+    scheduler = None
+    if schedule:
+        scheduler = DiagnosticScheduler(engine, store, config.schedule.sweep_interval_seconds,
+                                        sweep_enabled=config.schedule.enabled)
+        for saved in store.schedules():
+            if saved.enabled:
+                try:
+                    scheduler.set_instance(saved.instance_id, saved.spec)
+                except DoctorError as exc:
+                    log.error("schedule of %s not restored: %s", saved.instance_id, exc)
+    svc = Services(config=config, engine=engine, store=store,
+                   renderer=MetricsRenderer(store, config=config),
+                   analyzer=LogAnalyzer(docker, timeout=config.diagnostics.timeout_seconds),
+                   scheduler=scheduler)
+    users = config.api.manager_jwt.users_file if config.api.manager_jwt else None
+    access = AccessControl(config.api, users_file=users or config.ultrabase.users_file,
+                           owners=lambda: registry_owners(config))
+    found = engine.discover()
+    store.set_instances([InstanceInfo(i.id, i.name, i.owner)
+                         for i in found.instances.values()])
+    return Running(services=svc, access=access, app=create_app(svc, access))
+
+
+@contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve(config: Config) -> int:
+    """Serve until SIGTERM or Ctrl-C; then stop the scheduler and close the store."""
+    running = build(config)
+    server = create_server(running.app, host=config.exporter.host, port=config.exporter.port,
+                           threads=_WSGI_THREADS, ident="ultrabase-doctor")
+    log.warning("exporter listening on http://%s:%d", config.exporter.host,
+                config.exporter.port)
+    try:
+        with _terminate_on_sigterm():
+            if running.services.scheduler:
+                running.services.scheduler.start()
+            # Re-render soon after each store change, so scrapes only copy bytes.
+            running.services.renderer.start()
+            server.run()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.close()
+        running.close()
+        log.warning("exporter stopped")
+    return 0

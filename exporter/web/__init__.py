@@ -1,0 +1,1 @@
+"""The exporter's HTTP service: Flask app factory and blueprints."""

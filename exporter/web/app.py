@@ -1,0 +1,35 @@
+"""The exporter's Flask app factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from exporter.access import AccessControl
+from exporter.errors import InstanceNotFoundError
+from exporter.web import diagnostics, metrics, schedules
+from exporter.web.access import init_access
+from exporter.web.context import EXTENSION, Services
+from exporter.web.errors import register_error_handlers
+
+
+def create_app(svc: Services, access: AccessControl) -> Flask:
+    """An app serving /metrics, /healthz and the diagnostics API over these services."""
+    app = Flask("ultrabase_doctor.exporter")
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = svc
+
+    def known(instance_id: str) -> bool:
+        try:
+            svc.engine.instance(instance_id)
+        except InstanceNotFoundError:
+            return False
+        return True
+
+    app.extensions["ultrabase_doctor.instances"] = known
+    register_error_handlers(app)
+    init_access(app, access)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(diagnostics.bp)
+    app.register_blueprint(schedules.bp)
+    return app

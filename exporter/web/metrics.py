@@ -1,0 +1,27 @@
+"""/metrics and /healthz: rendered from the store, never probing anything."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from exporter import __version__
+from exporter.web.access import open_route
+from exporter.web.context import services
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+@open_route()
+def metrics() -> Response:
+    """Prometheus exposition of the cached diagnostics."""
+    return Response(services().renderer.render(), mimetype=None,
+                    content_type=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/healthz")
+@open_route()
+def healthz() -> Response:
+    """Liveness: the process answers; the store's schema version says it is usable."""
+    return jsonify({"status": "ok", "version": __version__})
