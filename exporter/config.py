@@ -148,6 +148,20 @@ class ListenConfig(_Section):
     port: Port
 
 
+class ActionsConfig(_Section):
+    """The action API: where it listens and how operations behave."""
+
+    host: str = "127.0.0.1"
+    port: Port = 9647
+    backups_dir: Path = Path("/var/lib/ultrabase-doctor/backups")
+    backup_retention: Annotated[int, Field(ge=1, le=1000)] = 10
+    stop_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    health_timeout_seconds: Annotated[float, Field(gt=0, le=1800)] = 120.0
+    auto_repair_budget_per_hour: Annotated[int, Field(ge=0, le=100)] = 3
+    # flask-limiter syntax, per token and per instance on mutating routes.
+    rate_limit: Annotated[str, Field(min_length=3, max_length=64)] = "30/minute"
+
+
 class AlertmanagerConfig(_Section):
     """Where silences are created during planned operations."""
 
@@ -167,7 +181,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
     exporter: ListenConfig = ListenConfig(port=9646)
-    actions: ListenConfig = ListenConfig(port=9647)
+    actions: ActionsConfig = ActionsConfig()
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
 
 
