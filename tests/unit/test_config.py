@@ -98,10 +98,3 @@ def test_example_config_in_repo_is_valid() -> None:
     config = load_config(ROOT / "config.example.yaml", environ={})
     assert config.discovery.sources
 
-
-def test_readme_has_a_runbook_section_for_every_issue_code() -> None:
-    from exporter.issues import CATALOGUE
-
-    readme = (ROOT / "README.md").read_text()
-    for code in CATALOGUE:
-        assert f"\n### {code}\n" in readme, code
