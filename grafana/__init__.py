@@ -1,0 +1,1 @@
+"""Grafana side of Ultrabase Doctor: dashboards as code (dashboards_src) and provisioning."""

@@ -1,0 +1,1 @@
+"""Monitoring tests: Prometheus rules, Alertmanager routing, Grafana dashboards."""
