@@ -16,10 +16,12 @@ from exporter.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("/etc/ultrabase-doctor/config.yaml")
 CONFIG_PATH_ENV = "ULTRABASE_DOCTOR_CONFIG"
 
-# Secrets may live in the environment instead of the file; the variable wins.
-SECRET_ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
+# Secrets (and the Docker endpoint, which containers set per service) may live in the
+# environment instead of the file; the variable wins.
+ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "ULTRABASE_DOCTOR_MANAGER_JWT_SECRET": ("api", "manager_jwt", "secret"),
     "ULTRABASE_DOCTOR_ALERTMANAGER_PASSWORD": ("alertmanager", "password"),
+    "ULTRABASE_DOCTOR_DOCKER_BASE_URL": ("docker", "base_url"),
 }
 
 INSTANCE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -234,7 +236,7 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] = os.envi
 def _apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     # A section whose keys are all commented out parses as None: it means "defaults".
     data: dict[str, Any] = {k: _deep_copy(v) for k, v in raw.items() if v is not None}
-    for variable, keys in SECRET_ENV_OVERRIDES.items():
+    for variable, keys in ENV_OVERRIDES.items():
         value = environ.get(variable)
         if not value:
             continue

