@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exporter", help="serve /metrics and the diagnostics API")
     p.add_argument("--config", help="config file")
     p.set_defaults(handler=cmd_exporter)
+
+    p = sub.add_parser("actions", help="serve the action API (safe restart, repair, config, "
+                                       "backups)")
+    p.add_argument("--config", help="config file")
+    p.set_defaults(handler=cmd_actions)
+
+    p = sub.add_parser("serve", help="run the exporter and the action API in one process")
+    p.add_argument("--config", help="config file")
+    p.set_defaults(handler=cmd_serve)
     return parser
 
 
@@ -138,6 +147,20 @@ def cmd_exporter(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     from exporter.service import serve
 
     return serve(config)
+
+
+def cmd_actions(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    """`actions`: the long-running action API."""
+    from actions.service import serve
+
+    return serve(config)
+
+
+def cmd_serve(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    """`serve`: exporter and action API together, for small setups and the demo."""
+    from actions.service import serve_all
+
+    return serve_all(config)
 
 
 def discovery_json(found: Discovery) -> dict[str, Any]:
