@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from typing import TypeVar
 from datetime import UTC, datetime
 
 import httpx
@@ -29,6 +30,7 @@ from exporter.results import MemoryResultStore, ResultStore
 from exporter.rootcause import find_root_cause, order_issues
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # quick_health: the checks and components of the path a Studio "create user" takes.
 QUICK_CHECKS: tuple[str, ...] = ("container_status", "database_connection", "api_endpoints")
@@ -174,30 +176,18 @@ class DiagnosticsEngine:
         found = self.discover(fresh=True)
         wanted = list(instance_ids) if instance_ids is not None else list(found.instances)
         selected = self._select(checks)
-        futures = [self._instance_pool.submit(self._single_flight, found.instances[i], trigger,
-                                              selected)
-                   for i in wanted if i in found.instances]
-        out: list[Diagnostic] = []
-        for future in futures:
-            try:
-                out.append(future.result())
-            except DoctorError as exc:
-                log.error("sweep: %s", exc)
-        return out
+        return _gather("sweep", [
+            self._instance_pool.submit(self._single_flight, found.instances[i], trigger,
+                                       selected)
+            for i in wanted if i in found.instances])
 
     def run_all(self, *, use_cache: bool = True,
                 trigger: str = "on_demand") -> list[RunOutcome]:
         """run() for every instance, concurrently; unknown-meanwhile instances are skipped."""
         ids = list(self.discover(fresh=True).instances)
-        futures = [self._instance_pool.submit(self.run, i, trigger=trigger, use_cache=use_cache)
-                   for i in ids]
-        out: list[RunOutcome] = []
-        for future in futures:
-            try:
-                out.append(future.result())
-            except DoctorError as exc:
-                log.error("run_all: %s", exc)
-        return out
+        return _gather("run_all", [
+            self._instance_pool.submit(self.run, i, trigger=trigger, use_cache=use_cache)
+            for i in ids])
 
     def quick_health(self, instance_id: str) -> QuickHealth:
         """The critical path only (db, auth, rest, kong); not cached, not rate limited."""
@@ -296,6 +286,17 @@ class DiagnosticsEngine:
             details=ctx.redactor.data(dict(findings.details)))
         return CheckResult(check.name, status_of(findings), time.monotonic() - started,
                            findings.issues, findings.details)
+
+
+def _gather(what: str, futures: Sequence[Future[T]]) -> list[T]:
+    """Results in submission order; an instance that failed is logged and left out."""
+    out: list[T] = []
+    for future in futures:
+        try:
+            out.append(future.result())
+        except DoctorError as exc:
+            log.error("%s: %s", what, exc)
+    return out
 
 
 def _utc(epoch: float) -> datetime:
