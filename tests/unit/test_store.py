@@ -96,7 +96,9 @@ def test_newer_schema_is_refused(path: Path) -> None:
     Store(path).close()
     with raw(path) as conn:
         conn.execute(f"PRAGMA user_version = {Store.SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match=r"schema version 2, newer than the 1 .*upgrade"):
+    newer, known = Store.SCHEMA_VERSION + 1, Store.SCHEMA_VERSION
+    with pytest.raises(StoreError, match=rf"schema version {newer}, newer than the {known} "
+                                         r".*upgrade"):
         Store(path)
 
 
@@ -104,26 +106,28 @@ def test_appended_migration_is_applied_once_and_keeps_data(
         path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Store(path) as old:
         old.save(diag("aaaa0001", 0))
-    extra = "CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);"
+    extra = "CREATE TABLE extra (id INTEGER PRIMARY KEY, what TEXT NOT NULL);"
+    version = Store.SCHEMA_VERSION + 1
     monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, extra))
-    monkeypatch.setattr(Store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(Store, "SCHEMA_VERSION", version)
     with Store(path) as new:
-        assert new.schema_version() == 2
+        assert new.schema_version() == version
         assert new.latest("aaaa0001") is not None
     # Reopening does not run it again (a second CREATE TABLE would fail).
     with Store(path) as again:
-        assert again.schema_version() == 2
+        assert again.schema_version() == version
 
 
 def test_failing_migration_rolls_back_whole(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store(path).close()
+    shipped = Store.SCHEMA_VERSION
     broken = "CREATE TABLE half (id INTEGER);\nINSERT INTO no_such_table VALUES (1);"
     monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, broken))
-    monkeypatch.setattr(Store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(Store, "SCHEMA_VERSION", shipped + 1)
     with pytest.raises(StoreError, match="no_such_table"):
         Store(path)
     with raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == shipped
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'"
                             ).fetchone()[0] == 0
 
