@@ -1,0 +1,1 @@
+"""The action API's routes, one blueprint per area."""

@@ -1,0 +1,360 @@
+"""What every action route shares: its services, the OpenAPI document, parsing, rate limits.
+
+A route is declared as
+
+    @bp.post("/<instance_id>/safe-restart")
+    @require("operator")                       # 401/403/404 first, as in the exporter
+    @endpoint(json=SafeRestartRequest, query=WaitQuery, ok={202: OperationOut},
+              mutating=True, tags=["restart"])
+    def safe_restart(instance_id, body, query): ...
+
+`endpoint` documents the route in /openapi.json (spectree, from the same pydantic models),
+then, after access control has passed, applies the rate limits of mutating routes and
+validates the query string and the JSON body, handing the parsed models to the view.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from flask import Flask, Response, current_app, jsonify, request
+from flask_limiter import Limiter
+from limits import RateLimitItem, parse_many
+from pydantic import BaseModel, ValidationError
+from spectree import Response as SpecResponse
+from spectree import SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.models import SecureType
+from werkzeug.exceptions import HTTPException
+
+from actions.audit import AuditEntry
+from actions.models import ErrorBody, OperationOut, WaitQuery
+from actions.operations.model import FINISHED
+from exporter import __version__
+from exporter.config import Config
+from exporter.diagnostic import Diagnostic
+from exporter.discovery import Instance
+from exporter.engine import DiagnosticsEngine
+from exporter.errors import ConfigError, DoctorError
+from exporter.metrics.render import MetricsRenderer
+from exporter.store import Store
+from exporter.web.access import current_principal
+from exporter.web.params import BadRequest
+
+if TYPE_CHECKING:
+    from actions.alertmanager import AlertmanagerClient
+    from actions.backups import BackupStore
+    from actions.operations.model import Operation
+    from actions.operations.repair import RepairAction
+    from actions.operations.runner import Body, OperationRunner
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "ultrabase_doctor.actions"
+RATE_LIMITS_EXTENSION = "ultrabase_doctor.actions.rate_limits"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Bodies:
+    """The operation bodies and planners the routes hand to the runner (swappable in tests)."""
+
+    safe_restart: Callable[[Sequence[str] | None], Body]
+    restart_service: Callable[[str, bool], Body]
+    plan_repairs: Callable[[Diagnostic, Instance], list[RepairAction]]
+    repair: Callable[[Sequence[RepairAction], bool], Body]
+    config_edit: Callable[[Mapping[str, Any]], Body]
+    validate_changes: Callable[[Mapping[str, Any]], dict[str, Any]]
+    current_config: Callable[[Instance], dict[str, Any]]
+    backup: Callable[[str, bool], Body]
+    restore: Callable[[str], Body]
+    # The plan's extras for GET repair-plan: root cause, manual items, consequences.
+    plan_details: Callable[[Diagnostic, Instance], Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class ActionServices:
+    """Everything the action routes call; built once by the service."""
+
+    config: Config
+    engine: DiagnosticsEngine
+    store: Store
+    runner: OperationRunner
+    backups: BackupStore
+    renderer: MetricsRenderer
+    bodies: Bodies
+    alertmanager: AlertmanagerClient | None = None
+
+
+def services() -> ActionServices:
+    """The current app's services."""
+    found: ActionServices = current_app.extensions[EXTENSION]
+    return found
+
+
+# OpenAPI ------------------------------------------------------------------------------------
+
+SPEC = SpecTree(
+    "flask",
+    title="Ultrabase Doctor action API",
+    description="Safe restart, repair, config edits and backups of self-hosted Supabase "
+                "instances managed by Ultrabase. Long operations answer 202 with an "
+                "operation to follow at /api/operations/{op_id}.",
+    version=__version__,
+    # Only routes declared with endpoint() are documented; the UI pages are not served.
+    mode="strict",
+    page_templates={},
+    annotations=False,
+    validation_error_status=400,
+    validation_error_model=ErrorBody,
+    # Plain model names: the models are unique by name within this API.
+    naming_strategy=lambda model: model.__name__,
+    nested_naming_strategy=lambda _parent, child: child,
+    security_schemes=[SecurityScheme(
+        name="bearer", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))],
+    security={"bearer": []},
+)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of the current app's documented routes."""
+    spec: dict[str, Any] = SPEC.spec
+    return spec
+
+
+def endpoint(*, ok: Mapping[int, type[BaseModel] | None], json: type[BaseModel] | None = None,
+             query: type[BaseModel] | None = None, scoped: bool = True, mutating: bool = False,
+             kind: str | None = None, public: bool = False,
+             tags: Sequence[str] = ()) -> Callable[[F], F]:
+    """Document the route, then (rate limit and) parse `query` and `body` for the view.
+
+    A mutating route names its audit action in `kind`: a request refused after access
+    control (invalid, too large, unknown backup) leaves an audit entry; lock conflicts are
+    audited by the runner, rate-limited floods are not audited at all.
+    """
+    # Every status the route can answer is documented, so a client (or schemathesis) can
+    # hold the API to its document.
+    statuses: dict[int, type[BaseModel] | None] = dict(ok)
+    if not public:
+        statuses |= {401: ErrorBody, 403: ErrorBody}
+    if scoped:
+        statuses[404] = ErrorBody
+    if json is not None or query is not None:
+        statuses[400] = ErrorBody
+    if json is not None:
+        statuses[413] = ErrorBody
+    if mutating:
+        statuses[429] = ErrorBody
+    responses = SpecResponse(**{f"HTTP_{code}": model for code, model in statuses.items()})
+    document = SPEC.validate(json=json, query=query, resp=responses, tags=list(tags),
+                             security=None if not public else {}, skip_validation=True)
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if mutating:
+                rate_limits().hit(kwargs.get("instance_id"))
+            try:
+                if query is not None:
+                    kwargs["query"] = parse_query(query)
+                if json is not None:
+                    kwargs["body"] = parse_body(json)
+                return view(*args, **kwargs)
+            except (DoctorError, HTTPException) as exc:
+                if kind is not None:
+                    audit_refusal(kind, kwargs.get("instance_id"), exc)
+                raise
+
+        return cast(F, document(wrapper))
+
+    return decorate
+
+
+def audit_refusal(kind: str, instance_id: str | None, exc: Exception) -> None:
+    """Record a refused change (4xx other than 429) in the audit log; never fails the answer."""
+    status = exc.code if isinstance(exc, HTTPException) else getattr(exc, "status", 500)
+    if not isinstance(status, int) or not 400 <= status < 500 or status == 429:
+        return
+    if getattr(exc, "running_id", None) is not None:
+        return  # a lock conflict: the runner audits it
+    code = getattr(exc, "code", None) if not isinstance(exc, HTTPException) else None
+    message = exc.description if isinstance(exc, HTTPException) else str(exc)
+    principal = current_principal()
+    entry = AuditEntry(at=datetime.now(UTC), who=principal.name, role=principal.role,
+                       action=kind, instance_id=instance_id, inputs={}, result="refused",
+                       error=f"{status} {code or 'refused'}: {message}"[:500])
+    try:
+        services().store.append_audit(entry)
+    except DoctorError as err:
+        log.error("audit entry of a refused %s not written: %s", kind, err)
+
+
+# parsing ------------------------------------------------------------------------------------
+
+_MAX_PROBLEMS = 10
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_body(model: type[BaseModel]) -> Any:
+    """The request body (JSON object; empty means {}) validated by `model`, else 400."""
+    raw = request.get_data(cache=True)  # raises 413 beyond MAX_CONTENT_LENGTH
+    data: Any = {}
+    if raw.strip():
+        # Any content type is read as JSON, so `curl -d '{...}'` works without a header.
+        try:
+            data = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return _validate(model, data, "body")
+
+
+def parse_query(model: type[BaseModel]) -> Any:
+    """The query string validated by `model`, else 400."""
+    repeated = [key for key, values in request.args.lists() if len(values) > 1]
+    if repeated:
+        raise BadRequest(f"query parameter {_shown(repeated[0])} is given more than once")
+    return _validate(model, request.args.to_dict(), "query")
+
+
+def _validate(model: type[BaseModel], data: Mapping[str, Any], where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(f"invalid {where}: {describe_errors(exc)}") from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """The problems, each as `field: message`; input values are never repeated."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False)[:_MAX_PROBLEMS]:
+        where = ".".join(_shown(str(part)) for part in error["loc"]) or "body"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown field")
+        elif error["type"] == "missing":
+            problems.append(f"{where}: required")
+        else:
+            problems.append(f"{where}: {error['msg']}")
+    more = len(exc.errors()) - _MAX_PROBLEMS
+    if more > 0:
+        problems.append(f"and {more} more")
+    return "; ".join(problems)
+
+
+def _shown(text: str) -> str:
+    """Client-supplied names, shortened and stripped of control characters."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text[:40])
+    return clean + ("..." if len(text) > 40 else "")
+
+
+# rate limits --------------------------------------------------------------------------------
+
+
+class RateLimited(DoctorError):
+    """Too many mutating requests by this caller or on this instance."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimits:
+    """Per caller and per instance limits of mutating routes (config.actions.rate_limit).
+
+    Flask-Limiter holds the counters (in memory unless RATELIMIT_STORAGE_URI says otherwise:
+    counts restart with the process and are per process, which is enough to stop floods).
+    They are checked inside the route, after authentication, so an anonymous flood cannot
+    use up an instance's allowance and lock its operators out.
+    """
+
+    def __init__(self, app: Flask, rate: str) -> None:
+        app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+        app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
+        try:
+            self._items: list[RateLimitItem] = parse_many(rate)
+        except ValueError:
+            raise ConfigError(f"actions.rate_limit: {rate!r} is not a rate limit "
+                              "(e.g. \"30/minute\" or \"10/second;100/hour\")") from None
+        self._limiter = Limiter(key_func=lambda: "unused", app=app, default_limits=[])
+
+    def hit(self, instance_id: str | None) -> None:
+        """Count one mutating request by the current caller (and on the instance)."""
+        principal = current_principal()
+        keys: list[tuple[str, str]] = [("caller", f"{principal.source}:{principal.name}")]
+        if instance_id is not None:
+            keys.append(("instance", instance_id))
+        strategy = self._limiter.limiter
+        for scope, key in keys:
+            for item in self._items:
+                if not strategy.hit(item, "ubd-actions", scope, key):
+                    reset = strategy.get_window_stats(item, "ubd-actions", scope, key).reset_time
+                    wait = max(1, math.ceil(reset - time.time()))
+                    who = "this caller" if scope == "caller" else "this instance"
+                    raise RateLimited(f"too many changing requests by {who} "
+                                      f"(limit {item}); retry in {wait} s", wait)
+
+    def reset(self) -> None:
+        """Forget every count (tests)."""
+        self._limiter.reset()
+
+
+def rate_limits() -> RateLimits:
+    """The current app's rate limits."""
+    found: RateLimits = current_app.extensions[RATE_LIMITS_EXTENSION]
+    return found
+
+
+# operations ---------------------------------------------------------------------------------
+
+
+def operation_response(operation: Operation, status: int) -> Response:
+    """The operation's JSON with its status and a Location to follow it at."""
+    response = jsonify(operation.to_dict())
+    response.status_code = status
+    response.headers["Location"] = f"/api/operations/{operation.id}"
+    return response
+
+
+def submit(kind: str, instance_id: str, inputs: Mapping[str, Any], body: Body,
+           wait: WaitQuery) -> Response:
+    """Start an operation: 202 at once, or 200 when `wait` saw it finish."""
+    runner = services().runner
+    operation = runner.submit(kind, instance_id, current_principal(), inputs, body)
+    if not wait.wait:
+        # 202 even when a quick body already ended: the answer says "accepted", the
+        # operation's own status says how far it got.
+        return operation_response(operation, 202)
+    operation = runner.wait(operation.id, wait.timeout)
+    return operation_response(operation, 200 if operation.status in FINISHED else 202)
+
+
+def operation_statuses() -> dict[int, type[BaseModel] | None]:
+    """The answers of a route that starts an operation."""
+    return {200: OperationOut, 202: OperationOut, 409: ErrorBody}
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """JSON with a status."""
+    response = jsonify(data)
+    response.status_code = status
+    return response
+
+
+def names(items: Iterable[str]) -> str:
+    """A short comma-separated list of client-supplied names."""
+    return ", ".join(_shown(i) for i in list(items)[:10])

@@ -1,0 +1,46 @@
+"""The instance's editable settings: read (secrets masked) and change (backup, apply, verify)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from actions.blueprints.common import (
+    endpoint,
+    json_response,
+    operation_statuses,
+    services,
+    submit,
+)
+from actions.models import ConfigEditRequest, ConfigOut, WaitQuery
+from exporter.web.access import require
+
+bp = Blueprint("config", __name__, url_prefix="/api/instances")
+
+
+@bp.get("/<instance_id>/config")
+@require("viewer")
+@endpoint(ok={200: ConfigOut}, tags=["config"])
+def get_config(instance_id: str) -> Response:
+    """The editable settings as they are in the instance's files; secrets masked."""
+    svc = services()
+    instance = svc.engine.instance(instance_id)
+    return json_response({"instance_id": instance_id,
+                          "config": svc.bodies.current_config(instance)})
+
+
+@bp.put("/<instance_id>/config")
+@require("operator")
+@endpoint(json=ConfigEditRequest, query=WaitQuery, ok=operation_statuses(), mutating=True,
+          kind="config_edit", tags=["config"])
+def put_config(instance_id: str, body: ConfigEditRequest, query: WaitQuery) -> Response:
+    """Change settings in every file that carries them, recreate the affected services.
+
+    A backup is taken first; if the instance is not healthy afterwards the files are
+    restored, the services recreated again, and the operation ends "rolled_back".
+    """
+    svc = services()
+    svc.engine.instance(instance_id)
+    changes = svc.bodies.validate_changes(body.changes.given())
+    # The operation record gets masked secrets; only the body's closure holds the values.
+    inputs = {"changes": body.changes.redacted()}
+    return submit("config_edit", instance_id, inputs, svc.bodies.config_edit(changes), query)

@@ -1,0 +1,36 @@
+"""/metrics, /healthz and /openapi.json of the action API."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from actions.blueprints.common import endpoint, openapi_document, services
+from actions.models import HealthOut
+from exporter import __version__
+from exporter.web.access import open_route
+
+bp = Blueprint("actions_metrics", __name__)
+
+
+@bp.get("/metrics")
+@open_route()
+def metrics() -> Response:
+    """The same families as the exporter (ultrabase_operations_total among them)."""
+    return Response(services().renderer.render(), mimetype=None,
+                    content_type=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/healthz")
+@open_route()
+@endpoint(ok={200: HealthOut}, scoped=False, public=True, tags=["service"])
+def healthz() -> Response:
+    """Liveness: the process answers."""
+    return jsonify({"status": "ok", "version": __version__})
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI document, generated from the models that validate the requests."""
+    # Always public: it describes the API, holds no data and no secret.
+    return jsonify(openapi_document())

@@ -1,0 +1,230 @@
+"""Running the action API alone (`ultrabase-doctor actions`) or with the exporter (`serve`).
+
+`serve_all` runs both apps in one process as two waitress servers on their own ports
+(config.exporter and config.actions, the same URLs as when they run apart), sharing one
+Docker client, diagnostics engine, store and metrics renderer. Both servers register in
+one socket map and are driven by one I/O loop, but each keeps its own worker threads: a
+`curl ...?wait=true` blocking an action worker for minutes can never delay a Prometheus
+scrape of the exporter. A path-based dispatcher was not an option: both apps serve
+/metrics and /healthz.
+
+Rate-limit counters live in memory (see actions.blueprints.common.RateLimits): they are per
+process and start from zero after a restart. Operation locks, the audit log and the
+auto-repair budget live in the store and hold across processes and restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+from waitress.server import create_server
+
+from actions.alertmanager import AlertmanagerClient
+from actions.app import create_app
+from actions.blueprints.backups import backup_body
+from actions.blueprints.common import ActionServices, Bodies
+from exporter.access import AccessControl
+from exporter.config import Config
+from exporter.dockerhost import DockerHost
+from exporter.engine import DiagnosticsEngine
+from exporter.errors import ConfigError
+from exporter.metrics.render import MetricsRenderer
+from exporter.service import build as build_exporter
+from exporter.service import registry_owners
+from exporter.store import InstanceInfo, Store
+
+if TYPE_CHECKING:
+    from actions.operations.repair import RepairAction
+    from actions.operations.runner import Body
+    from exporter.diagnostic import Diagnostic
+    from exporter.discovery import Instance
+    from exporter.service import Running as ExporterRunning
+
+log = logging.getLogger(__name__)
+_WSGI_THREADS = 8
+
+
+@dataclass
+class ActionsRunning:
+    """What `build` made, for tests and for clean shutdown."""
+
+    services: ActionServices
+    access: AccessControl
+    app: Flask
+    # What this build opened itself (and so closes); shared parts are the exporter's.
+    owned: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Let running operations end, then close Alertmanager's client and what was opened here."""
+        # Operations in flight finish (rollback included) before what they use is closed.
+        self.services.runner.join()
+        if self.services.alertmanager is not None:
+            self.services.alertmanager.close()
+        _close_all(self.owned)
+
+
+def _close_all(items: list[Any]) -> None:
+    """Close (or stop, for the renderer) what a build opened, newest first."""
+    for item in reversed(items):
+        if isinstance(item, MetricsRenderer):
+            item.stop()
+        else:
+            item.close()
+
+
+def default_bodies() -> Bodies:
+    """The real operation bodies: restart, repair, config edits, backups."""
+    from actions.backups import restore_body
+    from actions.operations.config_edit import config_edit_body, current_config, validate_changes
+    from actions.operations.repair import build_plan, plan_repairs, repair_body
+    from actions.operations.restart import restart_service_body, safe_restart_body
+
+    def repair(actions: Sequence[RepairAction], confirm: bool) -> Body:
+        return repair_body(actions, confirm=confirm)
+
+    def plan_details(diagnostic: Diagnostic, instance: Instance) -> dict[str, Any]:
+        full = build_plan(diagnostic, instance).to_dict()
+        return {k: v for k, v in full.items() if k not in ("actions", "instance_id")}
+
+    return Bodies(safe_restart=safe_restart_body, restart_service=restart_service_body,
+                  plan_repairs=plan_repairs, repair=repair, config_edit=config_edit_body,
+                  validate_changes=validate_changes, current_config=current_config,
+                  backup=backup_body, restore=restore_body, plan_details=plan_details)
+
+
+def make_access(config: Config) -> AccessControl:
+    """Access control as the exporter builds it (same tokens, manager JWTs, scopes)."""
+    users = config.api.manager_jwt.users_file if config.api.manager_jwt else None
+    return AccessControl(config.api, users_file=users or config.ultrabase.users_file,
+                         owners=lambda: registry_owners(config))
+
+
+def build(config: Config, *, exporter: ExporterRunning | None = None,
+          bodies: Bodies | None = None) -> ActionsRunning:
+    """Every service the action API runs; shares the exporter's when it is given."""
+    from actions.backups import BackupStore
+    from actions.compose import ComposeRunner
+    from actions.operations.runner import OperationRunner
+
+    owned: list[Any] = []
+    if exporter is not None:
+        store, engine = exporter.services.store, exporter.services.engine
+        renderer, access = exporter.services.renderer, exporter.access
+        docker = engine.docker
+    else:
+        docker = DockerHost(config.docker.base_url, timeout=config.docker.timeout_seconds)
+        store = Store(config.store.path, config.store.history_limit)
+        engine = DiagnosticsEngine(config, docker, store)
+        renderer = MetricsRenderer(store, config=config)
+        access = make_access(config)
+        owned += [store, engine, renderer]
+        found = engine.discover()
+        store.set_instances([InstanceInfo(i.id, i.name, i.owner)
+                             for i in found.instances.values()])
+    alertmanager = AlertmanagerClient.from_config(config)
+    try:
+        backups = BackupStore(config.actions.backups_dir, config.actions.backup_retention)
+        runner = OperationRunner(config, engine, store, docker,
+                                 ComposeRunner.from_config(config), backups, alertmanager)
+        svc = ActionServices(config=config, engine=engine, store=store, runner=runner,
+                             backups=backups, renderer=renderer,
+                             bodies=bodies or default_bodies(), alertmanager=alertmanager)
+        app = create_app(svc, access)
+    except BaseException:
+        if alertmanager is not None:
+            alertmanager.close()
+        _close_all(owned)
+        raise
+    return ActionsRunning(services=svc, access=access, app=app, owned=owned)
+
+
+@contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve(config: Config) -> int:
+    """Serve the action API until SIGTERM or Ctrl-C."""
+    running = build(config)
+    try:
+        server = create_server(running.app, host=config.actions.host,
+                               port=config.actions.port, threads=_WSGI_THREADS,
+                               ident="ultrabase-doctor")
+    except BaseException:
+        running.close()
+        raise
+    log.warning("action API listening on http://%s:%d", config.actions.host,
+                config.actions.port)
+    try:
+        with _terminate_on_sigterm():
+            running.services.renderer.start()
+            server.run()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.close()
+        running.close()
+        log.warning("action API stopped")
+    return 0
+
+
+def serve_all(config: Config) -> int:
+    """Serve the exporter and the action API from one process, each on its own port."""
+    if config.exporter.port == config.actions.port:
+        raise ConfigError("exporter.port and actions.port must differ to serve both")
+    exporter = build_exporter(config)
+    try:
+        actions = build(config, exporter=exporter)
+    except BaseException:
+        exporter.close()
+        raise
+    sockets: dict[int, Any] = {}  # one map: one I/O loop drives both servers
+    servers = []
+    try:
+        servers.append(create_server(exporter.app, map=sockets, host=config.exporter.host,
+                                     port=config.exporter.port, threads=_WSGI_THREADS,
+                                     ident="ultrabase-doctor"))
+        servers.append(create_server(actions.app, map=sockets, host=config.actions.host,
+                                     port=config.actions.port, threads=_WSGI_THREADS,
+                                     ident="ultrabase-doctor"))
+    except BaseException:
+        for server in servers:
+            server.close()
+        actions.close()
+        exporter.close()
+        raise
+    log.warning("exporter listening on http://%s:%d, action API on http://%s:%d",
+                config.exporter.host, config.exporter.port, config.actions.host,
+                config.actions.port)
+    try:
+        with _terminate_on_sigterm():
+            if exporter.services.scheduler:
+                exporter.services.scheduler.start()
+            exporter.services.renderer.start()
+            servers[-1].run()  # the loop serves every socket in the shared map
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        for server in servers:
+            # The loop's own server stops its workers on exit; the other one is told here.
+            server.task_dispatcher.shutdown()
+            with suppress(OSError):
+                server.close()
+        actions.close()
+        exporter.close()
+        log.warning("exporter and action API stopped")
+    return 0
