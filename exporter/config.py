@@ -163,6 +163,17 @@ class ActionsConfig(_Section):
     # flask-limiter syntax, per token and per instance on mutating routes.
     rate_limit: Annotated[str, Field(min_length=3, max_length=64)] = "30/minute"
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("must be a rate like '30/minute' or '10 per second'") from None
+        return value
+
 
 class AlertmanagerConfig(_Section):
     """Where silences are created during planned operations."""

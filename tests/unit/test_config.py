@@ -98,3 +98,9 @@ def test_example_config_in_repo_is_valid() -> None:
     config = load_config(ROOT / "config.example.yaml", environ={})
     assert config.discovery.sources
 
+
+
+def test_bad_rate_limit_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"actions.rate_limit"):
+        parse_config({"discovery": {"sources": ["compose"]},
+                      "actions": {"rate_limit": "lots please"}}, environ={})

@@ -191,3 +191,8 @@ def test_errors_are_json(client: FlaskClient) -> None:
     assert response.status_code == 404 and set(response.json) == {"error"}
     response = client.delete("/api/instances", headers={"Authorization": ADMIN})
     assert response.status_code == 405 and response.json["error"]["code"]
+
+
+def test_405_keeps_its_allow_header(client: FlaskClient) -> None:
+    response = client.delete("/metrics")
+    assert response.status_code == 405 and "GET" in response.headers["Allow"]
