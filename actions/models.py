@@ -107,7 +107,7 @@ class ConfigChanges(_Request):
                                                pattern=_PRINTABLE)] | None = None
     disable_signup: bool | None = None
     enable_email_autoconfirm: bool | None = None
-    jwt_expiry: Annotated[int, Field(ge=1, le=31_536_000), WholeNumber] | None = None
+    jwt_expiry: Annotated[int, Field(ge=60, le=604_800), WholeNumber] | None = None
     smtp_admin_email: ShortText | None = None
     smtp_host: ShortText | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535), WholeNumber] | None = None
