@@ -16,11 +16,9 @@ auto-repair budget live in the store and hold across processes and restarts.
 from __future__ import annotations
 
 import logging
-import signal
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -37,7 +35,7 @@ from exporter.engine import DiagnosticsEngine
 from exporter.errors import ConfigError
 from exporter.metrics.render import MetricsRenderer
 from exporter.service import build as build_exporter
-from exporter.service import registry_owners
+from exporter.service import registry_owners, terminate_on_sigterm
 from exporter.store import InstanceInfo, Store
 
 if TYPE_CHECKING:
@@ -145,18 +143,6 @@ def build(config: Config, *, exporter: ExporterRunning | None = None,
     return ActionsRunning(services=svc, access=access, app=app, owned=owned)
 
 
-@contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(0)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def serve(config: Config) -> int:
     """Serve the action API until SIGTERM or Ctrl-C."""
     running = build(config)
@@ -170,7 +156,7 @@ def serve(config: Config) -> int:
     log.warning("action API listening on http://%s:%d", config.actions.host,
                 config.actions.port)
     try:
-        with _terminate_on_sigterm():
+        with terminate_on_sigterm():
             running.services.renderer.start()
             server.run()
     except (KeyboardInterrupt, SystemExit):
@@ -211,7 +197,7 @@ def serve_all(config: Config) -> int:
                 config.exporter.host, config.exporter.port, config.actions.host,
                 config.actions.port)
     try:
-        with _terminate_on_sigterm():
+        with terminate_on_sigterm():
             if exporter.services.scheduler:
                 exporter.services.scheduler.start()
             exporter.services.renderer.start()

@@ -86,7 +86,9 @@ def build(config: Config, *, schedule: bool = True) -> Running:
 
 
 @contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
+def terminate_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM ends the process like Ctrl-C does: cleanly, via SystemExit."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
 
@@ -105,7 +107,7 @@ def serve(config: Config) -> int:
     log.warning("exporter listening on http://%s:%d", config.exporter.host,
                 config.exporter.port)
     try:
-        with _terminate_on_sigterm():
+        with terminate_on_sigterm():
             if running.services.scheduler:
                 running.services.scheduler.start()
             # Re-render soon after each store change, so scrapes only copy bytes.

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from actions.blueprints.common import endpoint, openapi_document, services
 from actions.models import HealthOut
 from exporter import __version__
 from exporter.web.access import open_route
+from exporter.web.metrics import exposition
 
 bp = Blueprint("actions_metrics", __name__)
 
@@ -17,8 +17,7 @@ bp = Blueprint("actions_metrics", __name__)
 @open_route()
 def metrics() -> Response:
     """The same families as the exporter (ultrabase_operations_total among them)."""
-    return Response(services().renderer.render(), mimetype=None,
-                    content_type=CONTENT_TYPE_LATEST)
+    return exposition(services().renderer)
 
 
 @bp.get("/healthz")

@@ -6,18 +6,23 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from exporter import __version__
+from exporter.metrics.render import MetricsRenderer
 from exporter.web.access import open_route
 from exporter.web.context import services
 
 bp = Blueprint("metrics", __name__)
 
 
+def exposition(renderer: MetricsRenderer) -> Response:
+    """The renderer's cached Prometheus text as a response."""
+    return Response(renderer.render(), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
 @bp.get("/metrics")
 @open_route()
 def metrics() -> Response:
     """Prometheus exposition of the cached diagnostics."""
-    return Response(services().renderer.render(), mimetype=None,
-                    content_type=CONTENT_TYPE_LATEST)
+    return exposition(services().renderer)
 
 
 @bp.get("/healthz")
