@@ -503,14 +503,16 @@ class Store:
             raise StoreError(f"store {self.path}: cannot {action}: {exc}") from None
 
     @contextmanager
-    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction that also bumps the generation."""
+    def _write(self, action: str, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; bump=False leaves the generation alone (for writes that
+        nothing in /metrics shows, so they cost no re-render)."""
         try:
             with self._connection() as conn:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
-                    conn.execute("UPDATE generation SET value = value + 1 WHERE id = 1")
+                    if bump:
+                        conn.execute("UPDATE generation SET value = value + 1 WHERE id = 1")
                     conn.execute("COMMIT")
                 except BaseException:
                     with suppress(sqlite3.Error):
@@ -529,7 +531,7 @@ class Store:
 
     def save_operation(self, operation: Operation) -> None:
         """Create or replace an operation (called as its steps progress)."""
-        with self._write_quiet("save an operation") as conn:
+        with self._write("save an operation", bump=False) as conn:
             _put_operation(conn, operation)
 
     def get_operation(self, op_id: str) -> Operation | None:
@@ -545,7 +547,7 @@ class Store:
         LOCK_STALE_SECONDS, is taken over and its operation marked abandoned.
         """
         now = time.time()
-        with self._write_quiet("take an operation lock") as conn:
+        with self._write("take an operation lock", bump=False) as conn:
             row = conn.execute("SELECT op_id, pid, host, heartbeat_at FROM locks "
                                "WHERE instance_id = ?", (instance_id,)).fetchone()
             if row is not None:
@@ -563,14 +565,14 @@ class Store:
 
     def release_lock(self, instance_id: str, op_id: str) -> bool:
         """Release the lock if this operation holds it; False when it did not."""
-        with self._write_quiet("release an operation lock") as conn:
+        with self._write("release an operation lock", bump=False) as conn:
             cursor = conn.execute("DELETE FROM locks WHERE instance_id = ? AND op_id = ?",
                                   (instance_id, op_id))
             return cursor.rowcount > 0
 
     def heartbeat(self, instance_id: str, op_id: str) -> bool:
         """Mark the holder alive; False when this operation no longer holds the lock."""
-        with self._write_quiet("refresh an operation lock") as conn:
+        with self._write("refresh an operation lock", bump=False) as conn:
             cursor = conn.execute("UPDATE locks SET heartbeat_at = ? "
                                   "WHERE instance_id = ? AND op_id = ?",
                                   (time.time(), instance_id, op_id))
@@ -587,7 +589,7 @@ class Store:
         """Release every stale lock and mark its operation abandoned; the instance ids."""
         now = time.time()
         reaped: list[str] = []
-        with self._write_quiet("reap stale operation locks") as conn:
+        with self._write("reap stale operation locks", bump=False) as conn:
             rows = conn.execute("SELECT instance_id, op_id, pid, host, heartbeat_at "
                                 "FROM locks").fetchall()
             for instance_id, holder, pid, host, beat in rows:
@@ -602,7 +604,7 @@ class Store:
 
     def append_audit(self, entry: AuditEntry) -> int:
         """Store one audit entry; its id."""
-        with self._write_quiet("write the audit log") as conn:
+        with self._write("write the audit log", bump=False) as conn:
             return _put_audit(conn, entry)
 
     def audit(self, limit: int = 100, offset: int = 0, *, instance_id: str | None = None,
@@ -622,22 +624,6 @@ class Store:
                 "AND (:action IS NULL OR action = :action) AND (:since IS NULL OR at >= :since) "
                 "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset", params).fetchall()
         return [_audit_entry(r) for r in rows]
-
-    @contextmanager
-    def _write_quiet(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction that leaves the generation alone (nothing /metrics shows)."""
-        try:
-            with self._connection() as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    with suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: cannot {action}: {exc}") from None
 
 
 def _prepare_file(path: Path) -> None:
