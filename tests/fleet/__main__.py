@@ -16,6 +16,7 @@ from pathlib import Path
 from tests.fleet import engine
 from tests.fleet.fleet import BREAK_TIMEOUT, HEAL_TIMEOUT, UP_TIMEOUT, Fleet, teardown
 from tests.fleet.model import COMPONENTS, FleetError
+from tests.fleet.render import DEFAULT_HEALTH_INTERVAL
 
 ROOT_ENV = "ULTRABASE_FLEET_ROOT"
 
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="create N healthy instances")
     up.add_argument("--instances", type=int, default=2, metavar="N")
     up.add_argument("--timeout", type=float, default=UP_TIMEOUT)
+    up.add_argument("--health-interval", default=DEFAULT_HEALTH_INTERVAL, metavar="2s",
+                    help="every Docker healthcheck's interval (the reference uses 5-30s)")
     up.add_argument("--keep-on-failure", action="store_true",
                     help="leave a failed fleet in place for inspection")
     for name, timeout, text in (("break", BREAK_TIMEOUT, "inject a fault"),
@@ -77,7 +80,8 @@ def run(argv: list[str]) -> int:
     root = _root(args)
     if args.command == "up":
         fleet = Fleet.up(root, args.instances, timeout=args.timeout,
-                         keep_on_failure=args.keep_on_failure)
+                         keep_on_failure=args.keep_on_failure,
+                         health_interval=args.health_interval)
         assert fleet.up_result is not None
         print(json.dumps(fleet.up_result.as_json()))
     elif args.command == "break":

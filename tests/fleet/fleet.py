@@ -46,8 +46,11 @@ class Fleet:
 
     @classmethod
     def up(cls, root: Path, count: int = 2, *, timeout: float = UP_TIMEOUT,
-           keep_on_failure: bool = False) -> Fleet:
+           keep_on_failure: bool = False,
+           health_interval: str = render.DEFAULT_HEALTH_INTERVAL) -> Fleet:
         """Create `count` healthy instances under `root` (absent or empty); the fleet.
+
+        health_interval ("10s") is every Docker healthcheck's interval.
 
         On failure everything created is removed (unless keep_on_failure) and FleetError
         carries the containers' states and log tails.
@@ -55,6 +58,8 @@ class Fleet:
         root = Path(root).resolve()
         if count < 1:
             raise FleetError("a fleet needs at least one instance")
+        if not render.HEALTH_INTERVAL.match(health_interval):
+            raise FleetError(f"health interval {health_interval!r} is not like 2s or 10s")
         if state.is_fleet_root(root) or (root / "instances.json").exists():
             raise FleetError(f"a fleet already exists at {root}; run `down` first")
         if root.exists() and any(root.iterdir()):
@@ -69,7 +74,7 @@ class Fleet:
         state.save(state.FleetState(root=root, image=image, instances=instances, faults={}))
         admin_token = secrets.token_urlsafe(32)
         try:
-            _render(root, image, instances, admin_token)
+            _render(root, image, instances, admin_token, health_interval)
             _start_all(instances, started + timeout)
         except BaseException as exc:
             if keep_on_failure:
@@ -241,10 +246,12 @@ def _new_instances(root: Path, count: int) -> tuple[Instance, ...]:
     return tuple(instances)
 
 
-def _render(root: Path, image: str, instances: tuple[Instance, ...], admin_token: str) -> None:
+def _render(root: Path, image: str, instances: tuple[Instance, ...], admin_token: str,
+            health_interval: str) -> None:
     for instance in instances:
         values = render.template_values(instance, image=image, root=root,
-                                        secret_key_base=random_secret(64))
+                                        secret_key_base=random_secret(64),
+                                        health_interval=health_interval)
         render.render_instance_files(instance, values)
     render.write_registry(root / "instances.json",
                           {i.id: render.registry_record(i) for i in instances})

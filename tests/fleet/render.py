@@ -20,6 +20,9 @@ FLEET_DIR = Path(__file__).resolve().parent
 TEMPLATES = FLEET_DIR / "templates"
 DBINIT = FLEET_DIR / "dbinit"
 CONTAINER_FLEET_DIR = "/fleet"  # where FLEET_DIR is mounted inside every container
+# Short, so faults and restarts show in Docker's health quickly; the reference uses 5-30s.
+DEFAULT_HEALTH_INTERVAL = "2s"
+HEALTH_INTERVAL = re.compile(r"^[1-9][0-9]{0,2}s$")
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _MOUNTS_LINE = re.compile(r"^(?P<indent>[ \t]*)- \$\{FLEET_HOST_MOUNTS\}[ \t]*$", re.MULTILINE)
@@ -47,8 +50,8 @@ def _expand_mounts(text: str, mounts: Iterable[str]) -> str:
         lambda m: "\n".join(f"{m.group('indent')}- {item}" for item in items), text)
 
 
-def template_values(instance: Instance, *, image: str, root: Path,
-                    secret_key_base: str) -> dict[str, str]:
+def template_values(instance: Instance, *, image: str, root: Path, secret_key_base: str,
+                    health_interval: str = DEFAULT_HEALTH_INTERVAL) -> dict[str, str]:
     """Every variable the env, compose and kong templates use, for one instance."""
     creds, ports = instance.credentials, instance.ports
     public = f"http://127.0.0.1:{ports.kong_http}"
@@ -112,6 +115,7 @@ def template_values(instance: Instance, *, image: str, root: Path,
         "FLEET_IMAGE": image,
         "FLEET_PYTHON": sys.executable,
         "FLEET_ROOT": str(root),
+        "FLEET_HEALTH_INTERVAL": health_interval,
     }
 
 

@@ -25,7 +25,7 @@ import yaml
 from tests.fleet import engine, faults, ports
 from tests.fleet.fleet import Fleet
 from tests.fleet.model import COMPONENTS, FleetError, Instance
-from tests.fleet.render import TEMPLATES
+from tests.fleet.render import TEMPLATES, envsubst
 
 pytestmark = pytest.mark.integration
 
@@ -206,6 +206,22 @@ def test_template_keeps_the_reference_structure() -> None:
         assert mine.get("healthcheck", {}).get("test") == spec.get("healthcheck", {}).get("test")
         own_mounts = [v for v in spec.get("volumes", []) if v.startswith("./volumes-")]
         assert all(m in mine["volumes"] or "vector.yml" in m for m in own_mounts)
+
+
+def test_every_healthcheck_uses_the_chosen_interval() -> None:
+    compose = (TEMPLATES / "docker-compose.yml").read_text()
+    rendered = yaml.safe_load(envsubst(compose, {"FLEET_HEALTH_INTERVAL": "10s"}))
+    intervals = {name: spec["healthcheck"]["interval"]
+                 for name, spec in rendered["services"].items() if "healthcheck" in spec}
+    assert set(intervals) == WITH_HEALTHCHECK
+    assert set(intervals.values()) == {"10s"}
+
+
+@pytest.mark.parametrize("interval", ["0s", "10", "1m", "2s; rm -rf /"])
+def test_up_refuses_a_bad_health_interval(tmp_path: Path, interval: str) -> None:
+    with pytest.raises(FleetError, match="health interval"):
+        Fleet.up(tmp_path / "fleet", 1, health_interval=interval)
+    assert not (tmp_path / "fleet").exists()
 
 
 def test_gateway_serves_auth_rest_and_studio(fleet: Fleet) -> None:
