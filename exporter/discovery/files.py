@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,54 @@ class FileReadError(Exception):
     """A file could not be read or parsed; the message names the reason, never content."""
 
 
+class _ParsedFiles:
+    """Parsed file contents reused while a file's stat signature is unchanged.
+
+    Every sweep re-reads every instance's compose, env and kong files; parsing them is
+    most of discovery's cost, and they change only when someone edits them.
+    """
+
+    def __init__(self, capacity: int = 512) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[str, str], tuple[tuple[int, ...], Any]] = OrderedDict()
+
+    def get(self, path: Path, kind: str, parse: Callable[[str], Any]) -> Any:
+        """parse(text of path), from memory when the file is unchanged since last time."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise FileReadError("missing") from None
+        except OSError as exc:
+            raise FileReadError(exc.strerror or type(exc).__name__) from None
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        key = (str(path), kind)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] == signature:
+                self._items.move_to_end(key)
+                return hit[1]
+        # Parsed after the stat: a file changed in between is stored under the older
+        # signature, so the next stat misses and parses again; never stale.
+        value = parse(_read_text(path))
+        if time.time() - st.st_mtime < _RACY_SECONDS:
+            return value
+        with self._lock:
+            self._items[key] = (signature, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return value
+
+
+# File times tick in coarse steps: a same-size edit within one step keeps the signature,
+# so a file modified this recently is parsed afresh every time (git's "racy" rule).
+_RACY_SECONDS = 2.0
+_PARSED = _ParsedFiles()
+# libyaml's loader when PyYAML was built with it: the same documents, several times faster.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -49,21 +100,28 @@ def _read_text(path: Path) -> str:
         raise FileReadError("not UTF-8 text") from None
 
 
-def _read_yaml(path: Path) -> Any:
-    text = _read_text(path)
+def _parse_yaml(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise FileReadError("not valid YAML" + (f" (line {mark.line + 1})" if mark else "")
                             ) from None
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE pairs as compose reads them, without interpolation."""
-    text = _read_text(path)
+def _read_yaml(path: Path) -> Any:
+    """The parsed document; shared between callers, so it is only ever read."""
+    return _PARSED.get(path, "yaml", _parse_yaml)
+
+
+def _parse_env(text: str) -> dict[str, str]:
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {k: v or "" for k, v in values.items()}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE pairs as compose reads them, without interpolation."""
+    return dict(_PARSED.get(path, "env", _parse_env))
 
 
 def env_file_credentials(env: Mapping[str, str]) -> dict[str, str]:

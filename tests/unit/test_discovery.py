@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from exporter.config import Config, parse_config
 from exporter.discovery import discover
-from exporter.discovery.files import read_compose_file, read_kong_file
+from exporter.discovery.files import (
+    FileReadError,
+    _ParsedFiles,
+    read_compose_file,
+    read_kong_file,
+)
 from exporter.dockerhost import COMPOSE_PROJECT, COMPOSE_SERVICE, ContainerSummary
 from exporter.errors import RegistryError
 from tests.unit.layout import (
@@ -162,3 +169,67 @@ def test_instance_json_and_repr_hold_no_secret(layout: Layout) -> None:
                    v["ANON_KEY"], v["DASHBOARD_PASSWORD"]):
         assert secret not in text
         assert secret in inst.secrets()
+
+
+def settled(path: Path) -> None:
+    """Date the file a minute back, as a file not touched for a while is."""
+    old = time.time() - 60
+    os.utime(path, (old, old))
+
+
+def test_parsed_files_are_reused_until_the_file_changes(tmp_path: Path) -> None:
+    memo = _ParsedFiles()
+    path = tmp_path / "doc.yml"
+    path.write_text("a: 1\n")
+    settled(path)
+    parsed: list[str] = []
+
+    def parse(text: str) -> str:
+        parsed.append(text)
+        return text.upper()
+
+    assert memo.get(path, "t", parse) == "A: 1\n"
+    assert memo.get(path, "t", parse) == "A: 1\n"
+    assert parsed == ["a: 1\n"]
+    path.write_text("a: 2\n")  # same size: the inode times tell the edit apart
+    assert memo.get(path, "t", parse) == "A: 2\n"
+    settled(path)
+    path.write_text("a: 3\n")  # an edit right after a read: always read afresh
+    assert memo.get(path, "t", parse) == "A: 3\n"
+    path.write_text("a: 4\n")
+    assert memo.get(path, "t", parse) == "A: 4\n"
+    replacement = tmp_path / "new.yml"
+    replacement.write_text("b: 3\n")
+    replacement.replace(path)  # an atomic replace, as editors and the action API do it
+    assert memo.get(path, "t", parse) == "B: 3\n"
+    path.unlink()
+    with pytest.raises(FileReadError, match="missing"):
+        memo.get(path, "t", parse)
+
+
+def test_compose_edits_are_seen_on_the_next_read(layout: Layout) -> None:
+    root, _ = layout
+    compose = root / "supabase-core" / "docker-compose-aaaa0001.yml"
+    settled(compose)
+    before = read_compose_file(compose)
+    assert read_compose_file(compose) == before
+    compose.write_text(compose.read_text().replace(
+        "container_name: supabase-auth-aaaa0001", "container_name: supabase-auth-renamed"))
+    after = read_compose_file(compose)
+    assert before.container_names["auth"] == "supabase-auth-aaaa0001"
+    assert after.container_names["auth"] == "supabase-auth-renamed"
+
+
+def test_parsed_files_are_bounded(tmp_path: Path) -> None:
+    memo = _ParsedFiles(capacity=2)
+    parsed: list[str] = []
+    paths = []
+    for n in range(3):
+        path = tmp_path / f"f{n}"
+        path.write_text(str(n))
+        settled(path)
+        paths.append(path)
+        memo.get(path, "t", lambda text: parsed.append(text) or text)
+    memo.get(paths[2], "t", lambda text: parsed.append(text) or text)
+    memo.get(paths[0], "t", lambda text: parsed.append(text) or text)  # evicted: parsed again
+    assert parsed == ["0", "1", "2", "0"]
