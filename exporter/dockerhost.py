@@ -139,6 +139,11 @@ def _details(raw: Mapping[str, Any]) -> ContainerDetails:
     )
 
 
+# Connections kept to the engine: a sweep reads logs and runs probes of several instances
+# at once, and a full pool would open and drop a connection per call.
+_POOL_SIZE = 32
+
+
 class DockerHost:
     """The tool's one way to read the Docker engine, with a timeout on every call."""
 
@@ -159,8 +164,13 @@ class DockerHost:
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = docker.DockerClient(base_url=self._base_url,
-                                                       timeout=int(max(1, self._timeout)))
+                    client = docker.DockerClient(base_url=self._base_url,
+                                                 timeout=int(max(1, self._timeout)),
+                                                 max_pool_size=_POOL_SIZE)
+                    # The engine is local: without this, requests reads the proxy
+                    # variables of the environment again on every call.
+                    client.api.trust_env = False
+                    self._client = client
                 except docker.errors.DockerException as exc:
                     raise DockerUnavailableError(f"cannot reach Docker at {self._base_url}: "
                                                  f"{_reason(exc)}") from None

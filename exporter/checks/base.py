@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from exporter.checks.probes import ProbeMemo
 from exporter.config import DiagnosticsConfig
 from exporter.discovery.model import Instance
 from exporter.dockerhost import DockerHost
@@ -29,6 +30,7 @@ class CheckContext:
     redactor: Redactor  # knows this instance's secrets
     now: datetime  # UTC
     run_synthetic_user: bool = True
+    probes: ProbeMemo = field(default_factory=ProbeMemo)  # shared by this run's checks
 
     @property
     def timeout(self) -> float:

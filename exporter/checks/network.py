@@ -1,7 +1,9 @@
 """network_connectivity: published ports, who holds them, the compose network, inner links.
 
 The host only connects to 127.0.0.1 and ::1; links between services are tested from inside
-the compose network by exec (kong -> auth/rest, auth -> db), never via a container's IP.
+the compose network by exec, never via a container's IP: kong -> auth/rest are read from
+the in-network probe service_health runs in kong (one exec for both checks), auth -> db is
+a TCP test from auth.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from exporter.checks.base import CheckContext, Findings
 from exporter.checks.probes import (
     Connect,
     HttpProbeRun,
-    HttpTarget,
     TcpOutcome,
     call_bounded,
-    probe_http,
     probe_tcp,
     run_bounded,
     service_host,
     tcp_connect,
 )
+from exporter.checks.services import in_network_probe
 from exporter.discovery.model import Instance
 from exporter.dockerhost import ContainerSummary
 from exporter.errors import DockerUnavailableError
@@ -257,26 +258,25 @@ class NetworkConnectivityCheck:
     # links ---------------------------------------------------------------------------
 
     def _links(self, ctx: CheckContext) -> tuple[list[Issue], dict[str, Any]]:
-        """kong -> auth/rest in one exec and auth -> db in another, side by side."""
+        """kong -> auth/rest from service_health's probe, auth -> db by exec, side by side."""
         instance = ctx.instance
         links: dict[str, Any] = {}
-        http: dict[str, list[tuple[str, HttpTarget]]] = {}  # source -> [(key, target)]
+        http: dict[str, list[tuple[str, str]]] = {}  # source -> [(key, target)]
         tcp: list[tuple[str, str, str, str, int]] = []  # (key, source, target, host, port)
         for source, target, port, path in LINKS:
             key = f"{source}->{target}"
             if not (instance.component(source).running and instance.component(target).running):
                 links[key] = {"ok": None, "skipped": "a side is not running"}
                 continue
-            host = service_host(instance.component(target))
             if path is None:
-                tcp.append((key, source, target, host, port))
+                tcp.append((key, source, target, service_host(instance.component(target)),
+                            port))
             else:
-                http.setdefault(source, []).append(
-                    (key, HttpTarget(target, f"http://{host}:{port}{path}")))
-        calls: list[Callable[[], Any]] = []
-        for source, pairs in http.items():
-            calls.append(partial(probe_http, ctx.docker, _cid(instance, source), source,
-                                 [t for _, t in pairs], ctx.timeout))
+                # The in-network probe covers every running HTTP component, at the same
+                # port and path as LINKS names, so the link is one of its outcomes.
+                http.setdefault(source, []).append((key, target))
+        calls: list[Callable[[], Any]] = [partial(in_network_probe, ctx, source)
+                                          for source in http]
         for _, source, _, host, port in tcp:
             calls.append(partial(probe_tcp, ctx.docker, _cid(instance, source), host, port,
                                  ctx.timeout))
@@ -284,16 +284,16 @@ class NetworkConnectivityCheck:
         issues: list[Issue] = []
         for source, pairs in http.items():
             run = next(results)
-            for key, t in pairs:
-                if not isinstance(run, HttpProbeRun) or not run.usable:
+            for key, target in pairs:
+                outcome = run.outcomes.get(target) if isinstance(run, HttpProbeRun) else None
+                if not isinstance(run, HttpProbeRun) or not run.usable or outcome is None:
                     links[key] = {"ok": None, "skipped": run.error if isinstance(
-                        run, HttpProbeRun) else "probe did not finish"}
+                        run, HttpProbeRun) and run.error else "probe did not finish"}
                     continue
-                outcome = run.outcomes[t.name]
                 links[key] = {"ok": outcome.answered, "http_status": outcome.http_status,
                               "error": outcome.error}
                 if not outcome.answered:
-                    issues.append(self._link_down(source, t.name, t.url, outcome.error))
+                    issues.append(self._link_down(source, target, outcome.url, outcome.error))
         for key, source, target, host, port in tcp:
             tested = next(results)
             if not isinstance(tested, TcpOutcome) or tested.reachable is None:

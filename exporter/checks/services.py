@@ -1,6 +1,7 @@
 """service_health: does each running component answer HTTP, seen from inside its network.
 
-One exec (in kong, else auth) probes every running HTTP component in parallel; kong itself
+One exec (in kong, else auth) probes every running HTTP component in parallel, and
+network_connectivity reads kong's links to auth and rest from the same exec; kong itself
 is probed through its published gateway on 127.0.0.1. Components without an HTTP probe are
 judged by Docker's healthcheck from the listing. Non-running components are
 container_status's business: they are reported as down here but raise nothing.
@@ -20,7 +21,6 @@ from exporter.checks.probes import (
     HttpOutcome,
     HttpProbeRun,
     HttpTarget,
-    probe_http,
     run_bounded,
     service_host,
 )
@@ -59,8 +59,8 @@ class ServiceHealthCheck:
         if not instance.runtime_known:
             return Findings(skipped="docker unreachable")
         gateway_url = instance.endpoints.gateway_url
-        gateway_by_host = instance.component(GATEWAY).running and gateway_url is not None
-        targets = internal_targets(instance, include_gateway=not gateway_by_host)
+        gateway_by_host = gateway_from_host(instance)
+        targets = inside_targets(instance)
         runner = next((r for r in PROBE_RUNNERS if instance.component(r).running), None)
 
         outcomes: dict[str, HttpOutcome] = {}
@@ -111,15 +111,13 @@ class ServiceHealthCheck:
                       targets: list[HttpTarget]) -> HttpProbeRun:
         """Probe from the runner; if nothing answered there, once more from auth."""
         instance = ctx.instance
-        run = probe_http(ctx.docker, _container_id(instance, runner), runner, targets,
-                         ctx.timeout)
+        run = in_network_probe(ctx, runner)
         nothing_answered = run.usable and len(targets) > 1 and not any(
             o.answered for o in run.outcomes.values())
         if nothing_answered and runner != "auth" and instance.component("auth").running:
             # Everything failing from kong points at kong's own network, not at every
             # component: a second vantage point tells the two apart.
-            retry = probe_http(ctx.docker, _container_id(instance, "auth"), "auth", targets,
-                               ctx.timeout)
+            retry = in_network_probe(ctx, "auth")
             if retry.usable:
                 return retry
         return run
@@ -158,6 +156,22 @@ class ServiceHealthCheck:
                           "probed_from": where, "latency_seconds": outcome.latency_seconds,
                           "docker_health": health})
         return entry, None
+
+
+def gateway_from_host(instance: Instance) -> bool:
+    """True when kong runs and publishes a gateway port the host can probe directly."""
+    return instance.component(GATEWAY).running and instance.endpoints.gateway_url is not None
+
+
+def inside_targets(instance: Instance) -> list[HttpTarget]:
+    """What the in-network probe covers: every HTTP component, kong too unless published."""
+    return internal_targets(instance, include_gateway=not gateway_from_host(instance))
+
+
+def in_network_probe(ctx: CheckContext, runner: str) -> HttpProbeRun:
+    """Every running HTTP component probed from inside runner's container, once per run."""
+    return ctx.probes.http(ctx.docker, _container_id(ctx.instance, runner), runner,
+                           inside_targets(ctx.instance), ctx.timeout)
 
 
 def internal_targets(instance: Instance, include_gateway: bool) -> list[HttpTarget]:

@@ -16,6 +16,7 @@ import pytest
 from exporter.checks.base import status_of
 from exporter.checks.network import NetworkConnectivityCheck, listeners_on
 from exporter.checks.probes import TCP_PROBE_SCRIPT, probe_tcp
+from exporter.checks.services import ServiceHealthCheck
 from exporter.dockerhost import ExecResult
 from tests.unit.checks.plainhost import (
     LocalExec,
@@ -233,7 +234,24 @@ def test_links_skipped_without_tools_or_running_targets(listen: Listen) -> None:
     assert links["kong->rest"] == {"ok": None, "skipped": "a side is not running"}
     assert links["auth->db"]["ok"] is None and "pg_isready" in links["auth->db"]["skipped"]
     probed = next(argv for _, argv in docker.execs if argv[2] != TCP_PROBE_SCRIPT)[5::2]
-    assert probed == ["auth"]
+    assert "auth" in probed and "rest" not in probed
+
+
+def test_kong_links_come_from_the_service_health_probe(listen: Listen) -> None:
+    instance = make_instance(ports=live_ports(listen))
+    docker = links_docker({"auth": (None, "refused")})
+    ctx = context(instance, docker)
+    network = NetworkConnectivityCheck(localhost_addresses=no_ipv6_localhost).run(ctx)
+    services = ServiceHealthCheck().run(ctx)
+    http_execs = [cid for cid, argv in docker.execs if argv[2] != TCP_PROBE_SCRIPT]
+    assert http_execs == [instance.component("kong").container.id]  # one exec, both checks
+    assert ("INTERNAL_LINK_DOWN", "auth") in {(i.code, i.component) for i in network.issues}
+    assert ("COMPONENT_UNREACHABLE", "auth") in {(i.code, i.component)
+                                                 for i in services.issues}
+    # A new diagnostic gets a new context: nothing is reused across runs.
+    NetworkConnectivityCheck(localhost_addresses=no_ipv6_localhost).run(
+        context(instance, docker))
+    assert len([1 for _, argv in docker.execs if argv[2] != TCP_PROBE_SCRIPT]) == 2
 
 
 def test_docker_unreachable_still_tries_the_ports() -> None:
