@@ -159,6 +159,9 @@ class ActionsConfig(_Section):
     backup_retention: Annotated[int, Field(ge=1, le=1000)] = 10
     stop_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     health_timeout_seconds: Annotated[float, Field(gt=0, le=1800)] = 120.0
+    # After a restart, how long quick_health may take to come clean: components without a
+    # healthcheck (rest, kong) are up once they run, and answer a moment later.
+    settle_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0
     auto_repair_budget_per_hour: Annotated[int, Field(ge=0, le=100)] = 3
     # flask-limiter syntax, per token and per instance on mutating routes.
     rate_limit: Annotated[str, Field(min_length=3, max_length=64)] = "30/minute"

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from actions.files import FileSet, UnsafeEdit, UnsafeValue, check_value, kong_scalar
+from actions.operations.health import issue_key, settle_quick_health
 from actions.operations.model import OperationError, StepFailed
 from exporter.discovery.model import Instance
 from exporter.dockerhost import ContainerSummary
 from exporter.errors import DoctorError
-from exporter.issues import Issue
 from exporter.web.params import BadRequest
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ MASK = "********"
 # A recreated container without a healthcheck must stay up this long to count as started.
 SETTLE_SECONDS = 3.0
 _POLL_SECONDS = 1.0
-_QUICK_HEALTH_RETRY_SECONDS = 2.0
 DEFAULT_HEALTH_TIMEOUT = 120.0
 _LOG_CHARS = 400
 
@@ -382,7 +381,7 @@ def apply_and_verify(ctx: OperationContext, files: FileSet, backup: Backup,
     instance = ctx.instance
     with ctx.step("baseline_health") as detail:
         before = ctx.engine.quick_health(instance.id)
-        baseline = frozenset(_issue_key(i) for i in before.issues)
+        baseline = frozenset(issue_key(i) for i in before.issues)
         detail["healthy"] = before.healthy
         if before.issues:
             detail["issues"] = sorted({i.code for i in before.issues})
@@ -439,10 +438,6 @@ def _rollback(ctx: OperationContext, backup: Backup, services: Sequence[str], wh
                          rolled_back=True)
 
 
-def _issue_key(issue: Issue) -> tuple[str, str | None]:
-    return issue.code, issue.component
-
-
 def _why(exc: BaseException) -> str:
     if isinstance(exc, StepFailed):
         return exc.reason
@@ -477,19 +472,14 @@ def wait_healthy(ctx: OperationContext, services: Sequence[str], detail: dict[st
                                               f"within {timeout:g}s")
         time.sleep(_POLL_SECONDS)
     detail["services_ready"] = list(services)
-    while True:
-        health = ctx.engine.quick_health(ctx.instance.id)
-        new = [i for i in health.issues if _issue_key(i) not in baseline]
-        if not new:
-            detail["quick_health"] = "healthy" if health.healthy else "as before the change"
-            if health.issues:
-                detail["pre_existing_issues"] = sorted({i.code for i in health.issues})
-            return
-        if time.monotonic() > deadline:
-            issues = "; ".join(f"{i.code}: {i.message}" for i in new[:3])
-            detail["quick_health"] = [i.code for i in new]
-            raise StepFailed("verify_health", f"quick health check failed ({issues})")
-        time.sleep(_QUICK_HEALTH_RETRY_SECONDS)
+    health, new, _ = settle_quick_health(ctx, deadline, baseline)
+    if new:
+        issues = "; ".join(f"{i.code}: {i.message}" for i in new[:3])
+        detail["quick_health"] = [i.code for i in new]
+        raise StepFailed("verify_health", f"quick health check failed ({issues})")
+    detail["quick_health"] = "healthy" if health.healthy else "as before the change"
+    if health.issues:
+        detail["pre_existing_issues"] = sorted({i.code for i in health.issues})
 
 
 def _service_containers(ctx: OperationContext) -> dict[str, ContainerSummary]:

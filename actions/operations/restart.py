@@ -5,6 +5,10 @@ Both run the same pipeline (DESIGN §8), each stage a recorded step:
 backup → capture_state → silence → stop → verify_volumes → start → quick_health →
 compare_state → expire_silence
 
+quick_health is repeated for up to actions.settle_seconds until the critical path is clean:
+a component without a healthcheck (rest, kong) counts as up once it runs, and answers a
+moment later.
+
 - stop: `docker stop` with a per-container timeout, in reverse dependency order (the
   containers of one dependency level together);
 - start: in dependency order, honouring each compose depends_on condition (a dependency
@@ -39,6 +43,7 @@ import docker.errors
 import psycopg
 import requests.exceptions
 
+from actions.operations.health import settle_quick_health
 from actions.operations.model import OperationError, StepFailed, utc_now
 from actions.operations.runner import Body, OperationContext, describe
 from exporter.discovery import COMPONENTS, Instance
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT = 30.0
 DEFAULT_HEALTH_TIMEOUT = 120.0
+DEFAULT_SETTLE = 30.0
 # Bringing back what ran gets at least this long, even when the restart's own health
 # timeout was short.
 ROLLBACK_MIN_TIMEOUT = 60.0
@@ -774,6 +780,7 @@ class _Plan:
     graph: Graph
     stop_timeout: float
     health_timeout: float
+    settle: float  # how long quick_health may take to come clean after the start
 
 
 def _setting(ctx: OperationContext, key: str, default: float) -> float:
@@ -814,7 +821,8 @@ def _restart(ctx: OperationContext, targets: Sequence[str],
                  stop_timeout=float(asked or _setting(ctx, "stop_timeout_seconds",
                                                       DEFAULT_STOP_TIMEOUT)),
                  health_timeout=_setting(ctx, "health_timeout_seconds",
-                                         DEFAULT_HEALTH_TIMEOUT))
+                                         DEFAULT_HEALTH_TIMEOUT),
+                 settle=_setting(ctx, "settle_seconds", DEFAULT_SETTLE))
     api = _Docker(ctx)
     with ctx.step("backup") as detail:
         backup = ctx.backups.create(ctx.instance, reason=f"{ctx.kind} {ctx.op_id}")
@@ -879,9 +887,9 @@ def _act(ctx: OperationContext, api: _Docker, plan: _Plan,
                       timeout_seconds=plan.health_timeout) as detail:
             report = _start(api, running, plan.graph, ids, plan.health_timeout, strict=True)
             detail["timeline"] = report.timeline()
-        with ctx.step("quick_health") as detail:
-            health = ctx.engine.quick_health(ctx.instance.id)
-            detail.update(healthy=health.healthy,
+        with ctx.step("quick_health", settle_seconds=plan.settle) as detail:
+            health, _, runs = settle_quick_health(ctx, time.monotonic() + plan.settle)
+            detail.update(healthy=health.healthy, runs=runs,
                           issues=[f"{i.code}[{i.component}]" for i in health.issues])
             if not health.healthy:
                 raise StepFailed("quick_health", "; ".join(
@@ -1018,7 +1026,8 @@ def _silence(ctx: OperationContext, plan: _Plan) -> str | None:
         return None
     levels = len(_levels(plan.graph, plan.targets))
     duration = min(6 * 3600.0, plan.stop_timeout * len(plan.targets)
-                   + max(plan.health_timeout, ROLLBACK_MIN_TIMEOUT) * (levels + 1) + 300)
+                   + max(plan.health_timeout, ROLLBACK_MIN_TIMEOUT) * (levels + 1)
+                   + plan.settle + 300)
     try:
         with ctx.step("silence", duration_seconds=round(duration)) as detail:
             silence_id = ctx.alertmanager.create_silence(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
+from docker.models.networks import Network
 
 from tests.fleet import engine, faults, images, ports, render, state
 from tests.fleet.credentials import new_credentials, random_secret
@@ -25,6 +26,7 @@ log = logging.getLogger("tests.fleet")
 UP_TIMEOUT = 170.0
 BREAK_TIMEOUT = 90.0
 HEAL_TIMEOUT = 120.0
+NETWORK_REMOVE_TIMEOUT = 30.0
 NETWORK_ROOT_LABEL = "ultrabase-fleet.root"
 
 
@@ -310,12 +312,33 @@ def teardown(root: Path) -> None:
         networks.update({n.id: n for n in client.networks.list(
             filters={"label": f"{engine.PROJECT_LABEL}={project}"})})
     for network in networks.values():
-        with contextlib.suppress(NotFound):
-            network.remove()
+        _remove_network(network, time.monotonic() + NETWORK_REMOVE_TIMEOUT)
     if current and not images.remove_base_image(client, current.image):
         log.info("image %s kept: other containers still use it", current.image)
     shutil.rmtree(root)
     log.info("removed %s", root)
+
+
+def _remove_network(network: Network, deadline: float) -> None:
+    """Remove a network, first removing what is still attached to it.
+
+    The engine releases a removed container's endpoint a moment later, and a container
+    recreated during a test may hold one: "has active endpoints" is retried until deadline.
+    """
+    while True:
+        try:
+            network.remove()
+            return
+        except NotFound:
+            return
+        except APIError as exc:
+            if "active endpoints" not in str(exc) or time.monotonic() > deadline:
+                raise FleetError(f"cannot remove network {network.name}: {exc}") from None
+        with contextlib.suppress(NotFound):
+            network.reload()
+            for item in network.containers:
+                _remove_container(item)
+        time.sleep(0.5)
 
 
 def _remove_container(item: Container) -> None:

@@ -16,13 +16,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import docker.errors
 import httpx
 import jwt
 import psycopg
 import pytest
 import yaml
 
-from tests.fleet import engine, faults, ports
+from tests.fleet import engine, faults, ports, render
 from tests.fleet.fleet import Fleet
 from tests.fleet.model import COMPONENTS, FleetError, Instance
 from tests.fleet.render import TEMPLATES, envsubst
@@ -442,9 +443,17 @@ def test_down_removes_everything(fleet_factory: Callable[..., Fleet]) -> None:
     root, instance = doomed.root, doomed.instances[0]
     doomed.break_(instance.id, "port-taken")
     (pid,) = doomed.holder_pids()
-    doomed.down()
     client = engine.client()
+    # A container down does not know of, still attached to the instance's network.
+    (network,) = client.networks.list(
+        filters={"label": f"{engine.PROJECT_LABEL}={instance.project}"})
+    stray = client.containers.run(
+        doomed.image, ["sleep", "300"], detach=True, network=network.name,
+        volumes=list(render.host_mounts()), labels={"ultrabase-fleet": "1"})
+    doomed.down()
     assert not root.exists()
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(stray.id)
     assert not ports.is_holder(pid)
     assert client.containers.list(
         all=True, filters={"label": f"{engine.PROJECT_LABEL}={instance.project}"}) == []

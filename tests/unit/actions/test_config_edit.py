@@ -25,7 +25,7 @@ from dotenv import dotenv_values
 
 from actions.backups import BackupStore
 from actions.files import FileSet
-from actions.operations import config_edit
+from actions.operations import config_edit, health
 from actions.operations.config_edit import (
     EDITABLE,
     MASK,
@@ -155,7 +155,7 @@ class PlainContext:
 
 @pytest.fixture(autouse=True)
 def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_edit, "_QUICK_HEALTH_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(health, "RETRY_SECONDS", 0.05)
     monkeypatch.setattr(config_edit, "_POLL_SECONDS", 0.05)
 
 

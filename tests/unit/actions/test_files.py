@@ -37,6 +37,7 @@ from actions.files import (
 )
 from exporter.discovery.files import read_env_file, read_kong_file
 from exporter.discovery.model import Credentials, Endpoints, Instance, InstanceFiles
+from tests.fleet.render import DEFAULT_HEALTH_INTERVAL
 from tests.unit import layout
 
 REPO = Path(__file__).resolve().parents[3]
@@ -289,7 +290,7 @@ def test_compose_values_reach_the_container_literally(tmp_path: Path, template: 
         source = source.replace("- ${FLEET_HOST_MOUNTS}", "- /usr:/usr:ro")
         compose_file.write_text(layout.envsubst(source, {
             **layout.instance_values(IID), "FLEET_IMAGE": "fleet/base", "FLEET_PYTHON": "py",
-            "FLEET_ROOT": "/tmp/x"}))
+            "FLEET_ROOT": "/tmp/x", "FLEET_HEALTH_INTERVAL": DEFAULT_HEALTH_INTERVAL}))
     original = compose_file.read_text()
     files = FileSet(inst)
     values = {f"TRICKY_{i}": v for i, v in enumerate(TRICKY)}
