@@ -137,6 +137,10 @@ def db_connect(instance: Instance, user: str = "supabase_admin", password: str |
                            dbname="postgres", connect_timeout=timeout, autocommit=True)
 
 
+# Routes that answer 200 to the anon key once auth and rest serve behind Kong.
+GATEWAY_READY_PATHS = ("/auth/v1/health", "/rest/v1/")
+
+
 def health_problems(instance: Instance) -> list[str]:
     """What keeps the instance from being healthy (empty when it is healthy)."""
     problems: list[str] = []
@@ -152,12 +156,14 @@ def health_problems(instance: Instance) -> list[str]:
                             + (f" ({state.health})" if state.health else ""))
     if problems:
         return problems
-    try:
-        response = gateway_get(instance, "/auth/v1/health", instance.credentials.anon_key)
-        if response.status_code != 200:
-            problems.append(f"gateway /auth/v1/health answered {response.status_code}")
-    except httpx.HTTPError as exc:
-        problems.append(f"gateway /auth/v1/health: {type(exc).__name__}")
+    # rest has no healthcheck: running is not answering, so it is asked through Kong too.
+    for path in GATEWAY_READY_PATHS:
+        try:
+            response = gateway_get(instance, path, instance.credentials.anon_key)
+            if response.status_code != 200:
+                problems.append(f"gateway {path} answered {response.status_code}")
+        except httpx.HTTPError as exc:
+            problems.append(f"gateway {path}: {type(exc).__name__}")
     try:
         with db_connect(instance, timeout=3) as conn:
             conn.execute("SELECT 1")

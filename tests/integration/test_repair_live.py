@@ -86,6 +86,12 @@ def world(fleet_factory: FleetFactory, tmp_path_factory: pytest.TempPathFactory
         store.close()
 
 
+@pytest.fixture(autouse=True)
+def _healthy_before(world: World) -> None:
+    """Each test starts from a serving instance, whatever the one before left settling."""
+    world.fleet.wait_healthy(world.iid, 120)
+
+
 def diagnose(world: World) -> Diagnostic:
     world.engine.instance(world.iid, fresh=True)
     return world.engine.run(world.iid, trigger="operation", use_cache=False).diagnostic
