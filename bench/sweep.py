@@ -2,8 +2,11 @@
 
 Brings up a test fleet (or uses one given with --config), then for N = 1, 3, 5, ...
 diagnoses N instances with the engine's normal concurrency and with concurrency 1, and
-reports the slowest single check of those runs as the floor. Prints a table; writes
-nothing into the tree. Run: python -m bench.sweep [--max N] [--repeat R]
+reports the slowest single check of those runs as the floor. Each figure is the median of
+--repeat sweeps, the two concurrencies taking turns so that load from elsewhere falls on
+both alike. The fleet's healthchecks run every --health-interval (10s, as most of the
+reference template's do; the test suite's fleets use 2s). Prints a table; writes nothing
+into the tree. Run: python -m bench.sweep [--max N] [--repeat R] [--health-interval 10s]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 from exporter.config import Config, load_config
 from exporter.dockerhost import DockerHost
@@ -27,20 +31,39 @@ def _fleet(command: list[str]) -> str:
     return done.stdout
 
 
-def _measure(config: Config, ids: list[str], concurrency: int) -> tuple[float, float]:
+def _engine(config: Config, concurrency: int) -> DiagnosticsEngine:
     tuned = config.model_copy(update={"diagnostics": config.diagnostics.model_copy(
         update={"concurrency": concurrency})})
-    engine = DiagnosticsEngine(tuned, DockerHost(config.docker.base_url,
-                                                 config.docker.timeout_seconds))
+    return DiagnosticsEngine(tuned, DockerHost(config.docker.base_url,
+                                               config.docker.timeout_seconds))
+
+
+def _sweep(engine: DiagnosticsEngine, ids: list[str]) -> tuple[float, float]:
+    """Wall time of one sweep, and its slowest single check."""
+    started = time.monotonic()
+    diagnostics = engine.sweep("on_demand", ids)
+    wall = time.monotonic() - started
+    return wall, max(r.duration_seconds for d in diagnostics for r in d.results.values())
+
+
+def _measure(config: Config, ids: list[str], repeat: int) -> tuple[float, float, float]:
+    """Median wall times with normal concurrency and with 1, and the median slowest check."""
+    engines = (_engine(config, config.diagnostics.concurrency), _engine(config, 1))
+    walls: tuple[list[float], list[float]] = ([], [])
+    slowest: list[float] = []
     try:
-        engine.sweep("on_demand", ids)  # warm: imports, inspect cache, connections
-        started = time.monotonic()
-        diagnostics = engine.sweep("on_demand", ids)
-        wall = time.monotonic() - started
+        for engine in engines:
+            engine.sweep("on_demand", ids)  # warm: imports, inspect cache, connections
+        for _ in range(repeat):
+            for n, engine in enumerate(engines):
+                wall, slow = _sweep(engine, ids)
+                walls[n].append(wall)
+                if n == 0:
+                    slowest.append(slow)
     finally:
-        engine.close()
-    slowest = max(r.duration_seconds for d in diagnostics for r in d.results.values())
-    return wall, slowest
+        for engine in engines:
+            engine.close()
+    return median(walls[0]), median(walls[1]), median(slowest)
 
 
 def main() -> int:
@@ -48,6 +71,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max", type=int, default=5, help="largest N (fleet size)")
     parser.add_argument("--config", help="use an existing fleet's config instead")
+    parser.add_argument("--repeat", type=int, default=3, help="sweeps per figure (median)")
+    parser.add_argument("--health-interval", default="10s",
+                        help="the fleet's healthcheck interval (own fleet only)")
     args = parser.parse_args()
     sizes = [n for n in (1, 3, 5, 10, 25) if n <= args.max]
     root = Path(tempfile.mkdtemp(prefix="ubd-bench-"))
@@ -56,7 +82,8 @@ def main() -> int:
         if own_fleet:
             print(f"bringing up {args.max} instances under {root} ...", file=sys.stderr)
             up = json.loads(_fleet(["up", "--instances", str(args.max), "--root",
-                                    str(root / "fleet")]))
+                                    str(root / "fleet"), "--health-interval",
+                                    args.health_interval]))
             config_path = up["config"]
         else:
             config_path = args.config
@@ -68,9 +95,7 @@ def main() -> int:
         for n in sizes:
             if n > len(ids):
                 break
-            wall, slowest = _measure(config, ids[:n], config.diagnostics.concurrency)
-            serial, _ = _measure(config, ids[:n], 1)
-            rows.append((n, wall, serial, slowest))
+            rows.append((n, *_measure(config, ids[:n], max(1, args.repeat))))
         base = rows[0][1]
         print(f"{'N':>3} {'concurrent s':>13} {'vs N=1':>7} {'concurrency 1 s':>16} "
               f"{'speed-up':>9} {'slowest check s':>16}")
