@@ -62,12 +62,18 @@ class AuthServiceCheck:
         """Run the parts; the network ones concurrently, the synthetic user test last."""
         report = _Report()
         analyses = _check_keys(ctx, report)
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        service = analyses.get("service_role")
+        session = _admin_session(ctx, service)
+        with ThreadPoolExecutor(max_workers=3) as pool:
             probes = pool.submit(_probe_gotrue, ctx, report)
             db_login = pool.submit(_check_db_login, ctx, report)
+            # Earlier runs' leftovers are swept while GoTrue is probed: one round trip
+            # less before the create, and a hanging GoTrue still costs a single timeout.
+            sweep = pool.submit(session.remove_leftovers) if session is not None else None
             auth_hangs = probes.result()
             db_login.result()
-        _synthetic_user(ctx, report, analyses.get("service_role"), auth_hangs)
+            swept = sweep.result() if sweep is not None else None
+        _synthetic_user(ctx, report, service, auth_hangs, session, swept)
         return Findings(tuple(report.issues), report.details)
 
 
@@ -218,16 +224,24 @@ def _check_db_login(ctx: CheckContext, report: _Report) -> None:
 
 # -- (d) synthetic admin user ----------------------------------------------------------------
 
-def _synthetic_user(ctx: CheckContext, report: _Report, service: KeyAnalysis | None,
-                    auth_hangs: bool) -> None:
+def _admin_session(ctx: CheckContext, service: KeyAnalysis | None) -> _AdminSession | None:
+    """The synthetic test's session, unless it cannot run whatever GoTrue's health is."""
     base = ctx.instance.endpoints.gateway_url
     key = ctx.instance.credentials.service_role_key
+    if _not_run_reason(ctx, auth_hangs=False) is not None or base is None or not key:
+        return None
+    return _AdminSession(ctx, base, key, service)
+
+
+def _synthetic_user(ctx: CheckContext, report: _Report, service: KeyAnalysis | None,
+                    auth_hangs: bool, session: _AdminSession | None,
+                    swept: _Sweep | None) -> None:
     details: dict[str, Any] = {"ran": False, "created": False, "deleted": False,
                                "status": None, "latency_seconds": None}
     report.details["synthetic_user"] = details
     reason = _not_run_reason(ctx, auth_hangs)
-    if reason is None and base is not None and key:
-        _run_synthetic(ctx, report, details, _AdminSession(ctx, base, key, service))
+    if reason is None and session is not None and swept is not None:
+        _run_synthetic(report, details, session, swept)
         return
     details["reason"] = reason
     if service is not None and service.decodable and not service.role_valid:
@@ -251,11 +265,10 @@ def _not_run_reason(ctx: CheckContext, auth_hangs: bool) -> str | None:
     return None
 
 
-def _run_synthetic(ctx: CheckContext, report: _Report, details: dict[str, Any],
-                   session: _AdminSession) -> None:
-    """Sweep leftovers, then create and delete this run's user."""
+def _run_synthetic(report: _Report, details: dict[str, Any], session: _AdminSession,
+                   sweep: _Sweep) -> None:
+    """After the sweep of leftovers, create and delete this run's user."""
     details["ran"] = True
-    sweep = session.remove_leftovers()
     details["leftovers_removed"] = sweep.removed
     if sweep.failed:
         details["leftovers_failed"] = sweep.failed
