@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import docker
@@ -93,6 +94,7 @@ class ContainerDetails:
     started_at: str
     finished_at: str
     health_log: tuple[str, ...] = ()
+    tty: bool = False  # Config.Tty: the container's output is one raw stream, not framed
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ def _details(raw: Mapping[str, Any]) -> ContainerDetails:
         exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
         error=state.get("Error", ""), started_at=state.get("StartedAt", ""),
         finished_at=state.get("FinishedAt", ""), health_log=log,
+        tty=bool((raw.get("Config") or {}).get("Tty")),
     )
 
 
@@ -156,6 +159,8 @@ class DockerHost:
         # A container's env cannot change without recreating it (new id), so inspect
         # results for config are cached by id; state is always read fresh.
         self._env_cache: dict[str, Mapping[str, str]] = {}
+        # Whether a container has a TTY is config as well; logs() needs it to decode.
+        self._tty_cache: dict[str, bool] = {}
         self.api_calls = 0
 
     @property
@@ -212,6 +217,7 @@ class DockerHost:
         details = _details(raw)
         with self._lock:
             self._env_cache[container_id] = details.env
+            self._tty_cache[container_id] = details.tty
         return details
 
     def env(self, container_id: str) -> Mapping[str, str] | None:
@@ -239,11 +245,28 @@ class DockerHost:
         return ExecResult(code, text[-4000:])
 
     def logs(self, container_id: str, since: float, tail: int) -> list[str]:
-        """Recent log lines (stdout and stderr, each prefixed by its RFC 3339 timestamp)."""
+        """Recent log lines (stdout and stderr, each prefixed by its RFC 3339 timestamp).
+
+        since is a UNIX time, floored to the microsecond; Docker includes the lines logged
+        at since. tail is the most lines returned (the latest ones).
+        """
+        tty = self._tty(container_id)
+        if tty is None:
+            return []
+        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 0,
+                                  "tail": tail if tail >= 0 else "all"}
+        if since > 0:
+            params["since"] = _unix_time(since)
         try:
             self._count()
-            raw = self.client.api.logs(container_id, stdout=True, stderr=True,
-                                       timestamps=True, since=int(since), tail=tail)
+            api = self.client.api
+            # docker-py's APIClient.logs() inspects the container on every call to learn
+            # whether its output is framed (no TTY) or raw. That cannot change for a
+            # container id, so it is kept, and the logs endpoint is called through the
+            # private helpers APIClient.logs() itself uses (as in docker-py 7.1 and 7.2;
+            # tests/integration/test_log_cache_live.py reads real logs through them).
+            response = api._get(api._url("/containers/{0}/logs", container_id), params=params)
+            raw = api._get_result_tty(False, response, tty)
         except docker.errors.NotFound:
             return []
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -252,11 +275,33 @@ class DockerHost:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         return text.splitlines()
 
+    def _tty(self, container_id: str) -> bool | None:
+        """Whether the container has a TTY, inspecting it only the first time; None when it
+        does not exist."""
+        with self._lock:
+            cached = self._tty_cache.get(container_id)
+        if cached is not None:
+            return cached
+        # Raises DockerUnavailableError ("cannot inspect container ...") when that fails.
+        details = self.inspect(container_id)
+        return details.tty if details is not None else None
+
     def forget(self, live_ids: set[str]) -> None:
-        """Drop cached env of containers that no longer exist."""
+        """Drop cached env (and TTY flags) of containers that no longer exist."""
         with self._lock:
             for cid in set(self._env_cache) - live_ids:
                 del self._env_cache[cid]
+            for cid in set(self._tty_cache) - live_ids:
+                del self._tty_cache[cid]
+
+
+def _unix_time(seconds: float) -> str:
+    """A UNIX time as Docker's API reads it: seconds and a six-digit fraction, floored.
+
+    The float's shortest repr is its decimal value as written, so 1700000000.123456 stays
+    exactly that instead of becoming ...123455 through binary rounding.
+    """
+    return f"{Decimal(repr(float(seconds))).quantize(Decimal('0.000001'), ROUND_FLOOR):f}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -106,7 +106,9 @@ class LogAnalyzer:
             return read, unreadable, truncated
 
         def one(component: str) -> tuple[list[LogEntry], bool]:
-            lines = self._docker.logs(targets[component], since=since.timestamp(),
+            # Whole seconds: Docker's since includes the lines of the second the window
+            # starts in; entries before the window's start are dropped after parsing.
+            lines = self._docker.logs(targets[component], since=float(int(since.timestamp())),
                                       tail=max_lines)
             return parse_lines(component, lines, redactor, until), len(lines) >= max_lines
 
