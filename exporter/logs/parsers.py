@@ -423,23 +423,97 @@ def _joined(head: str, tail: str) -> str:
     return f"{head}\n{tail}"[:MAX_MESSAGE_CHARS]
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One entry and the Docker lines it was parsed from: what a later partial re-read needs.
+
+    Parsing is a left fold in which only continuation lines look back, so the entries of a
+    read are the entries of its segments, and a read that starts at a segment's first line
+    gives that segment and the ones after it again.
+    """
+
+    entry: LogEntry | None  # None: blank lines before a read's first entry
+    lines: int  # Docker lines, blank ones included (Docker's tail counts them)
+    first: datetime | None  # Docker's time of the first line
+    low: datetime | None  # the earliest and latest Docker time among its lines
+    high: datetime | None
+    timed: bool  # every line had Docker's time
+    ordered: bool  # and none was earlier than the line before
+    head: int  # hash of the first line as Docker gave it, to recognise it in a later read
+    raw: tuple[str, ...] = ()  # the lines when more than one: a cut may fall inside
+
+
+class _Open:
+    """The segment being assembled: its draft (None for leading blank lines) and its lines."""
+
+    __slots__ = ("draft", "first", "high", "low", "ordered", "previous", "raw", "timed")
+
+    def __init__(self, draft: _Draft | None, raw: str, time: datetime | None) -> None:
+        self.draft = draft
+        self.raw = [raw]
+        self.first = self.low = self.high = self.previous = time
+        self.timed = self.ordered = time is not None
+
+    def add(self, raw: str, time: datetime | None) -> None:
+        """Count one more line into this segment."""
+        self.raw.append(raw)
+        if time is None:
+            self.timed = self.ordered = False
+            return
+        if self.previous is not None and time < self.previous:
+            self.ordered = False
+        self.previous = time
+        self.low = time if self.low is None else min(self.low, time)
+        self.high = time if self.high is None else max(self.high, time)
+
+    def close(self, component: str, redactor: Redactor) -> Segment:
+        """The finished segment, its entry redacted."""
+        entry = self.draft.freeze(component, redactor) if self.draft is not None else None
+        raw = tuple(self.raw) if len(self.raw) > 1 else ()
+        return Segment(entry, len(self.raw), self.first, self.low, self.high, self.timed,
+                       self.ordered, hash(self.raw[0]), raw)
+
+
+def _fold(component: str, lines: Iterable[str], default_time: datetime) -> list[_Open]:
+    """The read's lines grouped into segments, each with its unredacted draft."""
+    segments: list[_Open] = []
+    drafts = 0
+    last_time = default_time
+    for raw in lines:
+        docker_time, body = split_docker_timestamp(raw.rstrip("\r\n"))
+        if not body.strip():
+            # Blank lines produce nothing; they stay with the segment before for counting.
+            if segments:
+                segments[-1].add(raw, docker_time)
+            else:
+                segments.append(_Open(None, raw, docker_time))
+            continue
+        parsed = parse_body(component, body)
+        if parsed.continues is not None and drafts:
+            current = segments[-1]
+            assert current.draft is not None  # a segment after the first draft has one
+            current.draft.extend(parsed.continues, parsed.message)
+            current.add(raw, docker_time)
+            continue
+        last_time = docker_time or parsed.time or last_time
+        draft = _Draft(last_time, parsed.level, parsed.message[:MAX_MESSAGE_CHARS],
+                       dict(parsed.fields))
+        drafts += 1
+        segments.append(_Open(draft, raw, docker_time))
+    return segments
+
+
 def parse_lines(component: str, lines: Iterable[str], redactor: Redactor,
                 default_time: datetime) -> list[LogEntry]:
     """Entries from a component's log lines (oldest first, as Docker gives them), redacted.
 
     A line without any timestamp takes the time of the line before it, or default_time.
     """
-    drafts: list[_Draft] = []
-    last_time = default_time
-    for raw in lines:
-        docker_time, body = split_docker_timestamp(raw.rstrip("\r\n"))
-        if not body.strip():
-            continue
-        parsed = parse_body(component, body)
-        if parsed.continues is not None and drafts:
-            drafts[-1].extend(parsed.continues, parsed.message)
-            continue
-        last_time = docker_time or parsed.time or last_time
-        drafts.append(_Draft(last_time, parsed.level, parsed.message[:MAX_MESSAGE_CHARS],
-                             dict(parsed.fields)))
-    return [draft.freeze(component, redactor) for draft in drafts]
+    return [s.draft.freeze(component, redactor)
+            for s in _fold(component, lines, default_time) if s.draft is not None]
+
+
+def parse_segments(component: str, lines: Iterable[str], redactor: Redactor,
+                   default_time: datetime) -> list[Segment]:
+    """parse_lines' entries as segments: each with the Docker lines it was made of."""
+    return [s.close(component, redactor) for s in _fold(component, lines, default_time)]
