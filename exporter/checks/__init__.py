@@ -13,16 +13,21 @@ from exporter.checks.endpoints import ApiEndpointsCheck
 from exporter.checks.logs import LogsCheck
 from exporter.checks.network import NetworkConnectivityCheck
 from exporter.checks.services import ServiceHealthCheck
+from exporter.logs.cache import LogCache
 
 __all__ = ["ALL_CHECKS", "Check", "CheckContext", "CheckResult", "Findings", "checks_by_name"]
 
 
 def checks_by_name() -> Mapping[str, Check]:
-    """A fresh instance of every check, keyed by its public name."""
+    """A fresh instance of every check, keyed by its public name.
+
+    The logs check keeps parsed log entries between sweeps: built once per engine, its cache
+    lives as long as the engine.
+    """
     checks: list[Check] = [
         ContainerStatusCheck(), ServiceHealthCheck(), DatabaseConnectionCheck(),
         ApiEndpointsCheck(), AuthServiceCheck(), DiskUsageCheck(),
-        NetworkConnectivityCheck(), LogsCheck(),
+        NetworkConnectivityCheck(), LogsCheck(LogCache()),
     ]
     return {c.name: c for c in checks}
 

@@ -8,6 +8,7 @@ from typing import Any
 from exporter.checks.base import CheckContext, Findings
 from exporter.issues import SEVERITY_RANK, Issue, make_issue
 from exporter.logs.analyzer import LogAnalyzer
+from exporter.logs.cache import LogCache
 from exporter.logs.model import LogEntry, LogSummary, at_least
 from exporter.logs.patterns import MAX_CAPTURED_VALUES, PatternMatch
 
@@ -17,9 +18,16 @@ _WORKERS = 4
 
 
 class LogsCheck:
-    """Reads each component's recent logs once and reports the failures they show."""
+    """Reads each component's recent logs once and reports the failures they show.
+
+    With a cache (one per engine, shared by the instances it diagnoses at once), a sweep
+    reads and parses only the lines logged since the sweep before.
+    """
 
     name = NAME
+
+    def __init__(self, cache: LogCache | None = None) -> None:
+        self._cache = cache
 
     def run(self, ctx: CheckContext) -> Findings:
         """Parse the last log_window_seconds of every component that has a container."""
@@ -28,7 +36,8 @@ class LogsCheck:
         if not components:
             return Findings(skipped="no component has a container to read logs from")
         # Stopped containers are read too: a service that exits at start logs why.
-        analyzer = LogAnalyzer(ctx.docker, ctx.redactor, timeout=ctx.timeout, workers=_WORKERS)
+        analyzer = LogAnalyzer(ctx.docker, ctx.redactor, timeout=ctx.timeout, workers=_WORKERS,
+                               cache=self._cache)
         entries, summary = analyzer.get_structured_logs(
             ctx.instance, components, level="debug", since_seconds=config.log_window_seconds,
             max_lines=config.log_max_lines, now=ctx.now)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from exporter.discovery.model import Instance
 from exporter.dockerhost import DockerHost
 from exporter.errors import DoctorError
+from exporter.logs.cache import LogCache
 from exporter.logs.model import LEVELS, LogEntry, LogSummary, at_least
 from exporter.logs.parsers import parse_lines
 from exporter.logs.patterns import PatternMatch, match_patterns
@@ -19,14 +20,19 @@ RedactorSource = Redactor | Callable[[Instance], Redactor]
 
 
 class LogAnalyzer:
-    """Reads, parses and redacts an instance's logs: one Docker call per component."""
+    """Reads, parses and redacts an instance's logs: one Docker call per component.
+
+    With a cache, a component read before is read only from where that read ended (see
+    LogCache); the answer is the same.
+    """
 
     def __init__(self, docker: DockerHost, redactor: RedactorSource | None = None, *,
-                 timeout: float = 5.0, workers: int = 4) -> None:
+                 timeout: float = 5.0, workers: int = 4, cache: LogCache | None = None) -> None:
         self._docker = docker
         self._redactor = redactor
         self._timeout = timeout
         self._workers = max(1, workers)
+        self._cache = cache
 
     def redactor_for(self, instance: Instance) -> Redactor:
         """The redactor for this instance's logs, always knowing the instance's own secrets."""
@@ -105,7 +111,17 @@ class LogAnalyzer:
         if not targets:
             return read, unreadable, truncated
 
+        cache = self._cache
+        if cache is not None:
+            # Containers nobody read within the window (removed, recreated, or read with
+            # other secrets) hold nothing a read of this window could use.
+            cache.forget_idle(since)
+
         def one(component: str) -> tuple[list[LogEntry], bool]:
+            if cache is not None:
+                read = cache.read(self._docker, targets[component], component, redactor,
+                                  since=since, until=until, max_lines=max_lines)
+                return read.entries, read.truncated
             # Whole seconds: Docker's since includes the lines of the second the window
             # starts in; entries before the window's start are dropped after parsing.
             lines = self._docker.logs(targets[component], since=float(int(since.timestamp())),
