@@ -24,6 +24,14 @@ class Redactor:
         unique = {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}
         self._secrets = sorted(unique, key=len, reverse=True)
 
+    def digest(self) -> str:
+        """A hash of the secrets this redactor replaces: equal for equal sets; never shown."""
+        digest = hashlib.sha256()
+        for secret in sorted(self._secrets):
+            digest.update(secret.encode("utf-8", "surrogatepass"))
+            digest.update(b"\0")
+        return digest.hexdigest()
+
     def extend(self, secrets: Iterable[str | None]) -> Redactor:
         """A redactor knowing these secrets as well."""
         return Redactor([*self._secrets, *secrets])

@@ -32,7 +32,6 @@ The digest is kept in memory only.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
@@ -120,7 +119,7 @@ class LogCache:
         time of the query (the time of a line without one).
         """
         start = datetime.fromtimestamp(int(since.timestamp()), UTC)
-        key = (container_id, component, _digest(redactor))
+        key = (container_id, component, redactor.digest())
         with self._lock:
             run = self._runs.get(key)
             if run is not None:
@@ -424,17 +423,3 @@ def _high(segment: Segment) -> datetime:
 def _line_time(line: str) -> datetime:
     time, _ = split_docker_timestamp(line)
     return time or _NEVER
-
-
-def _digest(redactor: Redactor) -> str:
-    """A digest of the secrets the redactor replaces, in the order it replaces them.
-
-    Redactor keeps its secrets private and offers no digest; reading the attribute here
-    keeps the secrets themselves inside this function. The digest is never shown.
-    """
-    secrets: Sequence[str] = redactor._secrets
-    digest = hashlib.sha256()
-    for secret in secrets:
-        digest.update(secret.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
-    return digest.hexdigest()

@@ -501,3 +501,12 @@ def test_any_sequence_of_writes_and_reads_matches_fresh_reads(
 
 def _at_ns(ns: int) -> datetime:
     return NOW + timedelta(microseconds=(ns - nanos(NOW)) // 1000)
+
+
+def test_the_secrets_digest_names_the_set_and_shows_none_of_it() -> None:
+    one = Redactor(["first-secret-value", "second-secret-value"])
+    assert one.digest() == Redactor(["second-secret-value", "first-secret-value"]).digest()
+    assert one.digest() == one.extend(["tiny"[:2]]).digest()  # too short to be redacted
+    assert one.digest() != one.extend(["third-secret-value"]).digest()
+    assert one.digest() != Redactor(["first-secret-value"]).digest()
+    assert "secret" not in one.digest()
