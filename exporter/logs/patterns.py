@@ -248,23 +248,75 @@ def first_match(entry: LogEntry, patterns: Iterable[LogPattern] = PATTERNS
     return None
 
 
+@dataclass(frozen=True)
+class _Candidates:
+    """The patterns that apply to one component at one level, and a screen for them."""
+
+    patterns: tuple[LogPattern, ...]
+    # One regex that matches whenever any of the patterns would; None: try each one.
+    screen: re.Pattern[str] | None
+
+    def first(self, entry: LogEntry) -> tuple[LogPattern, re.Match[str]] | None:
+        """first_match over these patterns; most entries end at the screen, in one search."""
+        if not self.patterns:
+            return None
+        text = entry.text
+        if self.screen is not None and self.screen.search(text) is None:
+            return None
+        for pattern in self.patterns:
+            found = pattern.regex.search(text)
+            if found is not None:
+                return pattern, found
+        return None
+
+
+_NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
+_UNSCREENABLE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")  # references to a group by number or name
+
+
+def _candidates(patterns: Iterable[LogPattern], component: str, level: Level) -> _Candidates:
+    chosen = tuple(p for p in patterns
+                   if (p.components is None or component in p.components)
+                   and at_least(level, p.min_level))
+    return _Candidates(chosen, _screen(chosen))
+
+
+def _screen(patterns: tuple[LogPattern, ...]) -> re.Pattern[str] | None:
+    """The patterns as one alternation, group names dropped (they repeat across patterns)."""
+    parts = []
+    for pattern in patterns:
+        source = pattern.regex.pattern
+        flags = pattern.regex.flags & ~re.UNICODE
+        if source.startswith("(?i)"):
+            # A leading global flag, scoped to its own pattern in the alternation.
+            source, flags = f"(?i:{source[4:]})", flags & ~re.IGNORECASE
+        if flags or _UNSCREENABLE.search(source):
+            return None
+        parts.append(f"(?:{_NAMED_GROUP.sub('(?:', source)})")
+    try:
+        return re.compile("|".join(parts)) if parts else None
+    except re.error:
+        return None
+
+
 def match_patterns(entries: Iterable[LogEntry],
                    patterns: tuple[LogPattern, ...] = PATTERNS) -> list[PatternMatch]:
     """Every pattern seen, per component, most frequent first."""
     tallies: dict[tuple[str, str], _Tally] = {}
     ready: dict[str, datetime] = {}
-    # Each component is searched only for the patterns that can appear in its logs.
-    relevant: dict[str, tuple[LogPattern, ...]] = {}
+    # Each entry is searched only for the patterns of its component and level.
+    relevant: dict[tuple[str, Level], _Candidates] = {}
     for entry in entries:
         marker = READY_MARKERS.get(entry.component)
         if marker is not None and marker.search(entry.message):
             ready[entry.component] = max(ready.get(entry.component, entry.timestamp),
                                          entry.timestamp)
             continue
-        if entry.component not in relevant:
-            relevant[entry.component] = tuple(
-                p for p in patterns if p.components is None or entry.component in p.components)
-        found = first_match(entry, relevant[entry.component])
+        where = (entry.component, entry.level)
+        candidates = relevant.get(where)
+        if candidates is None:
+            candidates = relevant[where] = _candidates(patterns, *where)
+        found = candidates.first(entry)
         if found is None:
             continue
         pattern, match = found

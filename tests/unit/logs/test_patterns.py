@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
 from exporter.issues import CATALOGUE
-from exporter.logs.model import LogEntry
+from exporter.logs.model import LEVELS, Level, LogEntry
 from exporter.logs.parsers import parse_lines
 from exporter.logs.patterns import (
     PATTERNS,
     READY_MARKERS,
     LogPattern,
+    _candidates,
     first_match,
     match_patterns,
 )
@@ -214,3 +217,46 @@ def test_the_dbs_rejections_end_when_the_roles_service_starts() -> None:
                                                                 "supabase_storage_admin")])
     (open_match,) = match_patterns([*other, *parsed("auth", [samples.AUTH_STARTED], start=10)])
     assert not open_match.resolved
+
+
+# --- the screen: one search per entry, the same answers -----------------------------------
+
+def _sample_bodies() -> list[str]:
+    bodies: list[str] = []
+    for value in vars(samples).values():
+        if isinstance(value, str):
+            bodies.append(value)
+        elif isinstance(value, list | tuple):
+            bodies.extend(v for v in value if isinstance(v, str))
+    return bodies
+
+
+COMPONENTS = ("db", "auth", "rest", "kong", "storage", "analytics", "functions", "studio",
+              "realtime", "vector", "imgproxy", "meta", "supavisor")
+
+
+def _summary(found: tuple[LogPattern, re.Match[str]] | None) -> object:
+    return None if found is None else (found[0].name, found[1].span(), found[1].groupdict())
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_the_screen_answers_as_every_pattern_would(component: str) -> None:
+    corpus = _sample_bodies()
+    assert len(corpus) > 30
+    matched = 0
+    for body in corpus:
+        for entry in parsed(component, [body]):
+            for level in LEVELS:
+                probe = replace(entry, level=level)
+                screened = _candidates(PATTERNS, component, level)
+                expected = _summary(first_match(probe))
+                assert _summary(screened.first(probe)) == expected, (body, level)
+                matched += expected is not None
+    assert matched > 0 or component in ("studio", "vector", "imgproxy", "meta")
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_every_component_and_level_gets_a_screen(level: Level) -> None:
+    for component in COMPONENTS:
+        candidates = _candidates(PATTERNS, component, level)
+        assert (candidates.screen is None) == (not candidates.patterns)
