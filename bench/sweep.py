@@ -2,17 +2,20 @@
 
 Brings up a test fleet (or uses one given with --config), then for N = 1, 3, 5, ...
 diagnoses N instances with the engine's normal concurrency and with concurrency 1, and
-reports the slowest single check of those runs as the floor. Each figure is the median of
---repeat sweeps, the two concurrencies taking turns so that load from elsewhere falls on
-both alike. The fleet's healthchecks run every --health-interval (10s, as most of the
-reference template's do; the test suite's fleets use 2s). Prints a table; writes nothing
-into the tree. Run: python -m bench.sweep [--max N] [--repeat R] [--health-interval 10s]
+reports the slowest single check of those runs as the floor, and the CPU time the tool
+itself spent on the concurrent sweep (steady under load, unlike wall times). Each figure
+is the median of --repeat sweeps, the two concurrencies taking turns so that load from
+elsewhere falls on both alike. The fleet's healthchecks run every --health-interval (10s,
+as most of the reference template's do; the test suite's fleets use 2s). Prints a table;
+writes nothing into the tree.
+Run: python -m bench.sweep [--max N] [--repeat R] [--health-interval 10s]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,32 +41,40 @@ def _engine(config: Config, concurrency: int) -> DiagnosticsEngine:
                                                config.docker.timeout_seconds))
 
 
-def _sweep(engine: DiagnosticsEngine, ids: list[str]) -> tuple[float, float]:
-    """Wall time of one sweep, and its slowest single check."""
-    started = time.monotonic()
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _sweep(engine: DiagnosticsEngine, ids: list[str]) -> tuple[float, float, float]:
+    """Wall time of one sweep, its slowest single check, and this process's CPU time."""
+    started, cpu = time.monotonic(), _cpu()
     diagnostics = engine.sweep("on_demand", ids)
-    wall = time.monotonic() - started
-    return wall, max(r.duration_seconds for d in diagnostics for r in d.results.values())
+    wall, cpu = time.monotonic() - started, _cpu() - cpu
+    return wall, max(r.duration_seconds for d in diagnostics for r in d.results.values()), cpu
 
 
-def _measure(config: Config, ids: list[str], repeat: int) -> tuple[float, float, float]:
-    """Median wall times with normal concurrency and with 1, and the median slowest check."""
+def _measure(config: Config, ids: list[str], repeat: int
+             ) -> tuple[float, float, float, float]:
+    """Medians: wall with normal concurrency and with 1, slowest check, the tool's CPU."""
     engines = (_engine(config, config.diagnostics.concurrency), _engine(config, 1))
     walls: tuple[list[float], list[float]] = ([], [])
     slowest: list[float] = []
+    cpus: list[float] = []
     try:
         for engine in engines:
             engine.sweep("on_demand", ids)  # warm: imports, inspect cache, connections
         for _ in range(repeat):
             for n, engine in enumerate(engines):
-                wall, slow = _sweep(engine, ids)
+                wall, slow, cpu = _sweep(engine, ids)
                 walls[n].append(wall)
                 if n == 0:
                     slowest.append(slow)
+                    cpus.append(cpu)
     finally:
         for engine in engines:
             engine.close()
-    return median(walls[0]), median(walls[1]), median(slowest)
+    return median(walls[0]), median(walls[1]), median(slowest), median(cpus)
 
 
 def main() -> int:
@@ -97,11 +108,12 @@ def main() -> int:
                 break
             rows.append((n, *_measure(config, ids[:n], max(1, args.repeat))))
         base = rows[0][1]
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(f"{'N':>3} {'concurrent s':>13} {'vs N=1':>7} {'concurrency 1 s':>16} "
-              f"{'speed-up':>9} {'slowest check s':>16}")
-        for n, wall, serial, slowest in rows:
+              f"{'speed-up':>9} {'slowest check s':>16} {'tool CPU s':>11}")
+        for n, wall, serial, slowest, cpu in rows:
             print(f"{n:>3} {wall:>13.2f} {wall / base:>6.2f}x {serial:>16.2f} "
-                  f"{serial / wall:>8.2f}x {slowest:>16.2f}")
+                  f"{serial / wall:>8.2f}x {slowest:>16.2f} {cpu:>11.2f}")
     finally:
         if own_fleet:
             _fleet(["down", "--root", str(root / "fleet")])

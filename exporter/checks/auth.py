@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from exporter.checks.base import CheckContext, Findings
+from exporter.checks.database import shared_login
 from exporter.checks.endpoints import kong_file_view
 from exporter.gateway import GatewayCall, call
 from exporter.issues import Issue, make_issue
@@ -32,7 +33,7 @@ from exporter.jwtkeys import (
     secret_weak,
     secrets_that_sign,
 )
-from exporter.pg import instance_dbname, service_login, try_login
+from exporter.pg import instance_dbname, service_login
 from exporter.redaction import Redactor, fingerprint
 
 NAME = "auth_service"
@@ -205,7 +206,7 @@ def _check_db_login(ctx: CheckContext, report: _Report) -> None:
             else "auth's runtime GOTRUE_DB_DATABASE_URL is unknown or has no credentials"}
         return
     # The DSN names the compose host (db:5432); the host reaches it on the published port.
-    result = try_login(instance.endpoints.db_host, port, login, ctx.timeout)
+    result = shared_login(ctx, instance.endpoints.db_host, port, login)
     reason = ctx.redactor.text(result.reason)
     report.details["db_login"] = {"user": login.user, "database": login.dbname,
                                   "outcome": result.outcome, "sqlstate": result.sqlstate,

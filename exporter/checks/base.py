@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 
-from exporter.checks.probes import ProbeMemo
 from exporter.config import DiagnosticsConfig
 from exporter.discovery.model import Instance
 from exporter.dockerhost import DockerHost
@@ -17,6 +18,35 @@ from exporter.issues import Issue
 from exporter.redaction import Redactor
 
 CheckStatus = Literal["ok", "degraded", "failed", "skipped"]
+T = TypeVar("T")
+
+
+class RunOnce:
+    """Results the checks of one diagnostic share: each key computed once, others wait.
+
+    service_health and network_connectivity both need kong's view of auth and rest (one
+    exec); database_connection and auth_service both log in as GoTrue's role (one login).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._results: dict[Hashable, Future[Any]] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """compute()'s result, computed by the first caller with this key."""
+        with self._lock:
+            future = self._results.get(key)
+            owner = future is None
+            if future is None:
+                future = self._results[key] = Future()
+        if owner:
+            try:
+                future.set_result(compute())
+            except BaseException as exc:  # handed to every waiter, then raised here too
+                future.set_exception(exc)
+                raise
+        result: T = future.result()
+        return result
 
 
 @dataclass(frozen=True)
@@ -30,7 +60,7 @@ class CheckContext:
     redactor: Redactor  # knows this instance's secrets
     now: datetime  # UTC
     run_synthetic_user: bool = True
-    probes: ProbeMemo = field(default_factory=ProbeMemo)  # shared by this run's checks
+    shared: RunOnce = field(default_factory=RunOnce)  # this run's checks only
 
     @property
     def timeout(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -206,6 +207,12 @@ def role_logins(instance: Instance, dbname: str) -> list[RoleLogin]:
     return out
 
 
+def shared_login(ctx: CheckContext, host: str, port: int, login: DbLogin) -> LoginResult:
+    """try_login, once per diagnostic for the same login (auth_service tests GoTrue's too)."""
+    return ctx.shared.get(("db-login", host, port, login),
+                          partial(try_login, host, port, login, ctx.timeout))
+
+
 def _test_roles(ctx: CheckContext, host: str, port: int, dbname: str,
                 admin_result: LoginResult | None, superuser_denied: bool
                 ) -> tuple[list[Issue], dict[str, str], dict[str, str], dict[str, str]]:
@@ -214,7 +221,7 @@ def _test_roles(ctx: CheckContext, host: str, port: int, dbname: str,
     # The superuser attempt already was supabase_admin's login with the instance password.
     pending = [t for t in tests if t.spec.variable is not None]
     with ThreadPoolExecutor(max_workers=len(pending)) as pool:
-        futures = {t.spec.role: pool.submit(try_login, host, port, t.login, ctx.timeout)
+        futures = {t.spec.role: pool.submit(shared_login, ctx, host, port, t.login)
                    for t in pending}
     results = {role: future.result() for role, future in futures.items()}
     if admin_result is not None:

@@ -12,7 +12,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -204,35 +203,6 @@ def parse_http_probe(output: str, targets: Sequence[HttpTarget]) -> dict[str, Ht
     for name, url in urls.items():
         seen.setdefault(name, HttpOutcome(name, url, None, None, "no result"))
     return seen
-
-
-class ProbeMemo:
-    """In-network HTTP probes shared by the checks of one diagnostic.
-
-    service_health and network_connectivity both need kong's view of auth and rest: the
-    same (container, targets) probe runs once, and a check asking while it runs waits.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs: dict[tuple[str, tuple[HttpTarget, ...]], Future[HttpProbeRun]] = {}
-
-    def http(self, docker: DockerHost, container_id: str, ran_in: str,
-             targets: Sequence[HttpTarget], timeout: float) -> HttpProbeRun:
-        """probe_http's result, run at most once per container and target list."""
-        key = (container_id, tuple(targets))
-        with self._lock:
-            future = self._runs.get(key)
-            owner = future is None
-            if future is None:
-                future = self._runs[key] = Future()
-        if owner:
-            try:
-                future.set_result(probe_http(docker, container_id, ran_in, targets, timeout))
-            except BaseException as exc:  # handed to every waiter, then raised here too
-                future.set_exception(exc)
-                raise
-        return future.result()
 
 
 def probe_tcp(docker: DockerHost, container_id: str, host: str, port: int,

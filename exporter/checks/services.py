@@ -21,6 +21,7 @@ from exporter.checks.probes import (
     HttpOutcome,
     HttpProbeRun,
     HttpTarget,
+    probe_http,
     run_bounded,
     service_host,
 )
@@ -170,8 +171,10 @@ def inside_targets(instance: Instance) -> list[HttpTarget]:
 
 def in_network_probe(ctx: CheckContext, runner: str) -> HttpProbeRun:
     """Every running HTTP component probed from inside runner's container, once per run."""
-    return ctx.probes.http(ctx.docker, _container_id(ctx.instance, runner), runner,
-                           inside_targets(ctx.instance), ctx.timeout)
+    container_id = _container_id(ctx.instance, runner)
+    targets = inside_targets(ctx.instance)
+    return ctx.shared.get(("http-probe", container_id, tuple(targets)), partial(
+        probe_http, ctx.docker, container_id, runner, targets, ctx.timeout))
 
 
 def internal_targets(instance: Instance, include_gateway: bool) -> list[HttpTarget]:

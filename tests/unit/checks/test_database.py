@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Mapping
 
+from exporter.checks.auth import AuthServiceCheck
 from exporter.checks.base import Findings, status_of
 from exporter.checks.database import DatabaseConnectionCheck
 from exporter.config import Thresholds
@@ -165,3 +166,17 @@ def test_dsn_parsing() -> None:
     assert login_from_url("host=db user=x") is None
     default = login_from_url("postgresql://u:p@db")
     assert default is not None and default.dbname == "postgres"
+
+
+def test_auth_service_reuses_the_login_of_the_same_diagnostic(pg: PgServer) -> None:
+    instance = make_instance(db_port=pg.port, runtime_env=runtime_env())
+    ctx = make_context(instance, run_synthetic_user=False)
+    assert DatabaseConnectionCheck().run(ctx).details["roles"]["supabase_auth_admin"] == "ok"
+    pg.set_password("supabase_auth_admin", "changed-after-the-database-check")
+    # Same diagnostic: the login database_connection made is the answer, not a new one.
+    shared = AuthServiceCheck().run(ctx)
+    assert shared.details["db_login"]["outcome"] == "ok"
+    # A new diagnostic logs in again and sees the change.
+    fresh = AuthServiceCheck().run(make_context(instance, run_synthetic_user=False))
+    assert fresh.details["db_login"]["outcome"] == "auth_failed"
+    assert "AUTH_DB_CONNECTION_FAILED" in codes(fresh.issues)
