@@ -48,8 +48,9 @@ class _ParsedFiles:
     most of discovery's cost, and they change only when someone edits them.
     """
 
-    def __init__(self, capacity: int = 512) -> None:
+    def __init__(self, capacity: int = 512, clock: Callable[[], float] = time.time) -> None:
         self._capacity = capacity
+        self._clock = clock
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[str, str], tuple[tuple[int, ...], Any]] = OrderedDict()
 
@@ -71,7 +72,8 @@ class _ParsedFiles:
         # Parsed after the stat: a file changed in between is stored under the older
         # signature, so the next stat misses and parses again; never stale.
         value = parse(_read_text(path))
-        if time.time() - st.st_mtime < _RACY_SECONDS:
+        # ctime too: a copy that keeps an old mtime (cp -p, copy2) is still a recent change.
+        if self._clock() - max(st.st_mtime, st.st_ctime) < _RACY_SECONDS:
             return value
         with self._lock:
             self._items[key] = (signature, value)

@@ -171,17 +171,21 @@ def test_instance_json_and_repr_hold_no_secret(layout: Layout) -> None:
         assert secret in inst.secrets()
 
 
-def settled(path: Path) -> None:
-    """Date the file a minute back, as a file not touched for a while is."""
-    old = time.time() - 60
-    os.utime(path, (old, old))
+class Clock:
+    """time.time moved on by `ahead` seconds: files written now look that old."""
+
+    def __init__(self, ahead: float = 60.0) -> None:
+        self.ahead = ahead
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
 
 
 def test_parsed_files_are_reused_until_the_file_changes(tmp_path: Path) -> None:
-    memo = _ParsedFiles()
+    clock = Clock()
+    memo = _ParsedFiles(clock=clock)
     path = tmp_path / "doc.yml"
     path.write_text("a: 1\n")
-    settled(path)
     parsed: list[str] = []
 
     def parse(text: str) -> str:
@@ -193,11 +197,10 @@ def test_parsed_files_are_reused_until_the_file_changes(tmp_path: Path) -> None:
     assert parsed == ["a: 1\n"]
     path.write_text("a: 2\n")  # same size: the inode times tell the edit apart
     assert memo.get(path, "t", parse) == "A: 2\n"
-    settled(path)
-    path.write_text("a: 3\n")  # an edit right after a read: always read afresh
-    assert memo.get(path, "t", parse) == "A: 3\n"
-    path.write_text("a: 4\n")
-    assert memo.get(path, "t", parse) == "A: 4\n"
+    old = time.time() - 3600
+    os.utime(path, (old, old))  # an old mtime, as cp -p leaves it: the signature changed
+    assert memo.get(path, "t", parse) == "A: 2\n"
+    assert len(parsed) == 3
     replacement = tmp_path / "new.yml"
     replacement.write_text("b: 3\n")
     replacement.replace(path)  # an atomic replace, as editors and the action API do it
@@ -207,10 +210,23 @@ def test_parsed_files_are_reused_until_the_file_changes(tmp_path: Path) -> None:
         memo.get(path, "t", parse)
 
 
+def test_a_file_changed_moments_ago_is_always_parsed_again(tmp_path: Path) -> None:
+    memo = _ParsedFiles(clock=Clock(ahead=0.0))
+    path = tmp_path / "doc.yml"
+    parsed: list[str] = []
+    for text in ("a: 3\n", "a: 4\n", "a: 4\n"):
+        if path.exists() and path.read_text() == text:
+            old = time.time() - 3600
+            os.utime(path, (old, old))  # old mtime, fresh ctime: still recent
+        else:
+            path.write_text(text)
+        assert memo.get(path, "t", lambda t: parsed.append(t) or t) == text
+    assert parsed == ["a: 3\n", "a: 4\n", "a: 4\n"]
+
+
 def test_compose_edits_are_seen_on_the_next_read(layout: Layout) -> None:
     root, _ = layout
     compose = root / "supabase-core" / "docker-compose-aaaa0001.yml"
-    settled(compose)
     before = read_compose_file(compose)
     assert read_compose_file(compose) == before
     compose.write_text(compose.read_text().replace(
@@ -221,13 +237,12 @@ def test_compose_edits_are_seen_on_the_next_read(layout: Layout) -> None:
 
 
 def test_parsed_files_are_bounded(tmp_path: Path) -> None:
-    memo = _ParsedFiles(capacity=2)
+    memo = _ParsedFiles(capacity=2, clock=Clock())
     parsed: list[str] = []
     paths = []
     for n in range(3):
         path = tmp_path / f"f{n}"
         path.write_text(str(n))
-        settled(path)
         paths.append(path)
         memo.get(path, "t", lambda text: parsed.append(text) or text)
     memo.get(paths[2], "t", lambda text: parsed.append(text) or text)

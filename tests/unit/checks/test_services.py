@@ -237,3 +237,36 @@ def test_probe_script_without_any_tool_is_unusable_not_down(tmp_path: Path) -> N
     run = probe_http(docker, "local", "kong", [HttpTarget("auth", "http://auth:9999/health")],
                      timeout=2.0)
     assert not run.usable and "neither wget nor curl" in (run.error or "")
+
+
+def test_a_quick_name_lookup_failure_is_tried_once_more(tmp_path: Path) -> None:
+    sh = shutil.which("sh")
+    if sh is None:
+        pytest.skip("no sh")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "calls"
+    flaky = tmp_path / "flaky-seen"
+    # A wget whose resolver misses "flaky" once, never knows "gone", and is refused by
+    # "closed": what busybox's wget prints in each case.
+    (tools / "wget").write_text(f"""#!{sh}
+for arg; do url=$arg; done
+echo "$url" >> {calls}
+case $url in
+  *flaky*) if [ ! -e {flaky} ]; then : > {flaky}; echo "wget: bad address 'flaky:80'"; exit 1; fi;;
+  *gone*) echo "wget: bad address 'gone:80'"; exit 1;;
+  *closed*) echo "wget: can't connect to remote host: Connection refused"; exit 1;;
+esac
+echo "  HTTP/1.1 200 OK"
+""")
+    (tools / "wget").chmod(0o755)
+    targets = [HttpTarget("flaky", "http://flaky:80/"), HttpTarget("gone", "http://gone:80/"),
+               HttpTarget("closed", "http://closed:80/"), HttpTarget("fine", "http://fine:80/")]
+    run = probe_http(LocalExec(path_env={"PATH": str(tools)}, shell=sh), "local", "kong",
+                     targets, timeout=2.0)
+    got = {name: (o.http_status, o.error) for name, o in run.outcomes.items()}
+    assert got == {"flaky": (200, None), "gone": (None, "dns"), "closed": (None, "refused"),
+                   "fine": (200, None)}
+    asked = calls.read_text().split()
+    assert sorted(asked) == sorted(["--version", *(t.url for t in targets),
+                                    "http://flaky:80/", "http://gone:80/"])
