@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 from docker.errors import APIError
+from docker.models.containers import Container
 from psycopg import sql
 
 from tests.fleet import credentials, engine, ports
@@ -135,7 +136,7 @@ class PauseFault:
         item = engine.container(ctx.instance, self.component)
         status = engine.state_of(item).status
         if status == "running":
-            item.pause()
+            _pause(item)
         elif status != "paused":
             raise FleetError(f"cannot pause {item.name}: it is {status}")
         return {}
@@ -150,6 +151,22 @@ class PauseFault:
         if engine.state_of(item).status == "paused":
             item.unpause()
         _wait_component_ok(ctx, self.component)
+
+
+def _pause(item: Container, attempts: int = 5) -> None:
+    """docker pause, tried again while the freezer cannot catch every process at once.
+
+    cgroup v1's freezer gives up ("unable to freeze") when a process stays busy in the
+    kernel, e.g. Postgres writing on a loaded host; a moment later it usually succeeds.
+    """
+    for attempt in range(attempts):
+        try:
+            item.pause()
+            return
+        except APIError as exc:
+            if "unable to freeze" not in str(exc) or attempt == attempts - 1:
+                raise FleetError(f"cannot pause {item.name}: {exc}") from None
+        time.sleep(1.0)
 
 
 def _set_role_password(instance: Instance, role: str, password: str) -> None:

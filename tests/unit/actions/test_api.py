@@ -734,6 +734,9 @@ def fake_alertmanager() -> Iterator[str]:
     FakeAlertmanager.requests = []
     FakeAlertmanager.delay = 0.0
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAlertmanager)
+    # server_close() then waits for handlers still sleeping on a delay: a late one would
+    # otherwise write into the next test's silences.
+    server.daemon_threads = False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
