@@ -156,11 +156,9 @@ class DockerHost:
         self._timeout = timeout
         self._client = client
         self._lock = threading.Lock()
-        # A container's env cannot change without recreating it (new id), so inspect
-        # results for config are cached by id; state is always read fresh.
-        self._env_cache: dict[str, Mapping[str, str]] = {}
-        # Whether a container has a TTY is config as well; logs() needs it to decode.
-        self._tty_cache: dict[str, bool] = {}
+        # A container's config (env, TTY) cannot change without recreating it (new id), so
+        # inspect results are kept by id for env() and logs(); state is always read fresh.
+        self._config_cache: dict[str, ContainerDetails] = {}
         self.api_calls = 0
 
     @property
@@ -216,18 +214,22 @@ class DockerHost:
                                          f"{_reason(exc)}") from None
         details = _details(raw)
         with self._lock:
-            self._env_cache[container_id] = details.env
-            self._tty_cache[container_id] = details.tty
+            self._config_cache[container_id] = details
         return details
 
     def env(self, container_id: str) -> Mapping[str, str] | None:
         """The container's environment, inspecting only containers not seen before."""
-        with self._lock:
-            cached = self._env_cache.get(container_id)
-        if cached is not None:
-            return cached
-        details = self.inspect(container_id)
+        details = self._config(container_id)
         return details.env if details else None
+
+    def _config(self, container_id: str) -> ContainerDetails | None:
+        """The kept inspect result, inspecting only the first time; None when it is gone.
+
+        Raises DockerUnavailableError ("cannot inspect container ...") when that fails.
+        """
+        with self._lock:
+            cached = self._config_cache.get(container_id)
+        return cached if cached is not None else self.inspect(container_id)
 
     def exec(self, container_id: str, argv: list[str]) -> ExecResult:
         """Run argv inside a running container; bounded by the client timeout."""
@@ -276,23 +278,15 @@ class DockerHost:
         return text.splitlines()
 
     def _tty(self, container_id: str) -> bool | None:
-        """Whether the container has a TTY, inspecting it only the first time; None when it
-        does not exist."""
-        with self._lock:
-            cached = self._tty_cache.get(container_id)
-        if cached is not None:
-            return cached
-        # Raises DockerUnavailableError ("cannot inspect container ...") when that fails.
-        details = self.inspect(container_id)
+        """Whether the container has a TTY; None when it does not exist."""
+        details = self._config(container_id)
         return details.tty if details is not None else None
 
     def forget(self, live_ids: set[str]) -> None:
-        """Drop cached env (and TTY flags) of containers that no longer exist."""
+        """Drop kept inspect results of containers that no longer exist."""
         with self._lock:
-            for cid in set(self._env_cache) - live_ids:
-                del self._env_cache[cid]
-            for cid in set(self._tty_cache) - live_ids:
-                del self._tty_cache[cid]
+            for cid in set(self._config_cache) - live_ids:
+                del self._config_cache[cid]
 
 
 def _unix_time(seconds: float) -> str:

@@ -39,9 +39,10 @@ class PlainDocker(DockerHost):
     def inspect(self, container_id: str) -> ContainerDetails | None:
         self.api_calls += 1
         self.inspected.append(container_id)
-        env = self.envs.get(container_id, {})
-        self._env_cache[container_id] = env
-        return ContainerDetails(container_id, env, 0, 0, False, "", "", "")
+        details = ContainerDetails(container_id, self.envs.get(container_id, {}), 0, 0,
+                                   False, "", "", "")
+        self._config_cache[container_id] = details
+        return details
 
 
 def containers_for(iid: str, project: str | None = None, image: str = "local/x",
