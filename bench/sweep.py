@@ -2,12 +2,14 @@
 
 Brings up a test fleet (or uses one given with --config), then for N = 1, 3, 5, ...
 diagnoses N instances with the engine's normal concurrency and with concurrency 1, and
-reports the slowest single check of those runs as the floor, and the CPU time the tool
-itself spent on the concurrent sweep (steady under load, unlike wall times). Each figure
-is the median of --repeat sweeps, the two concurrencies taking turns so that load from
-elsewhere falls on both alike. The fleet's healthchecks run every --health-interval (10s,
-as most of the reference template's do; the test suite's fleets use 2s). Prints a table;
-writes nothing into the tree.
+reports the slowest single check of those runs as the floor, the CPU time the tool
+itself spent on the concurrent sweep (steady under load, unlike wall times), and the CPU
+time the whole host spent on it above its idle background (the tool, the instances'
+containers, dockerd): divided by the cores, that is the shortest wall time any engine could
+reach on this host. Each figure is the median of --repeat sweeps, the two concurrencies
+taking turns so that load from elsewhere falls on both alike. The fleet's healthchecks run
+every --health-interval (10s, as most of the reference template's do; the test suite's
+fleets use 2s). Prints a table; writes nothing into the tree.
 Run: python -m bench.sweep [--max N] [--repeat R] [--health-interval 10s]
 """
 
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
@@ -46,35 +49,89 @@ def _cpu() -> float:
     return times.user + times.system
 
 
-def _sweep(engine: DiagnosticsEngine, ids: list[str]) -> tuple[float, float, float]:
-    """Wall time of one sweep, its slowest single check, and this process's CPU time."""
-    started, cpu = time.monotonic(), _cpu()
+def _host_busy() -> float:
+    """CPU-seconds the whole host has been busy since boot, steal included (/proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _background_rate(seconds: float = 2.0) -> float:
+    """Cores the host keeps busy with the sweep idle (fleet healthchecks, other work)."""
+    busy = _host_busy()
+    time.sleep(seconds)
+    return (_host_busy() - busy) / seconds
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sweep: wall time, slowest check, the tool's CPU and the host's busy CPU."""
+
+    wall: float
+    slowest: float
+    tool_cpu: float
+    host_cpu: float
+
+
+@dataclass(frozen=True)
+class Row:
+    """The medians for one N."""
+
+    n: int
+    wall: float
+    serial: float
+    slowest: float
+    tool_cpu: float
+    host_cpu: float
+
+
+def _sweep(engine: DiagnosticsEngine, ids: list[str]) -> Sample:
+    """Measure one sweep."""
+    started, cpu, busy = time.monotonic(), _cpu(), _host_busy()
     diagnostics = engine.sweep("on_demand", ids)
-    wall, cpu = time.monotonic() - started, _cpu() - cpu
-    return wall, max(r.duration_seconds for d in diagnostics for r in d.results.values()), cpu
+    wall = time.monotonic() - started
+    return Sample(wall, max(r.duration_seconds for d in diagnostics for r in d.results.values()),
+                  _cpu() - cpu, _host_busy() - busy)
 
 
-def _measure(config: Config, ids: list[str], repeat: int
-             ) -> tuple[float, float, float, float]:
-    """Medians: wall with normal concurrency and with 1, slowest check, the tool's CPU."""
+def _measure(config: Config, ids: list[str], repeat: int) -> Row:
+    """Medians of both concurrencies; host CPU is net of the idle background rate."""
     engines = (_engine(config, config.diagnostics.concurrency), _engine(config, 1))
-    walls: tuple[list[float], list[float]] = ([], [])
-    slowest: list[float] = []
-    cpus: list[float] = []
+    samples: tuple[list[Sample], list[Sample]] = ([], [])
     try:
         for engine in engines:
             engine.sweep("on_demand", ids)  # warm: imports, inspect cache, connections
+        background = _background_rate()
         for _ in range(repeat):
             for n, engine in enumerate(engines):
-                wall, slow, cpu = _sweep(engine, ids)
-                walls[n].append(wall)
-                if n == 0:
-                    slowest.append(slow)
-                    cpus.append(cpu)
+                samples[n].append(_sweep(engine, ids))
     finally:
         for engine in engines:
             engine.close()
-    return median(walls[0]), median(walls[1]), median(slowest), median(cpus)
+    concurrent = samples[0]
+    return Row(len(ids), median(s.wall for s in concurrent),
+               median(s.wall for s in samples[1]), median(s.slowest for s in concurrent),
+               median(s.tool_cpu for s in concurrent),
+               median(max(0.0, s.host_cpu - background * s.wall) for s in concurrent))
+
+
+def _print(rows: list[Row]) -> None:
+    """The table, then what it bounds."""
+    cores = os.cpu_count() or 1
+    base = rows[0].wall
+    print(f"load average {os.getloadavg()[0]:.1f} on {cores} cores")
+    print(f"{'N':>3} {'concurrent s':>13} {'vs N=1':>7} {'concurrency 1 s':>16} "
+          f"{'speed-up':>9} {'slowest check s':>16} {'tool CPU s':>11} {'host CPU s':>11} "
+          f"{'CPU floor s':>12}")
+    for row in rows:
+        print(f"{row.n:>3} {row.wall:>13.2f} {row.wall / base:>6.2f}x {row.serial:>16.2f} "
+              f"{row.serial / row.wall:>8.2f}x {row.slowest:>16.2f} {row.tool_cpu:>11.2f} "
+              f"{row.host_cpu:>11.2f} {row.host_cpu / cores:>12.2f}")
+    one = rows[0]
+    print(f"one diagnostic keeps {one.host_cpu / one.wall:.2f} of {cores} cores busy; "
+          f"at that cost N instances need at least N x {one.host_cpu / cores:.2f} s "
+          f"= N x {one.host_cpu / cores / base:.2f} x the N=1 time on this host")
 
 
 def main() -> int:
@@ -102,18 +159,8 @@ def main() -> int:
         engine = DiagnosticsEngine(config, DockerHost(config.docker.base_url))
         ids = sorted(engine.discover().instances)
         engine.close()
-        rows = []
-        for n in sizes:
-            if n > len(ids):
-                break
-            rows.append((n, *_measure(config, ids[:n], max(1, args.repeat))))
-        base = rows[0][1]
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        print(f"{'N':>3} {'concurrent s':>13} {'vs N=1':>7} {'concurrency 1 s':>16} "
-              f"{'speed-up':>9} {'slowest check s':>16} {'tool CPU s':>11}")
-        for n, wall, serial, slowest, cpu in rows:
-            print(f"{n:>3} {wall:>13.2f} {wall / base:>6.2f}x {serial:>16.2f} "
-                  f"{serial / wall:>8.2f}x {slowest:>16.2f} {cpu:>11.2f}")
+        rows = [_measure(config, ids[:n], max(1, args.repeat)) for n in sizes if n <= len(ids)]
+        _print(rows)
     finally:
         if own_fleet:
             _fleet(["down", "--root", str(root / "fleet")])
