@@ -16,8 +16,8 @@ from actions.blueprints.common import (
     RateLimits,
 )
 from exporter.access import AccessControl
-from exporter.errors import DoctorError, InstanceNotFoundError
-from exporter.web.access import INSTANCES_EXTENSION, init_access
+from exporter.errors import DoctorError
+from exporter.web.access import init_access
 from exporter.web.errors import error_response, register_error_handlers
 
 log = logging.getLogger(__name__)
@@ -34,17 +34,9 @@ def create_app(svc: ActionServices, access: AccessControl) -> Flask:
     app.extensions[EXTENSION] = svc
     app.extensions[RATE_LIMITS_EXTENSION] = RateLimits(app, svc.config.actions.rate_limit)
 
-    def known(instance_id: str) -> bool:
-        try:
-            svc.engine.instance(instance_id)
-        except InstanceNotFoundError:
-            return False
-        return True
-
-    app.extensions[INSTANCES_EXTENSION] = known
     register_error_handlers(app)
     _register_action_errors(app)
-    init_access(app, access)
+    init_access(app, access, known_instances=svc.engine.knows)
     for blueprint in (restart.bp, repair.bp, config.bp, backups.bp, operations.bp, audit.bp,
                       alerts.bp, metrics.bp):
         app.register_blueprint(blueprint)

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from actions.files import FileSet, UnsafeEdit
+from actions.files import FileSet, UnsafeEdit, fsync_dir
 from actions.operations.config_edit import apply_and_verify
 from exporter.config import INSTANCE_ID_PATTERN
 from exporter.discovery.model import Instance
@@ -183,9 +183,9 @@ class BackupStore:
             }
             _write_private(temp / MANIFEST,
                            (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-            _fsync_dir(temp)
+            fsync_dir(temp)
             os.rename(temp, instance_dir / backup_id)
-            _fsync_dir(instance_dir)
+            fsync_dir(instance_dir)
         except BaseException as exc:
             shutil.rmtree(temp, ignore_errors=True)
             if isinstance(exc, DoctorError | KeyboardInterrupt | SystemExit):
@@ -486,12 +486,6 @@ def _write_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _hash_file(path: Path) -> tuple[str, int]:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
-from waitress.server import create_server
 
 from actions.alertmanager import AlertmanagerClient
 from actions.app import create_app
@@ -34,8 +32,8 @@ from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from exporter.errors import ConfigError
 from exporter.metrics.render import MetricsRenderer
+from exporter.service import Listener, registry_owners, serve_until_stopped
 from exporter.service import build as build_exporter
-from exporter.service import registry_owners, terminate_on_sigterm
 from exporter.store import InstanceInfo, Store
 
 if TYPE_CHECKING:
@@ -46,7 +44,6 @@ if TYPE_CHECKING:
     from exporter.service import Running as ExporterRunning
 
 log = logging.getLogger(__name__)
-_WSGI_THREADS = 8
 
 
 @dataclass
@@ -146,26 +143,9 @@ def build(config: Config, *, exporter: ExporterRunning | None = None,
 def serve(config: Config) -> int:
     """Serve the action API until SIGTERM or Ctrl-C."""
     running = build(config)
-    try:
-        server = create_server(running.app, host=config.actions.host,
-                               port=config.actions.port, threads=_WSGI_THREADS,
-                               ident="ultrabase-doctor")
-    except BaseException:
-        running.close()
-        raise
-    log.warning("action API listening on http://%s:%d", config.actions.host,
-                config.actions.port)
-    try:
-        with terminate_on_sigterm():
-            running.services.renderer.start()
-            server.run()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        server.close()
-        running.close()
-        log.warning("action API stopped")
-    return 0
+    return serve_until_stopped([Listener(running.app, config.actions.host, config.actions.port)],
+                               label="action API", start=running.services.renderer.start,
+                               close=running.close)
 
 
 def serve_all(config: Config) -> int:
@@ -178,39 +158,12 @@ def serve_all(config: Config) -> int:
     except BaseException:
         exporter.close()
         raise
-    sockets: dict[int, Any] = {}  # one map: one I/O loop drives both servers
-    servers = []
-    try:
-        servers.append(create_server(exporter.app, map=sockets, host=config.exporter.host,
-                                     port=config.exporter.port, threads=_WSGI_THREADS,
-                                     ident="ultrabase-doctor"))
-        servers.append(create_server(actions.app, map=sockets, host=config.actions.host,
-                                     port=config.actions.port, threads=_WSGI_THREADS,
-                                     ident="ultrabase-doctor"))
-    except BaseException:
-        for server in servers:
-            server.close()
+
+    def close() -> None:
         actions.close()
         exporter.close()
-        raise
-    log.warning("exporter listening on http://%s:%d, action API on http://%s:%d",
-                config.exporter.host, config.exporter.port, config.actions.host,
-                config.actions.port)
-    try:
-        with terminate_on_sigterm():
-            if exporter.services.scheduler:
-                exporter.services.scheduler.start()
-            exporter.services.renderer.start()
-            servers[-1].run()  # the loop serves every socket in the shared map
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        for server in servers:
-            # The loop's own server stops its workers on exit; the other one is told here.
-            server.task_dispatcher.shutdown()
-            with suppress(OSError):
-                server.close()
-        actions.close()
-        exporter.close()
-        log.warning("exporter and action API stopped")
-    return 0
+
+    return serve_until_stopped(
+        [Listener(exporter.app, config.exporter.host, config.exporter.port),
+         Listener(actions.app, config.actions.host, config.actions.port)],
+        label="exporter and action API", start=exporter.start, close=close)

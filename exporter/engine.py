@@ -124,6 +124,14 @@ class DiagnosticsEngine:
             raise InstanceNotFoundError(f"unknown instance {instance_id}")
         return found
 
+    def knows(self, instance_id: str) -> bool:
+        """True when instance_id names a discovered instance."""
+        try:
+            self.instance(instance_id)
+        except InstanceNotFoundError:
+            return False
+        return True
+
     # running -------------------------------------------------------------------------
 
     def run(self, instance_id: str, *, trigger: str = "on_demand", use_cache: bool = True,

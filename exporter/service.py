@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 from flask import Flask
-from waitress.server import create_server
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
 from exporter.access import AccessControl
 from exporter.config import Config
@@ -36,6 +37,13 @@ class Running:
     services: Services
     access: AccessControl
     app: Flask
+
+    def start(self) -> None:
+        """Start the scheduler and the renderer's background re-rendering."""
+        if self.services.scheduler:
+            self.services.scheduler.start()
+        # Re-render soon after each store change, so scrapes only copy bytes.
+        self.services.renderer.start()
 
     def close(self) -> None:
         """Stop the scheduler, the engine's pools and the store."""
@@ -102,21 +110,49 @@ def terminate_on_sigterm() -> Iterator[None]:
 def serve(config: Config) -> int:
     """Serve until SIGTERM or Ctrl-C; then stop the scheduler and close the store."""
     running = build(config)
-    server = create_server(running.app, host=config.exporter.host, port=config.exporter.port,
-                           threads=_WSGI_THREADS, ident="ultrabase-doctor")
-    log.warning("exporter listening on http://%s:%d", config.exporter.host,
-                config.exporter.port)
+    return serve_until_stopped([Listener(running.app, config.exporter.host,
+                                         config.exporter.port)],
+                               label="exporter", start=running.start, close=running.close)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One app on one address."""
+
+    app: Flask
+    host: str
+    port: int
+
+
+def serve_until_stopped(listeners: Sequence[Listener], *, label: str,
+                        start: Callable[[], None], close: Callable[[], None]) -> int:
+    """Serve every app with waitress until SIGTERM or Ctrl-C; close runs on every way out."""
+    sockets: dict[int, Any] = {}  # one map: one I/O loop drives every server
+    servers: list[BaseWSGIServer | MultiSocketServer] = []
+    try:
+        for listener in listeners:
+            servers.append(create_server(listener.app, map=sockets, host=listener.host,
+                                         port=listener.port, threads=_WSGI_THREADS,
+                                         ident="ultrabase-doctor"))
+    except BaseException:
+        for server in servers:
+            server.close()
+        close()
+        raise
+    log.warning("%s listening on %s", label,
+                ", ".join(f"http://{item.host}:{item.port}" for item in listeners))
     try:
         with terminate_on_sigterm():
-            if running.services.scheduler:
-                running.services.scheduler.start()
-            # Re-render soon after each store change, so scrapes only copy bytes.
-            running.services.renderer.start()
-            server.run()
+            start()
+            servers[-1].run()  # the loop serves every socket in the shared map
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        server.close()
-        running.close()
-        log.warning("exporter stopped")
+        for server in servers:
+            # The loop's own server stops its workers on exit; the others are told here.
+            server.task_dispatcher.shutdown()
+            with suppress(OSError):
+                server.close()
+        close()
+        log.warning("%s stopped", label)
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Flask
 
 from exporter.access import AccessControl
-from exporter.errors import InstanceNotFoundError
 from exporter.web import diagnostics, metrics, schedules
 from exporter.web.access import init_access
 from exporter.web.context import EXTENSION, Services
@@ -19,16 +18,8 @@ def create_app(svc: Services, access: AccessControl) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = svc
 
-    def known(instance_id: str) -> bool:
-        try:
-            svc.engine.instance(instance_id)
-        except InstanceNotFoundError:
-            return False
-        return True
-
-    app.extensions["ultrabase_doctor.instances"] = known
     register_error_handlers(app)
-    init_access(app, access)
+    init_access(app, access, known_instances=svc.engine.knows)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(diagnostics.bp)
     app.register_blueprint(schedules.bp)
