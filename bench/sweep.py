@@ -9,8 +9,10 @@ containers, dockerd): divided by the cores, that is the shortest wall time any e
 reach on this host. Each figure is the median of --repeat sweeps, the two concurrencies
 taking turns so that load from elsewhere falls on both alike. The fleet's healthchecks run
 every --health-interval (10s, as most of the reference template's do; the test suite's
-fleets use 2s). Prints a table; writes nothing into the tree.
-Run: python -m bench.sweep [--max N] [--repeat R] [--health-interval 10s]
+fleets use 2s). With --fault, every instance measured first gets that fleet fault (say
+pause:auth, a hanging component: the case where a diagnostic waits rather than computes),
+healed at the end. Prints a table; writes nothing into the tree.
+Run: python -m bench.sweep [--max N] [--repeat R] [--health-interval 10s] [--fault F]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -142,28 +145,42 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="sweeps per figure (median)")
     parser.add_argument("--health-interval", default="10s",
                         help="the fleet's healthcheck interval (own fleet only)")
+    parser.add_argument("--fault", help="a fleet fault (python -m tests.fleet faults) to "
+                        "inject into every instance measured, e.g. pause:auth")
     args = parser.parse_args()
     sizes = [n for n in (1, 3, 5, 10, 25) if n <= args.max]
-    root = Path(tempfile.mkdtemp(prefix="ubd-bench-"))
     own_fleet = args.config is None
+    # A fleet's config sits at the root of its directory (tests.fleet up writes it there).
+    fleet_root = (Path(tempfile.mkdtemp(prefix="ubd-bench-")) / "fleet" if own_fleet
+                  else Path(args.config).resolve().parent)
+    broken: list[str] = []
     try:
         if own_fleet:
-            print(f"bringing up {args.max} instances under {root} ...", file=sys.stderr)
+            print(f"bringing up {args.max} instances under {fleet_root} ...", file=sys.stderr)
             up = json.loads(_fleet(["up", "--instances", str(args.max), "--root",
-                                    str(root / "fleet"), "--health-interval",
+                                    str(fleet_root), "--health-interval",
                                     args.health_interval]))
             config_path = up["config"]
         else:
             config_path = args.config
         config = load_config(config_path)
         engine = DiagnosticsEngine(config, DockerHost(config.docker.base_url))
-        ids = sorted(engine.discover().instances)
+        ids = sorted(engine.discover().instances)[:sizes[-1]]
         engine.close()
+        if args.fault:
+            for instance_id in ids:
+                _fleet(["break", "--root", str(fleet_root), instance_id, args.fault])
+                broken.append(instance_id)
+            print(f"fault {args.fault} in every instance measured", file=sys.stderr)
         rows = [_measure(config, ids[:n], max(1, args.repeat)) for n in sizes if n <= len(ids)]
         _print(rows)
     finally:
+        for instance_id in broken:
+            _fleet(["heal", "--root", str(fleet_root), instance_id, args.fault])
         if own_fleet:
-            _fleet(["down", "--root", str(root / "fleet")])
+            _fleet(["down", "--root", str(fleet_root)])
+            with suppress(OSError):
+                fleet_root.parent.rmdir()
     return 0
 
 
