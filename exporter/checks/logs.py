@@ -41,7 +41,7 @@ class LogsCheck:
         entries, summary = analyzer.get_structured_logs(
             ctx.instance, components, level="debug", since_seconds=config.log_window_seconds,
             max_lines=config.log_max_lines, now=ctx.now)
-        matches = analyzer.analyze(entries)
+        matches = analyzer.analyze(entries, now=ctx.now)
         details: dict[str, Any] = {
             "window_seconds": config.log_window_seconds,
             "max_lines_per_component": config.log_max_lines,

@@ -81,10 +81,11 @@ class LogAnalyzer:
         )
         return entries, summary
 
-    def analyze(self, entries: Sequence[LogEntry]) -> list[PatternMatch]:
+    def analyze(self, entries: Sequence[LogEntry],
+                now: datetime | None = None) -> list[PatternMatch]:
         """Known failure patterns in the entries (read them at level debug or info, so the
-        start-up lines that show a fault is over are among them)."""
-        return match_patterns(entries)
+        start-up lines that show a fault is over are among them), as of now."""
+        return match_patterns(entries, now=now)
 
     def _select(self, instance: Instance, services: Sequence[str] | None) -> list[str]:
         if services is None:

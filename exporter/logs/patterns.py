@@ -14,6 +14,12 @@ successful start of the same component (READY_MARKERS), or for a role the db rej
 the service that logs in as that role (ROLE_SERVICES), means the fault no longer holds: the
 match is reported as resolved and raises no issue, so a repaired instance does not keep
 reporting the fault for the length of the log window.
+
+The db runs with log_min_messages=fatal in the Ultrabase template, so it never logs that it
+is ready. A refusal while it was starting up is therefore shown over by a later start of a
+service that logs in to it (`ended_by_starts`), or by its passing: once `settles_seconds`
+go by without one. The db's healthcheck logs another refusal every few seconds for as long
+as the state lasts, and the live database_connection check judges the present anyway.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from exporter.issues import CATALOGUE, Severity
@@ -47,6 +53,10 @@ class LogPattern:
     # The component the issue is about, when it is not the one whose log showed it.
     subject: str | None = None
     startup: bool = False
+    # Other components whose later start shows a startup failure over (they needed it).
+    ended_by_starts: tuple[str, ...] = ()
+    # A passing state, not a fault: over once it has not been logged for this long.
+    settles_seconds: float | None = None
     min_level: Level = "info"  # debug chatter never counts
     # The catalogue's repair, unless the log line shows it would not help (False = keep it).
     repair: str | Literal[False] | None = False
@@ -87,7 +97,7 @@ PATTERNS: tuple[LogPattern, ...] = (
        "DB_UNREACHABLE", "warning",
        "Connections were refused {count} time(s) because the database was {state} (seen in "
        "{component}'s logs); normal around a restart, a fault if it persists",
-       subject="db", startup=True),
+       subject="db", startup=True, ended_by_starts=("auth", "rest"), settles_seconds=30),
     _p("db_connection_refused", _DB_CLIENTS,
        r"(?P<reason>could not connect to server|could not translate host name|"
        r"connection to server [^\n]*? failed: (?:Connection refused|timeout expired)|"
@@ -179,12 +189,12 @@ class PatternMatch:
     last_seen: datetime
     sample: str
     captures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    resolved_at: datetime | None = None  # a later successful start of the component
+    resolved_at: datetime | None = None  # when it was shown over (a later start, ...)
     repair: str | Literal[False] | None = False
 
     @property
     def resolved(self) -> bool:
-        """True when the component started successfully after the last occurrence."""
+        """True when the fault was shown over after its last occurrence."""
         return self.resolved_at is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,9 +309,9 @@ def _screen(patterns: tuple[LogPattern, ...]) -> re.Pattern[str] | None:
         return None
 
 
-def match_patterns(entries: Iterable[LogEntry],
-                   patterns: tuple[LogPattern, ...] = PATTERNS) -> list[PatternMatch]:
-    """Every pattern seen, per component, most frequent first."""
+def match_patterns(entries: Iterable[LogEntry], patterns: tuple[LogPattern, ...] = PATTERNS,
+                   now: datetime | None = None) -> list[PatternMatch]:
+    """Every pattern seen, per component, most frequent first; now settles passing states."""
     tallies: dict[tuple[str, str], _Tally] = {}
     ready: dict[str, datetime] = {}
     # Each entry is searched only for the patterns of its component and level.
@@ -326,15 +336,21 @@ def match_patterns(entries: Iterable[LogEntry],
             tallies[key] = tally = _Tally(pattern, entry.component, 0, entry.timestamp,
                                           entry.timestamp, _sample(entry), {})
         tally.add(entry, match.groupdict())
-    matches = [_finish(t, _resolved_at(t, ready)) for t in tallies.values()]
+    matches = [_finish(t, _resolved_at(t, ready, now)) for t in tallies.values()]
     return sorted(matches, key=lambda m: (m.resolved, -m.count, m.pattern, m.component))
 
 
-def _resolved_at(tally: _Tally, ready: Mapping[str, datetime]) -> datetime | None:
+def _resolved_at(tally: _Tally, ready: Mapping[str, datetime],
+                 now: datetime | None) -> datetime | None:
     """When a startup failure was shown to be over, if it was."""
-    if not tally.pattern.startup:
+    pattern = tally.pattern
+    if not pattern.startup:
         return None
-    candidates = [ready.get(tally.component)]
+    candidates = [ready.get(c) for c in (tally.component, *pattern.ended_by_starts)]
+    if pattern.settles_seconds is not None and now is not None:
+        settled = tally.last_seen + timedelta(seconds=pattern.settles_seconds)
+        if settled <= now:
+            candidates.append(settled)
     roles = tally.captures.get("role") or []
     # With the capture list full, a role beyond it may still be failing: no verdict.
     if roles and len(roles) < MAX_CAPTURED_VALUES:

@@ -6,6 +6,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -218,6 +219,37 @@ def test_the_dbs_rejections_end_when_the_roles_service_starts() -> None:
     (open_match,) = match_patterns([*other, *parsed("auth", [samples.AUTH_STARTED], start=10)])
     assert not open_match.resolved
 
+
+
+def test_a_db_starting_up_is_over_once_a_client_has_started_since() -> None:
+    # The template's db logs only FATAL and worse: it never says it is ready.
+    db = parsed("db", [samples.DB_STARTING_UP], start=20)
+    (open_match,) = match_patterns(db, now=NOW)
+    assert open_match.code == "DB_UNREACHABLE" and not open_match.resolved
+    for client, line in (("auth", samples.AUTH_STARTED), ("rest", samples.REST_CONNECTED)):
+        started = parsed(client, [line], start=10)
+        (over,) = match_patterns([*db, *started], now=NOW)
+        assert over.resolved_at == started[0].timestamp, client
+        # a start before the refusal proves nothing
+        (still,) = match_patterns([*parsed(client, [line], start=30), *db], now=NOW)
+        assert not still.resolved, client
+
+
+def test_a_db_starting_up_settles_after_30_quiet_seconds() -> None:
+    db = parsed("db", [samples.DB_STARTING_UP] * 3, start=40)  # 40, 39 and 38 s ago
+    (match,) = match_patterns(db, now=NOW - timedelta(seconds=9))
+    assert not match.resolved
+    (match,) = match_patterns(db, now=NOW)
+    assert match.resolved_at == db[-1].timestamp + timedelta(seconds=30)
+    # without a clock, nothing settles
+    (match,) = match_patterns(db)
+    assert not match.resolved
+
+
+def test_faults_do_not_settle_with_time() -> None:
+    db = parsed("db", samples.DB_PASSWORD_FATAL, start=3600)
+    (match,) = match_patterns(db, now=NOW)
+    assert match.code == "DB_ROLE_PASSWORD_MISMATCH" and not match.resolved
 
 # --- the screen: one search per entry, the same answers -----------------------------------
 
