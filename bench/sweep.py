@@ -60,8 +60,11 @@ def _host_busy() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _background_rate(seconds: float = 2.0) -> float:
-    """Cores the host keeps busy with the sweep idle (fleet healthchecks, other work)."""
+def _background_rate(seconds: float = 10.0) -> float:
+    """Cores the host keeps busy with the sweep idle (fleet healthchecks, other work).
+
+    Ten seconds span one round of the fleet's healthchecks at the bench's interval.
+    """
     busy = _host_busy()
     time.sleep(seconds)
     return (_host_busy() - busy) / seconds
