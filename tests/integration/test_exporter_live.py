@@ -105,7 +105,10 @@ def exporter(live: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     base["exporter"] = {"host": "127.0.0.1", "port": port}
     # The shared fleet was broken and healed by earlier modules; their log lines are recent
     # history, not this module's faults, so the logs check looks back only briefly.
-    base["diagnostics"] = {"timeout_seconds": 3, "log_window_seconds": 20}
+    # The first sweep is judged once, on a shared 2-core host that may be saturated: the
+    # latency verdicts (timeouts, ENDPOINT_SLOW) are tested elsewhere, not here.
+    base["diagnostics"] = {"timeout_seconds": 10, "log_window_seconds": 20,
+                           "thresholds": {"endpoint_slow_seconds": 10}}
     config = store.parent / "doctor.yaml"
     config.write_text(yaml.safe_dump(base))
     token = live.up_result.admin_token if live.up_result else ""
