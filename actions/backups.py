@@ -486,8 +486,6 @@ def _write_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-
-
 def _hash_file(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0

@@ -107,14 +107,6 @@ def terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def serve(config: Config) -> int:
-    """Serve until SIGTERM or Ctrl-C; then stop the scheduler and close the store."""
-    running = build(config)
-    return serve_until_stopped([Listener(running.app, config.exporter.host,
-                                         config.exporter.port)],
-                               label="exporter", start=running.start, close=running.close)
-
-
 @dataclass(frozen=True)
 class Listener:
     """One app on one address."""
@@ -122,6 +114,14 @@ class Listener:
     app: Flask
     host: str
     port: int
+
+
+def serve(config: Config) -> int:
+    """Serve until SIGTERM or Ctrl-C; then stop the scheduler and close the store."""
+    running = build(config)
+    return serve_until_stopped([Listener(running.app, config.exporter.host,
+                                         config.exporter.port)],
+                               label="exporter", start=running.start, close=running.close)
 
 
 def serve_until_stopped(listeners: Sequence[Listener], *, label: str,
