@@ -43,7 +43,10 @@ from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 3.0
+# Nothing in this module hangs by design, and its diagnostics after a repair are judged
+# once on a shared 2-core host that may be saturated: a 3 s timeout left kong's in-network
+# probe 1 s to reach rest. Latency verdicts are tested elsewhere.
+TIMEOUT = 10.0
 OPERATOR = Principal(name="repair-test", role="operator", instances=None, source="token")
 
 
