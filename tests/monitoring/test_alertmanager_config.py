@@ -328,7 +328,7 @@ def group(tmp_path: Path, *alerts: dict[str, Any]) -> Path:
     return path
 
 
-BASE = "https://github.com/your-org/ultrabase-doctor/blob/main/README.md"
+BASE = "https://github.com/your-org/ultrabase-doctor/blob/main/docs/runbook.md"
 
 
 def test_example_data_renders_in_every_channel() -> None:
