@@ -41,7 +41,7 @@ _SETTLE_SECONDS = 3.0
 
 
 def _fleet(command: list[str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "tests.fleet", *command], check=True,
+    done = subprocess.run([sys.executable, "-m", "fleet", *command], check=True,
                           stdout=subprocess.PIPE, text=True)
     return done.stdout
 

@@ -35,7 +35,7 @@ from exporter.engine import DiagnosticsEngine
 
 
 def _fleet(command: list[str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "tests.fleet", *command], check=True,
+    done = subprocess.run([sys.executable, "-m", "fleet", *command], check=True,
                           stdout=subprocess.PIPE, text=True)
     return done.stdout
 
@@ -148,12 +148,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="sweeps per figure (median)")
     parser.add_argument("--health-interval", default="10s",
                         help="the fleet's healthcheck interval (own fleet only)")
-    parser.add_argument("--fault", help="a fleet fault (python -m tests.fleet faults) to "
+    parser.add_argument("--fault", help="a fleet fault (python -m fleet faults) to "
                         "inject into every instance measured, e.g. pause:auth")
     args = parser.parse_args()
     sizes = [n for n in (1, 3, 5, 10, 25) if n <= args.max]
     own_fleet = args.config is None
-    # A fleet's config sits at the root of its directory (tests.fleet up writes it there).
+    # A fleet's config sits at the root of its directory (fleet up writes it there).
     fleet_root = (Path(tempfile.mkdtemp(prefix="ubd-bench-")) / "fleet" if own_fleet
                   else Path(args.config).resolve().parent)
     broken: list[str] = []

@@ -21,7 +21,7 @@ cleanup() {
   say "stopping the demo"
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  (cd "$DOCTOR_ROOT" && python -m tests.fleet down --root "$DEMO_ROOT/fleet") || true
+  (cd "$DOCTOR_ROOT" && python -m fleet down --root "$DEMO_ROOT/fleet") || true
   rm -rf "$DEMO_ROOT"
   stop_docker_if_started
 }
@@ -39,7 +39,7 @@ setup_all
 cd "$DOCTOR_ROOT"
 if [[ -e "$DEMO_ROOT" ]]; then
   say "removing a demo left over at $DEMO_ROOT"
-  python -m tests.fleet down --root "$DEMO_ROOT/fleet" 2>/dev/null || true
+  python -m fleet down --root "$DEMO_ROOT/fleet" 2>/dev/null || true
   rm -rf "$DEMO_ROOT"
 fi
 mkdir -p "$DEMO_ROOT"
@@ -47,7 +47,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "starting a fleet of 3 instances under $DEMO_ROOT/fleet"
-python -m tests.fleet up --instances 3 --root "$DEMO_ROOT/fleet" > "$DEMO_ROOT/fleet.json"
+python -m fleet up --instances 3 --root "$DEMO_ROOT/fleet" > "$DEMO_ROOT/fleet.json"
 read -r FLEET_CONFIG TOKEN BROKEN HEALTHY < <(python - "$DEMO_ROOT/fleet.json" <<'EOF'
 import json, sys
 up = json.load(open(sys.argv[1]))
@@ -56,7 +56,7 @@ EOF
 )
 
 say "breaking instance $BROKEN with fault $BROKEN_FAULT"
-python -m tests.fleet break "$BROKEN" "$BROKEN_FAULT" --root "$DEMO_ROOT/fleet"
+python -m fleet break "$BROKEN" "$BROKEN_FAULT" --root "$DEMO_ROOT/fleet"
 
 CONFIG="$DEMO_ROOT/doctor.yaml"
 python - "$FLEET_CONFIG" "$CONFIG" "$DEMO_ROOT" "$EXPORTER_PORT" "$ACTIONS_PORT" \
@@ -171,8 +171,8 @@ Actions (long ones answer 202 with an operation; add ?wait=true to block)
   curl -s -H "Authorization: Bearer \$TOKEN" "$A/api/audit?limit=20"
 
 Fleet
-  python -m tests.fleet faults
-  python -m tests.fleet heal $BROKEN $BROKEN_FAULT --root $DEMO_ROOT/fleet
+  python -m fleet faults
+  python -m fleet heal $BROKEN $BROKEN_FAULT --root $DEMO_ROOT/fleet
 (the virtualenv is $DOCTOR_VENV: 'source $DOCTOR_VENV/bin/activate' first)
 EOT
 

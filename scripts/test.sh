@@ -13,7 +13,7 @@ trap cleanup EXIT
 setup_all
 cd "$DOCTOR_ROOT"
 say "ruff"
-ruff check exporter actions tests bench grafana deploy
+ruff check exporter actions fleet tests bench grafana deploy
 say "mypy"
 mypy
 say "pytest"

@@ -26,8 +26,8 @@ def in_ci() -> bool:
 @pytest.fixture(scope="session")
 def docker_available() -> None:
     """Docker and Compose v2 are usable; else skip (or fail under CI)."""
-    from tests.fleet import engine
-    from tests.fleet.model import FleetError
+    from fleet import engine
+    from fleet.model import FleetError
 
     try:
         engine.client()

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.fleet.fleet import Fleet
-from tests.fleet.model import FleetError
+from fleet.fleet import Fleet
+from fleet.model import FleetError
 
 FleetFactory = Callable[..., Fleet]
 

@@ -34,7 +34,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.fleet.fleet import Fleet
+from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

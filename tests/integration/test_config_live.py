@@ -45,7 +45,7 @@ from exporter.discovery.files import read_env_file
 from exporter.discovery.model import Instance
 from exporter.engine import QuickHealth
 from exporter.issues import make_issue
-from tests.fleet.fleet import Fleet
+from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from exporter.config import Config, load_config
 from exporter.diagnostic import Diagnostic
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
-from tests.fleet.fleet import Fleet
+from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import yaml
 from exporter.config import load_config
 from exporter.discovery import COMPONENTS, discover
 from exporter.dockerhost import DockerHost
-from tests.fleet.fleet import Fleet
+from fleet.fleet import Fleet
 
 pytestmark = pytest.mark.integration
 

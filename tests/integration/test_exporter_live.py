@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fleet.fleet import Fleet
+from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

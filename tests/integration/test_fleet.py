@@ -23,10 +23,10 @@ import psycopg
 import pytest
 import yaml
 
-from tests.fleet import engine, faults, ports, render
-from tests.fleet.fleet import Fleet
-from tests.fleet.model import COMPONENTS, FleetError, Instance
-from tests.fleet.render import TEMPLATES, envsubst
+from fleet import engine, faults, ports, render
+from fleet.fleet import Fleet
+from fleet.model import COMPONENTS, FleetError, Instance
+from fleet.render import TEMPLATES, envsubst
 
 pytestmark = pytest.mark.integration
 
@@ -416,7 +416,7 @@ def test_key_faults_do_not_combine(fleet: Fleet) -> None:
 
 def test_cli(fleet: Fleet) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tests.fleet", *args], cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "fleet", *args], cwd=REPO,
                               capture_output=True, text=True, timeout=120, check=False)
 
     listed = cli("faults")

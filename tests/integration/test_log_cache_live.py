@@ -27,7 +27,7 @@ from exporter.dockerhost import DockerHost
 from exporter.logs import LogAnalyzer, LogEntry, LogSummary
 from exporter.logs.cache import JITTER, LogCache
 from exporter.redaction import Redactor
-from tests.fleet import engine, images
+from fleet import engine, images
 from tests.unit.logs.logdocker import make_instance
 
 pytestmark = pytest.mark.integration

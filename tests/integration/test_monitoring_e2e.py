@@ -26,8 +26,8 @@ import httpx
 import pytest
 import yaml
 
+from fleet.fleet import Fleet
 from grafana.dashboards_src import EMPTY_WHEN_HEALTHY, all_queries
-from tests.fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

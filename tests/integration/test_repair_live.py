@@ -38,7 +38,7 @@ from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from exporter.jwtkeys import analyse_key
 from exporter.store import Store
-from tests.fleet.fleet import Fleet
+from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

@@ -29,9 +29,9 @@ from exporter.config import load_config
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from exporter.store import Store
-from tests.fleet import engine as fleet_engine
-from tests.fleet.fleet import Fleet
-from tests.fleet.model import COMPONENTS, Instance
+from fleet import engine as fleet_engine
+from fleet.fleet import Fleet
+from fleet.model import COMPONENTS, Instance
 from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration

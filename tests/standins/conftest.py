@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-STANDINS = Path(__file__).resolve().parents[1] / "fleet" / "standins"
+STANDINS = Path(__file__).resolve().parents[2] / "fleet" / "standins"
 PYTHON = sys.executable
 SUPER_PASSWORD = "super-secret-pw"
 DB_PASSWORD = "role-pw-3f9c"

@@ -53,7 +53,7 @@ from tests.unit.plaindocker import PlainDocker, containers_for
 
 REPO = Path(__file__).resolve().parents[3]
 REFERENCE = REPO / "tests" / "data" / "ultrabase"
-FLEET_TEMPLATES = REPO / "tests" / "fleet" / "templates"
+FLEET_TEMPLATES = REPO / "fleet" / "templates"
 
 
 # --- a plain operation context -----------------------------------------------------------

@@ -37,12 +37,12 @@ from actions.files import (
 )
 from exporter.discovery.files import read_env_file, read_kong_file
 from exporter.discovery.model import Credentials, Endpoints, Instance, InstanceFiles
-from tests.fleet.render import DEFAULT_HEALTH_INTERVAL
+from fleet.render import DEFAULT_HEALTH_INTERVAL
 from tests.unit import layout
 
 REPO = Path(__file__).resolve().parents[3]
-FLEET_TEMPLATES = REPO / "tests" / "fleet" / "templates"
-STANDINS = REPO / "tests" / "fleet" / "standins"
+FLEET_TEMPLATES = REPO / "fleet" / "templates"
+STANDINS = REPO / "fleet" / "standins"
 COMPOSE = Path(sys.executable).parent / "docker-compose"
 
 IID = "4a3c9fac"

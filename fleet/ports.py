@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from tests.fleet.model import FleetError
+from fleet.model import FleetError
 
 # Below the kernel's ephemeral range (32768+), so outgoing connections never sit on them.
 PORT_RANGE = range(20000, 32000)

@@ -19,7 +19,7 @@ import psycopg
 from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 
-from tests.fleet.model import COMPONENTS, FleetError, Instance
+from fleet.model import COMPONENTS, FleetError, Instance
 
 T = TypeVar("T")
 PROJECT_LABEL = "com.docker.compose.project"

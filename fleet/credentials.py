@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from tests.fleet.model import Credentials
+from fleet.model import Credentials
 
 _ALPHABET = string.ascii_letters + string.digits
 KEY_LIFETIME = timedelta(days=365)

@@ -20,10 +20,10 @@ from docker.errors import APIError
 from docker.models.containers import Container
 from psycopg import sql
 
-from tests.fleet import credentials, engine, ports
-from tests.fleet.model import COMPONENTS, FaultSpec, FleetError, Instance
-from tests.fleet.render import write_registry, write_text
-from tests.fleet.state import locked
+from fleet import credentials, engine, ports
+from fleet.model import COMPONENTS, FaultSpec, FleetError, Instance
+from fleet.render import write_registry, write_text
+from fleet.state import locked
 
 AUTH_DB_ERROR = 'password authentication failed for user "supabase_auth_admin"'
 # Services whose environment holds the service_role key.
@@ -498,7 +498,7 @@ def get(name: str) -> Fault:
     try:
         return FAULTS[name]
     except KeyError:
-        raise FleetError(f"unknown fault {name!r}; run `python -m tests.fleet faults`") from None
+        raise FleetError(f"unknown fault {name!r}; run `python -m fleet faults`") from None
 
 
 def specs() -> tuple[FaultSpec, ...]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.fleet.model import Instance
+from fleet.model import Instance
 
 FLEET_DIR = Path(__file__).resolve().parent
 TEMPLATES = FLEET_DIR / "templates"

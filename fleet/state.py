@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.fleet.model import Credentials, FleetError, Instance, Ports
-from tests.fleet.render import write_text
+from fleet.model import Credentials, FleetError, Instance, Ports
+from fleet.render import write_text
 
 STATE_DIR = ".fleet"
 STATE_FILE = "state.json"

@@ -16,12 +16,12 @@ from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from tests.fleet import engine, faults, images, ports, render, state
-from tests.fleet.credentials import new_credentials, random_secret
-from tests.fleet.faults import FaultContext
-from tests.fleet.model import FaultResult, FaultSpec, FleetError, Instance, Ports, UpResult
+from fleet import engine, faults, images, ports, render, state
+from fleet.credentials import new_credentials, random_secret
+from fleet.faults import FaultContext
+from fleet.model import FaultResult, FaultSpec, FleetError, Instance, Ports, UpResult
 
-log = logging.getLogger("tests.fleet")
+log = logging.getLogger("fleet")
 
 UP_TIMEOUT = 170.0
 BREAK_TIMEOUT = 90.0
