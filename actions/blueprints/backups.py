@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response
 
-from actions.backups import BACKUP_ID_PATTERN, BackupNotFound
+from actions import commands
 from actions.blueprints.common import (
     endpoint,
     json_response,
@@ -27,15 +27,15 @@ if TYPE_CHECKING:
 
 bp = Blueprint("backups", __name__, url_prefix="/api/instances")
 
+
 @bp.get("/<instance_id>/backups")
 @require("viewer")
 @endpoint(ok={200: BackupListOut}, tags=["backups"])
 def list_backups(instance_id: str) -> Response:
     """The instance's backups, newest first."""
-    svc = services()
-    svc.engine.instance(instance_id)
     return json_response({"instance_id": instance_id,
-                          "backups": [b.to_dict() for b in svc.backups.list(instance_id)]})
+                          "backups": [b.to_dict()
+                                      for b in commands.list_backups(services(), instance_id)]})
 
 
 @bp.post("/<instance_id>/backups")
@@ -44,11 +44,7 @@ def list_backups(instance_id: str) -> Response:
           kind="backup", tags=["backups"])
 def create_backup(instance_id: str, body: BackupCreateRequest, query: WaitQuery) -> Response:
     """Back up the instance's registry record, env, compose and kong.yml (and pg_dump)."""
-    svc = services()
-    svc.engine.instance(instance_id)
-    inputs = {"reason": body.reason, "db_dump": body.db_dump}
-    return submit("backup", instance_id, inputs, svc.bodies.backup(body.reason, body.db_dump),
-                  query)
+    return submit(commands.backup(services(), instance_id, body), query)
 
 
 @bp.post("/<instance_id>/backups/<backup_id>/restore")
@@ -58,15 +54,7 @@ def create_backup(instance_id: str, body: BackupCreateRequest, query: WaitQuery)
 def restore_backup(instance_id: str, backup_id: str, body: BackupRestoreRequest,
                    query: WaitQuery) -> Response:
     """Verify the backup, back up the current state, restore, recreate what changed."""
-    svc = services()
-    svc.engine.instance(instance_id)
-    # Checked before anything touches a path: only the backup store's own id form passes,
-    # and only an existing backup of this instance starts an operation.
-    if not BACKUP_ID_PATTERN.match(backup_id):
-        raise BackupNotFound()
-    svc.backups.get(instance_id, backup_id)
-    return submit("restore", instance_id, {"backup_id": backup_id},
-                  svc.bodies.restore(backup_id), query)
+    return submit(commands.restore(services(), instance_id, backup_id), query)
 
 
 # default operation bodies ------------------------------------------------------------------

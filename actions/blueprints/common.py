@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -35,6 +35,8 @@ from spectree.models import SecureType
 from werkzeug.exceptions import HTTPException
 
 from actions.audit import AuditEntry
+from actions.commands import Launch
+from actions.commands import shown as _shown
 from actions.models import ErrorBody, OperationOut, WaitQuery
 from actions.operations.model import FINISHED
 from exporter import __version__
@@ -253,10 +255,6 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _shown(text: str) -> str:
-    """Client-supplied names, shortened and stripped of control characters."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text[:40])
-    return clean + ("..." if len(text) > 40 else "")
 
 
 # rate limits --------------------------------------------------------------------------------
@@ -330,11 +328,11 @@ def operation_response(operation: Operation, status: int) -> Response:
     return response
 
 
-def submit(kind: str, instance_id: str, inputs: Mapping[str, Any], body: Body,
-           wait: WaitQuery) -> Response:
+def submit(launch: Launch, wait: WaitQuery) -> Response:
     """Start an operation: 202 at once, or 200 when `wait` saw it finish."""
-    runner = services().runner
-    operation = runner.submit(kind, instance_id, current_principal(), inputs, body)
+    svc = services()
+    runner = svc.runner
+    operation = launch.start(svc, current_principal())
     if not wait.wait:
         # 202 even when a quick body already ended: the answer says "accepted", the
         # operation's own status says how far it got.
@@ -354,7 +352,3 @@ def json_response(data: Any, status: int = 200) -> Response:
     response.status_code = status
     return response
 
-
-def names(items: Iterable[str]) -> str:
-    """A short comma-separated list of client-supplied names."""
-    return ", ".join(_shown(i) for i in list(items)[:10])

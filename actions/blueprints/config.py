@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from actions import commands
 from actions.blueprints.common import (
     endpoint,
     json_response,
@@ -22,10 +23,8 @@ bp = Blueprint("config", __name__, url_prefix="/api/instances")
 @endpoint(ok={200: ConfigOut}, tags=["config"])
 def get_config(instance_id: str) -> Response:
     """The editable settings as they are in the instance's files; secrets masked."""
-    svc = services()
-    instance = svc.engine.instance(instance_id)
     return json_response({"instance_id": instance_id,
-                          "config": svc.bodies.current_config(instance)})
+                          "config": commands.current_config(services(), instance_id)})
 
 
 @bp.put("/<instance_id>/config")
@@ -38,9 +37,4 @@ def put_config(instance_id: str, body: ConfigEditRequest, query: WaitQuery) -> R
     A backup is taken first; if the instance is not healthy afterwards the files are
     restored, the services recreated again, and the operation ends "rolled_back".
     """
-    svc = services()
-    svc.engine.instance(instance_id)
-    changes = svc.bodies.validate_changes(body.changes.given())
-    # The operation record gets masked secrets; only the body's closure holds the values.
-    inputs = {"changes": body.changes.redacted()}
-    return submit("config_edit", instance_id, inputs, svc.bodies.config_edit(changes), query)
+    return submit(commands.config_edit(services(), instance_id, body), query)

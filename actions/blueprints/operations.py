@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from actions import commands
 from actions.blueprints.common import endpoint, operation_response, services
 from actions.models import ErrorBody, OperationOut, WaitQuery
-from actions.operations.model import FINISHED, OPERATION_ID_PATTERN, OperationNotFound
+from actions.operations.model import FINISHED
 from exporter.web.access import current_principal, require
 
 bp = Blueprint("operations", __name__, url_prefix="/api/operations")
@@ -18,13 +19,9 @@ bp = Blueprint("operations", __name__, url_prefix="/api/operations")
           tags=["operations"])
 def get_operation(op_id: str, query: WaitQuery) -> Response:
     """The operation; with `?wait=true` the answer comes when it ends (or at `timeout`)."""
-    runner = services().runner
+    svc = services()
     # Unknown, malformed and out-of-scope ids all read "operation not found".
-    if not OPERATION_ID_PATTERN.match(op_id):
-        raise OperationNotFound()
-    operation = runner.get(op_id)
-    if operation is None or not current_principal().can_see(operation.instance_id):
-        raise OperationNotFound()
+    operation = commands.find_operation(svc, current_principal(), op_id)
     if query.wait and operation.status not in FINISHED:
-        operation = runner.wait(op_id, query.timeout)
+        operation = svc.runner.wait(op_id, query.timeout)
     return operation_response(operation, 200)
