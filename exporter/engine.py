@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 
@@ -53,6 +53,14 @@ class RunOutcome:
         if self.rate_limited:
             out["retry_after_seconds"] = round(self.retry_after_seconds, 1)
         return out
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What `start` did: started a run, found one running, or was rate limited."""
+
+    status: Literal["started", "running", "rate_limited"]
+    outcome: RunOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,37 @@ class DiagnosticsEngine:
         """A diagnostic, honouring cache, rate limit and single flight for on-demand runs."""
         selected = self._select(checks)
         instance = self.instance(instance_id)
+        served = self._served(instance_id, trigger, use_cache, selected)
+        if served is not None:
+            return served
+        return RunOutcome(self._single_flight(instance, trigger, selected))
+
+    def start(self, instance_id: str, *, checks: Sequence[str] | None = None) -> RunStart:
+        """Begin a fresh on-demand run in the background, under run()'s rules.
+
+        Rate limited: the latest result, as run() would answer. A run of the instance in
+        flight (from any caller): joined, not repeated. Follow it with `running`.
+        """
+        selected = self._select(checks)
+        instance = self.instance(instance_id)
+        served = self._served(instance_id, "on_demand", False, selected)
+        if served is not None:
+            return RunStart("rate_limited", served)
+        future, owner = self._claim(instance.id, "on_demand")
+        if not owner:
+            return RunStart("running")
+        threading.Thread(target=self._fulfil_logged, args=(instance, selected, future),
+                         daemon=True, name=f"ubd-run-{instance.id}").start()
+        return RunStart("started")
+
+    def running(self, instance_id: str) -> bool:
+        """Whether a diagnostic of the instance is in flight in this process."""
+        with self._lock:
+            return instance_id in self._inflight
+
+    def _served(self, instance_id: str, trigger: str, use_cache: bool,
+                selected: tuple[str, ...]) -> RunOutcome | None:
+        """The cached or rate-limited answer an on-demand request gets instead of a run."""
         now = self._clock()
         latest = self.store.latest(instance_id)
         if trigger == "on_demand" and latest is not None:
@@ -153,20 +192,36 @@ class DiagnosticsEngine:
             if not running and last is not None and now - last < window:
                 return RunOutcome(latest, cached=True, rate_limited=True,
                                   retry_after_seconds=window - (now - last))
-        return RunOutcome(self._single_flight(instance, trigger, selected))
+        return None
+
+    def _claim(self, instance_id: str, trigger: str) -> tuple[Future[Diagnostic], bool]:
+        """The instance's run in flight, or a new one owned by the caller (True)."""
+        with self._lock:
+            future = self._inflight.get(instance_id)
+            if future is not None:
+                return future, False
+            future = Future()
+            self._inflight[instance_id] = future
+            if trigger == "on_demand":
+                self._last_on_demand[instance_id] = self._clock()
+            return future, True
 
     def _single_flight(self, instance: Instance, trigger: str,
                        selected: tuple[str, ...]) -> Diagnostic:
-        with self._lock:
-            future = self._inflight.get(instance.id)
-            owner = future is None
-            if future is None:
-                future = Future()
-                self._inflight[instance.id] = future
-                if trigger == "on_demand":
-                    self._last_on_demand[instance.id] = self._clock()
+        future, owner = self._claim(instance.id, trigger)
         if not owner:
             return future.result()
+        return self._fulfil(instance, trigger, selected, future)
+
+    def _fulfil_logged(self, instance: Instance, selected: tuple[str, ...],
+                       future: Future[Diagnostic]) -> None:
+        try:
+            self._fulfil(instance, "on_demand", selected, future)
+        except Exception as exc:  # nobody waits on a background run: say it here
+            log.error("background diagnostic of %s failed: %s", instance.id, exc)
+
+    def _fulfil(self, instance: Instance, trigger: str, selected: tuple[str, ...],
+                future: Future[Diagnostic]) -> Diagnostic:
         try:
             diagnostic = self._diagnose(instance, trigger, selected)
             future.set_result(diagnostic)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from exporter.diagnostic import Diagnostic
 
@@ -97,6 +97,29 @@ class HealthReport:
         }
 
 
+class HealthSample(Protocol):
+    """What uptime is computed from: when a diagnostic ran and whether it found health."""
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the diagnostic ran."""
+        ...
+
+    @property
+    def healthy(self) -> bool:
+        """Its verdict."""
+        ...
+
+
+@dataclass(frozen=True)
+class HealthPoint:
+    """One stored diagnostic's time, verdict and issue count, read without its payload."""
+
+    timestamp: datetime
+    healthy: bool
+    issues: int = 0
+
+
 class HistorySource(Protocol):
     """The store reads a report needs."""
 
@@ -138,20 +161,10 @@ def health_report(instance_id: str, history: Sequence[Diagnostic], days: int, no
     days = validate_days(days)
     now = _utc(now)
     start = now - timedelta(days=days)
-    # Sorted defensively (stable, so equal timestamps keep the caller's order).
-    ordered = sorted((d for d in history if _ts(d) <= now), key=_ts)
-    prior = [d for d in ordered if _ts(d) < start]
-    window = [d for d in ordered if _ts(d) >= start]
-    if before is not None and _ts(before) < start:
-        prior = sorted([before, *prior], key=_ts)
-
-    prior_state = prior[-1].healthy if prior else None
-    segments = _segments(prior_state, window, start, now)
+    prior, window = _split(history, start, now, before)
+    segments = _segments(prior[-1].healthy if prior else None, window, start, now)
     observed = sum((b - a).total_seconds() for a, b, _ in segments)
-    uptime = _uptime(segments)
-    if uptime is None and window:
-        # Only zero-length spans (a single diagnostic at `now`): its state is all we know.
-        uptime = 100.0 if window[-1].healthy else 0.0
+    uptime = _window_uptime(segments, window)
 
     durations = _recoveries([*prior, *window], start)
     last = window[-1] if window else (prior[-1] if prior else None)
@@ -171,6 +184,17 @@ def health_report(instance_id: str, history: Sequence[Diagnostic], days: int, no
                                                        else "unhealthy"),
         last_diagnostic_at=_ts(last) if last is not None else None,
     )
+
+
+def uptime_percentage(history: Sequence[HealthSample], days: int, now: datetime, *,
+                      before: HealthSample | None = None) -> float | None:
+    """The report's uptime over the `days` before `now`, from light history reads."""
+    now = _utc(now)
+    start = now - timedelta(days=validate_days(days))
+    prior, window = _split(history, start, now, before)
+    segments = _segments(prior[-1].healthy if prior else None, window, start, now)
+    uptime = _window_uptime(segments, window)
+    return None if uptime is None else round(uptime, 2)
 
 
 def render_report(report: HealthReport) -> str:
@@ -204,9 +228,31 @@ def render_report(report: HealthReport) -> str:
 # internals ----------------------------------------------------------------------------
 
 Segment = tuple[datetime, datetime, bool]
+S = TypeVar("S", bound=HealthSample)
 
 
-def _segments(prior_state: bool | None, window: Sequence[Diagnostic], start: datetime,
+def _split(history: Sequence[S], start: datetime, now: datetime,
+           before: S | None) -> tuple[list[S], list[S]]:
+    """The diagnostics before the window (prior state) and inside it, each oldest first."""
+    # Sorted defensively (stable, so equal timestamps keep the caller's order).
+    ordered = sorted((d for d in history if _ts(d) <= now), key=_ts)
+    prior = [d for d in ordered if _ts(d) < start]
+    window = [d for d in ordered if _ts(d) >= start]
+    if before is not None and _ts(before) < start:
+        prior = sorted([before, *prior], key=_ts)
+    return prior, window
+
+
+def _window_uptime(segments: Sequence[Segment],
+                   window: Sequence[HealthSample]) -> float | None:
+    uptime = _uptime(segments)
+    if uptime is None and window:
+        # Only zero-length spans (a single diagnostic at `now`): its state is all we know.
+        uptime = 100.0 if window[-1].healthy else 0.0
+    return uptime
+
+
+def _segments(prior_state: bool | None, window: Sequence[HealthSample], start: datetime,
               now: datetime) -> list[Segment]:
     """Spans of known state: each diagnostic's state until the next one (the last's to now)."""
     segments: list[Segment] = []
@@ -232,7 +278,8 @@ def _uptime(segments: Sequence[Segment], lo: datetime | None = None,
     return 100.0 * healthy / total if total > 0 else None
 
 
-def _trend(segments: Sequence[Segment], window: Sequence[Diagnostic], now: datetime) -> Trend:
+def _trend(segments: Sequence[Segment], window: Sequence[HealthSample],
+           now: datetime) -> Trend:
     if len(window) < TREND_MIN_DIAGNOSTICS or not segments:
         return "insufficient_data"
     begin = segments[0][0]
@@ -273,7 +320,7 @@ def _recoveries(sequence: Sequence[Diagnostic], start: datetime) -> list[float]:
     return durations
 
 
-def _ts(diagnostic: Diagnostic) -> datetime:
+def _ts(diagnostic: HealthSample) -> datetime:
     return _utc(diagnostic.timestamp)
 
 

@@ -59,6 +59,7 @@ from actions.audit import AuditEntry
 from actions.operations.model import Operation, Step
 from exporter.diagnostic import Diagnostic
 from exporter.errors import DoctorError
+from exporter.reports import HealthPoint
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +319,35 @@ class Store:
                 if found is not None:
                     return found
         return None
+
+    def health_points(self, since: datetime, instance_id: str | None = None, *,
+                      issues: bool = False) -> dict[str, list[HealthPoint]]:
+        """Each instance's (or one's) diagnostics since `since` as time and verdict, oldest
+        first, without decoding them; `issues` adds each one's issue count."""
+        count = "json_array_length(payload, '$.issues')" if issues else "0"
+        query = (f"SELECT instance_id, timestamp, healthy, {count} FROM history "  # noqa: S608
+                 "WHERE timestamp >= ?")
+        args: tuple[Any, ...] = (_epoch(since),)
+        if instance_id is not None:
+            query += " AND instance_id = ?"
+            args += (instance_id,)
+        out: dict[str, list[HealthPoint]] = {}
+        with self._read("read history") as conn:
+            for iid, stamp, healthy, found in conn.execute(
+                    query + " ORDER BY instance_id, timestamp, id", args):
+                out.setdefault(str(iid), []).append(HealthPoint(
+                    datetime.fromtimestamp(stamp, UTC), bool(healthy), int(found or 0)))
+        return out
+
+    def health_before(self, before: datetime) -> dict[str, HealthPoint]:
+        """Each instance's newest diagnostic strictly before `before`, as time and verdict."""
+        with self._read("read history") as conn:
+            # SQLite gives the bare column (healthy) of the row holding the MAX.
+            rows = conn.execute("SELECT instance_id, MAX(timestamp), healthy FROM history "
+                                "WHERE timestamp < ? GROUP BY instance_id",
+                                (_epoch(before),)).fetchall()
+        return {str(iid): HealthPoint(datetime.fromtimestamp(stamp, UTC), bool(healthy))
+                for iid, stamp, healthy in rows}
 
     def run_counts(self) -> dict[tuple[str, str], int]:
         """Diagnostic runs by (trigger, result)."""

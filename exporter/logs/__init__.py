@@ -5,9 +5,17 @@ from __future__ import annotations
 from exporter.logs.analyzer import LogAnalyzer
 from exporter.logs.model import LEVELS, Level, LogEntry, LogSummary
 from exporter.logs.patterns import PATTERNS, LogPattern, PatternMatch
-from exporter.logs.query import MAX_RANGE_SECONDS, parse_level, parse_range
+from exporter.logs.query import (
+    DEFAULT_LEVEL,
+    DEFAULT_RANGE,
+    MAX_RANGE_SECONDS,
+    default_services,
+    parse_level,
+    parse_range,
+)
 
 __all__ = [
-    "LEVELS", "MAX_RANGE_SECONDS", "PATTERNS", "Level", "LogAnalyzer", "LogEntry",
-    "LogPattern", "LogSummary", "PatternMatch", "parse_level", "parse_range",
+    "DEFAULT_LEVEL", "DEFAULT_RANGE", "LEVELS", "MAX_RANGE_SECONDS", "PATTERNS", "Level",
+    "LogAnalyzer", "LogEntry", "LogPattern", "LogSummary", "PatternMatch", "default_services",
+    "parse_level", "parse_range",
 ]

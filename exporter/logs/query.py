@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from exporter.logs.model import LEVELS, Level
 
 MAX_RANGE_SECONDS = 7 * 86400
+# The customer's plan's default selection of services, and default level and range.
+DEFAULT_SERVICES = ("auth", "rest", "db", "kong")
+DEFAULT_LEVEL, DEFAULT_RANGE = "error", "1h"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RANGE = re.compile(r"(\d{1,6})([smhd])")
 # Accepted spellings of a minimum level; "all" reads everything.
@@ -35,3 +39,9 @@ def parse_level(text: str) -> Level:
         raise ValueError(f"invalid level {text[:20]!r}: use one of "
                          f"{', '.join([*LEVELS, 'all'])}")
     return level
+
+
+def default_services(components: Iterable[str]) -> list[str]:
+    """The default services of a logs query that the instance has."""
+    present = set(components)
+    return [s for s in DEFAULT_SERVICES if s in present]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
 from exporter.checks import ALL_CHECKS
-from exporter.logs import parse_level, parse_range
+from exporter.logs import DEFAULT_LEVEL, DEFAULT_RANGE, default_services, parse_level, parse_range
+from exporter.overview import summarize
 from exporter.reports import load_report
 from exporter.web.access import require
 from exporter.web.context import services
@@ -17,7 +17,6 @@ from exporter.web.params import int_arg, list_arg, parsed_arg
 
 bp = Blueprint("diagnostics", __name__, url_prefix="/api/instances")
 
-_DEFAULT_LOG_SERVICES = ["auth", "rest", "db", "kong"]  # the customer's plan's default
 
 
 @bp.get("")
@@ -26,22 +25,7 @@ def list_instances() -> Response:
     """Instances the caller may see, with their latest health."""
     svc = services()
     found = svc.engine.discover()
-    out: list[dict[str, Any]] = []
-    for inst in found.instances.values():
-        if not g.principal.can_see(inst.id):
-            continue
-        latest = svc.store.latest(inst.id)
-        out.append({
-            "id": inst.id, "name": inst.name, "owner": inst.owner, "source": inst.source,
-            "gateway_url": inst.endpoints.gateway_url,
-            "components_running": sum(1 for c in inst.components.values() if c.running),
-            "components_expected": len(inst.components),
-            "problems": sorted({p.code for p in inst.problems}),
-            "healthy": latest.healthy if latest else None,
-            "last_diagnostic_at": latest.timestamp.isoformat() if latest else None,
-            "root_cause": latest.root_cause.issue.code if latest and latest.root_cause
-            else None,
-        })
+    out = [s.to_dict() for s in summarize(found, svc.store, g.principal.can_see)]
     return jsonify({"docker_ok": found.docker_ok, "instances": out})
 
 
@@ -97,10 +81,10 @@ def diagnostic_logs(instance_id: str) -> Response:
     """Structured recent logs of chosen components, filtered by level and time range."""
     svc = services()
     instance = svc.engine.instance(instance_id)
-    wanted = list_arg("services", set(instance.components)) or [
-        s for s in _DEFAULT_LOG_SERVICES if s in instance.components]
-    level = parsed_arg("level", "error", parse_level)
-    since = parsed_arg("range", "1h", parse_range)
+    wanted = list_arg("services", set(instance.components)) or default_services(
+        instance.components)
+    level = parsed_arg("level", DEFAULT_LEVEL, parse_level)
+    since = parsed_arg("range", DEFAULT_RANGE, parse_range)
     limit = int_arg("limit", 500, 1, 5000)
     entries, summary = svc.analyzer.get_structured_logs(
         instance, wanted, level=level, since_seconds=since,
