@@ -15,6 +15,7 @@ from actions.blueprints.common import (
     RateLimited,
     RateLimits,
 )
+from actions.console import init_console
 from exporter.access import AccessControl
 from exporter.errors import DoctorError
 from exporter.web.access import init_access
@@ -27,7 +28,7 @@ MAX_CONTENT_LENGTH = 256 * 1024
 
 
 def create_app(svc: ActionServices, access: AccessControl) -> Flask:
-    """An app serving the action routes, /metrics, /healthz and /openapi.json."""
+    """An app serving the action routes, /metrics, /healthz, /openapi.json and the console."""
     app = Flask("ultrabase_doctor.actions")
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -40,6 +41,8 @@ def create_app(svc: ActionServices, access: AccessControl) -> Flask:
     for blueprint in (restart.bp, repair.bp, config.bp, backups.bp, operations.bp, audit.bp,
                       alerts.bp, metrics.bp):
         app.register_blueprint(blueprint)
+    if svc.config.console.enabled:
+        init_console(app, svc.config)
     return app
 
 

@@ -208,14 +208,19 @@ def backup(svc: ActionServices, instance_id: str, request: BackupCreateRequest) 
                   svc.bodies.backup(request.reason, request.db_dump))
 
 
-def restore(svc: ActionServices, instance_id: str, backup_id: str) -> Launch:
-    """Restore a backup of this instance (verified first; the current state backed up)."""
+def find_backup(svc: ActionServices, instance_id: str, backup_id: str) -> Backup:
+    """One backup of this instance; BackupNotFound for anything else."""
     svc.engine.instance(instance_id)
-    # Checked before anything touches a path: only the backup store's own id form passes,
-    # and only an existing backup of this instance starts an operation.
+    # Checked before anything touches a path: only the backup store's own id form passes.
     if not BACKUP_ID_PATTERN.match(backup_id):
         raise BackupNotFound()
-    svc.backups.get(instance_id, backup_id)
+    return svc.backups.get(instance_id, backup_id)
+
+
+def restore(svc: ActionServices, instance_id: str, backup_id: str) -> Launch:
+    """Restore a backup of this instance (verified first; the current state backed up)."""
+    # Only an existing backup of this instance starts an operation.
+    find_backup(svc, instance_id, backup_id)
     return Launch("restore", instance_id, {"backup_id": backup_id},
                   svc.bodies.restore(backup_id))
 

@@ -31,6 +31,7 @@ from exporter.config import Config
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from exporter.errors import ConfigError
+from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
 from exporter.service import Listener, registry_owners, serve_until_stopped
 from exporter.service import build as build_exporter
@@ -113,12 +114,14 @@ def build(config: Config, *, exporter: ExporterRunning | None = None,
         store, engine = exporter.services.store, exporter.services.engine
         renderer, access = exporter.services.renderer, exporter.access
         docker = engine.docker
+        analyzer = exporter.services.analyzer
     else:
         docker = DockerHost(config.docker.base_url, timeout=config.docker.timeout_seconds)
         store = Store(config.store.path, config.store.history_limit)
         engine = DiagnosticsEngine(config, docker, store)
         renderer = MetricsRenderer(store, config=config)
         access = make_access(config)
+        analyzer = LogAnalyzer(docker, timeout=config.diagnostics.timeout_seconds)
         owned += [store, engine, renderer]
         found = engine.discover()
         store.set_instances([InstanceInfo(i.id, i.name, i.owner)
@@ -130,7 +133,8 @@ def build(config: Config, *, exporter: ExporterRunning | None = None,
                                  ComposeRunner.from_config(config), backups, alertmanager)
         svc = ActionServices(config=config, engine=engine, store=store, runner=runner,
                              backups=backups, renderer=renderer,
-                             bodies=bodies or default_bodies(), alertmanager=alertmanager)
+                             bodies=bodies or default_bodies(), alertmanager=alertmanager,
+                             analyzer=analyzer)
         app = create_app(svc, access)
     except BaseException:
         if alertmanager is not None:

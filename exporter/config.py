@@ -22,6 +22,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "ULTRABASE_DOCTOR_MANAGER_JWT_SECRET": ("api", "manager_jwt", "secret"),
     "ULTRABASE_DOCTOR_ALERTMANAGER_PASSWORD": ("alertmanager", "password"),
     "ULTRABASE_DOCTOR_DOCKER_BASE_URL": ("docker", "base_url"),
+    "ULTRABASE_DOCTOR_CONSOLE_SECRET": ("console", "secret_key"),
 }
 
 INSTANCE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -178,6 +179,21 @@ class ActionsConfig(_Section):
         return value
 
 
+class ConsoleConfig(_Section):
+    """The operator console served at / of the action API."""
+
+    enabled: bool = True
+    # Signs the session cookie. Unset: a random key kept in console_secret beside the store.
+    secret_key: Annotated[SecretStr, Field(min_length=32)] | None = None
+    # None: Secure when the request came over https (behind a proxy: set true).
+    secure_cookie: bool | None = None
+    session_hours: Annotated[float, Field(gt=0, le=720)] = 12.0
+    # The instance's Grafana dashboard is linked when set, e.g. http://127.0.0.1:3000.
+    grafana_url: Annotated[str, Field(pattern=r"^https?://[^\s\"'<>]+$")] | None = None
+    # Base of the runbook links (docs/runbook.md); unset: the console's own /runbook page.
+    runbook_url: Annotated[str, Field(pattern=r"^https?://[^\s\"'<>#]+$")] | None = None
+
+
 class AlertmanagerConfig(_Section):
     """Where silences are created during planned operations."""
 
@@ -198,6 +214,7 @@ class Config(_Section):
     api: ApiConfig = ApiConfig()
     exporter: ListenConfig = ListenConfig(port=9646)
     actions: ActionsConfig = ActionsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
 
 

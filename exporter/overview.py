@@ -6,13 +6,13 @@ Shared by the diagnostics API's instance list and the console's fleet view.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from exporter.diagnostic import Diagnostic
-from exporter.discovery import Discovery, Instance
+from exporter.discovery import Instance
 from exporter.issues import Issue
 from exporter.reports import HealthPoint, uptime_percentage
 from exporter.store import Store
@@ -65,16 +65,17 @@ class InstanceSummary:
         }
 
 
-def summarize(found: Discovery, store: Store, can_see: Callable[[str], bool], *,
-              uptime: bool = False, now: datetime | None = None) -> list[InstanceSummary]:
-    """The visible instances in discovery order; with `uptime`, over 24 h and 7 days."""
-    visible = [i for i in found.instances.values() if can_see(i.id)]
+def summarize(instances: Iterable[Instance], store: Store, can_see: Callable[[str], bool],
+              *, uptime: bool = False, now: datetime | None = None) -> list[InstanceSummary]:
+    """The visible instances in the order given; with `uptime`, over 24 h and 7 days."""
+    visible = [i for i in instances if can_see(i.id)]
     now = now or datetime.now(UTC)
     points: dict[str, list[HealthPoint]] = {}
     before: dict[str, HealthPoint] = {}
     if uptime and visible:
         since = now - timedelta(days=max(UPTIME_DAYS))
-        points = store.health_points(since)
+        # One instance: its rows only; several: one read for all of them.
+        points = store.health_points(since, visible[0].id if len(visible) == 1 else None)
         before = store.health_before(since)
     out = []
     for inst in visible:

@@ -45,6 +45,7 @@ from exporter.diagnostic import Diagnostic
 from exporter.discovery import Instance
 from exporter.engine import DiagnosticsEngine
 from exporter.errors import ConfigError, DoctorError
+from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
 from exporter.store import Store
 from exporter.web.access import current_principal
@@ -94,6 +95,8 @@ class ActionServices:
     renderer: MetricsRenderer
     bodies: Bodies
     alertmanager: AlertmanagerClient | None = None
+    # Reads container logs for the console (the exporter's, when both run in one process).
+    analyzer: LogAnalyzer | None = None
 
 
 def services() -> ActionServices:

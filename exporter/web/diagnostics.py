@@ -25,7 +25,8 @@ def list_instances() -> Response:
     """Instances the caller may see, with their latest health."""
     svc = services()
     found = svc.engine.discover()
-    out = [s.to_dict() for s in summarize(found, svc.store, g.principal.can_see)]
+    out = [s.to_dict() for s in summarize(found.instances.values(), svc.store,
+                                            g.principal.can_see)]
     return jsonify({"docker_ok": found.docker_ok, "instances": out})
 
 
