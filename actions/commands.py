@@ -182,6 +182,32 @@ def current_config(svc: ActionServices, instance_id: str) -> dict[str, Any]:
     return svc.bodies.current_config(svc.engine.instance(instance_id))
 
 
+def typed_settings(raw: Mapping[str, str], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings given as text (a form, `--set key=value`) in their JSON types.
+
+    `fields` is current_config()'s "fields": each setting's "type" says how to read it.
+    Empty text means "unchanged"; the request model and validate_changes judge the rest.
+    """
+    out: dict[str, Any] = {}
+    for name, text in raw.items():
+        if text == "":
+            continue
+        spec = fields.get(name)
+        kind = spec.get("type") if isinstance(spec, Mapping) else None
+        if kind == "bool":
+            if text.strip().lower() not in ("true", "false"):
+                raise BadRequest(f"{shown(name)} must be true or false")
+            out[name] = text.strip().lower() == "true"
+        elif kind == "int":
+            digits = text.strip()
+            if not digits.lstrip("-").isdigit() or len(digits) > 12:
+                raise BadRequest(f"{shown(name)} must be an integer")
+            out[name] = int(digits)
+        else:
+            out[name] = text
+    return out
+
+
 def config_edit(svc: ActionServices, instance_id: str, request: ConfigEditRequest) -> Launch:
     """Change settings in every file that carries them; rolled back if health fails."""
     svc.engine.instance(instance_id)

@@ -27,7 +27,7 @@ from exporter.errors import ConfigError, DoctorError
 log = logging.getLogger(__name__)
 
 Role = Literal["viewer", "operator", "admin"]
-Source = Literal["token", "manager_jwt", "anonymous"]
+Source = Literal["token", "manager_jwt", "anonymous", "local"]
 
 ROLE_RANK: Mapping[Role, int] = {"viewer": 0, "operator": 1, "admin": 2}
 

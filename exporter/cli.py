@@ -29,8 +29,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+Subcommands = Any  # argparse's _SubParsersAction, private in typeshed's terms
+
+
+def build_parser(*more: Callable[[Subcommands], None]) -> argparse.ArgumentParser:
+    """The argument parser with the exporter's subcommands, and those `more` adds."""
     parser = _Parser(prog="ultrabase-doctor",
                      description="Diagnose, monitor and safely repair Supabase instances "
                                  "run by Ultrabase.")
@@ -67,14 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file")
     p.set_defaults(handler=cmd_exporter)
 
-    p = sub.add_parser("actions", help="serve the action API (safe restart, repair, config, "
-                                       "backups)")
-    p.add_argument("--config", help="config file")
-    p.set_defaults(handler=cmd_actions)
-
-    p = sub.add_parser("serve", help="run the exporter and the action API in one process")
-    p.add_argument("--config", help="config file")
-    p.set_defaults(handler=cmd_serve)
+    for add in more:
+        add(sub)
     return parser
 
 
@@ -149,20 +146,6 @@ def cmd_exporter(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return serve(config)
 
 
-def cmd_actions(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    """`actions`: the long-running action API."""
-    from actions.service import serve
-
-    return serve(config)
-
-
-def cmd_serve(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    """`serve`: exporter and action API together, for small setups and the demo."""
-    from actions.service import serve_all
-
-    return serve_all(config)
-
-
 def discovery_json(found: Discovery) -> dict[str, Any]:
     """The JSON shape of `instances --json`."""
     return {
@@ -176,13 +159,22 @@ def discovery_json(found: Discovery) -> dict[str, Any]:
 Handler = Callable[[argparse.Namespace, Config, TextIO], int]
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         parser: argparse.ArgumentParser | None = None) -> int:
+    """Entry point of the exporter's commands; returns the exit code.
+
+    The console script is actions.cli:main, which passes a parser with the action
+    commands too. A subcommand that sets `run` instead of `handler` reads the config
+    itself (or needs none, e.g. when it talks to a remote action API).
+    """
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    args = (parser or build_parser()).parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        run: Callable[[argparse.Namespace, TextIO], int] | None = getattr(args, "run", None)
+        if run is not None:
+            return run(args, out)
         config = load_config(resolve_config_path(getattr(args, "config", None)))
         handler: Handler = args.handler
         return handler(args, config, out)

@@ -501,37 +501,18 @@ def config(instance_id: str) -> tuple[str, int]:
                           current=commands.current_config(services(), instance_id), error=None)
 
 
-def _config_changes(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The form's filled-in settings in their JSON types; empty means unchanged."""
-    changes: dict[str, Any] = {}
-    for name, spec in fields.items():
-        raw = request.form.get(name, "")
-        if raw == "":
-            continue
-        kind = spec.get("type") if isinstance(spec, Mapping) else None
-        if kind == "bool":
-            if raw not in ("true", "false"):
-                raise BadRequest(f"{name} must be true or false")
-            changes[name] = raw == "true"
-        elif kind == "int":
-            if not raw.strip().lstrip("-").isdigit() or len(raw) > 12:
-                raise BadRequest(f"{name} must be an integer")
-            changes[name] = int(raw)
-        else:
-            changes[name] = raw
-    return changes
-
-
 @bp.post("/instances/<instance_id>/config")
 @signed_in("operator")
 def config_post(instance_id: str) -> Response | tuple[str, int]:
     """Change settings with the API's validation; the operation rolls back if health fails."""
     svc = services()
     current = commands.current_config(svc, instance_id)
+    fields = current.get("fields", {})
     try:
         return _start("config_edit", instance_id, lambda: commands.config_edit(
             svc, instance_id, _model(ConfigEditRequest, {
-                "changes": _config_changes(current.get("fields", {}))})))
+                "changes": commands.typed_settings(
+                    {name: request.form.get(name, "") for name in fields}, fields)})))
     except BadRequest as exc:
         # The form again, with the problem; nothing was changed.
         return _instance_page("config.html", instance_id, 400, tab="config", current=current,

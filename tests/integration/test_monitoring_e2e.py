@@ -159,7 +159,7 @@ def stack(fleet_factory: FleetFactory,
         exporters[host] = f"http://127.0.0.1:{port}"
         _start([sys.executable, "-m", "exporter.cli", "exporter", "--config",
                 str(configs[host])], work / f"{host}-exporter.log", processes)
-    _start([sys.executable, "-m", "exporter.cli", "actions", "--config",
+    _start([sys.executable, "-m", "actions.cli", "actions", "--config",
             str(configs["host-a"])], work / "actions.log", processes)
     am_port, prom_port = free_port(), free_port()
     am_config = {
