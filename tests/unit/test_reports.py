@@ -11,7 +11,7 @@ import pytest
 from exporter.checks.base import CheckResult
 from exporter.diagnostic import Diagnostic
 from exporter.issues import make_issue
-from exporter.reports import health_report, load_report, render_report
+from exporter.reports import health_report, load_report, render_report, uptime_percentage
 from exporter.store import Store
 
 NOW = datetime(2026, 5, 8, 12, 0, tzinfo=UTC)
@@ -229,3 +229,25 @@ def test_load_report_reads_the_window_and_the_state_before_it(tmp_path: Path) ->
     assert r["mean_time_to_recovery_seconds"] == 36 * 3600
     with pytest.raises(ValueError, match="days"):
         load_report(store, "aaaa0001", 400, NOW)
+
+
+def test_light_reads_give_the_reports_uptime(tmp_path: Path) -> None:
+    """The fleet view's uptime (time and verdict only, from the store) is the report's."""
+    history = [at(2), at(6, DOWN), at(7, SLOW), at(9), at(20, DOWN)]
+    before = at(-3, DOWN)
+    with Store(tmp_path / "store.db") as store:
+        for d in [before, *history]:
+            store.save(d)
+        points = store.health_points(DAY_START, issues=True)["aaaa0001"]
+        prior = store.health_before(DAY_START)["aaaa0001"]
+        assert [p.issues for p in points] == [0, 1, 1, 0, 1]
+        assert (prior.timestamp, prior.healthy) == (before.timestamp, False)
+        assert uptime_percentage(points, 1, NOW, before=prior) == \
+            load_report(store, "aaaa0001", 1, NOW).uptime_percentage
+        # As the fleet view reads: the longest window once, every window from it.
+        week = NOW - timedelta(days=7)
+        points = store.health_points(week)["aaaa0001"]
+        for days in (1, 7):
+            full = load_report(store, "aaaa0001", days, NOW).uptime_percentage
+            assert uptime_percentage(points, days, NOW,
+                                     before=store.health_before(week).get("aaaa0001")) == full
