@@ -37,6 +37,8 @@ from grafana_foundation_sdk.models import text as textmodel
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Where a browser reaches the exporter's HTTP API; a textbox variable, so it can be changed.
 EXPORTER_URL = "http://127.0.0.1:9646"
+# The action API, whose / is the operator console (instance pages at /instances/<id>).
+CONSOLE_URL = "http://127.0.0.1:9647"
 TAG = "ultrabase"
 TAGS = [TAG, "ultrabase-doctor", "supabase"]
 
@@ -198,10 +200,14 @@ def merge_and_organize(rename: dict[str, str], hide: Sequence[str] = ("Time",),
 
 
 def instance_link(title: str = "Instance detail") -> dm.DynamicConfigValue:
-    """Data link from an instance_id cell to the instance detail dashboard."""
+    """Data links from an instance_id cell: the instance detail dashboard, and the
+    instance's page in the operator console (where its actions are)."""
     url = ("/d/ultrabase-instance?var-instance_id=${__value.raw}"
            "&${datasource:queryparam}&${host:queryparam}&${__url_time_range}")
-    return prop("links", [{"title": title, "url": url}])
+    return prop("links", [{"title": title, "url": url},
+                          {"title": "Open in the console",
+                           "url": "${console_url}/instances/${__value.raw}",
+                           "targetBlank": True}])
 
 
 # -- panels ---------------------------------------------------------------------------------
@@ -367,6 +373,16 @@ def exporter_url_variable() -> dash.TextBoxVariable:
             .description("Base URL of the Ultrabase Doctor exporter API, for the links")
             .default_value(EXPORTER_URL)
             .current(dm.VariableOption(selected=True, text=EXPORTER_URL, value=EXPORTER_URL)))
+
+
+def console_url_variable() -> dash.TextBoxVariable:
+    """`console_url`: the operator console's base URL (the action API) as the browser
+    reaches it."""
+    return (dash.TextBoxVariable("console_url").label("Console URL")
+            .description("Base URL of the Ultrabase Doctor console (the action API), for the "
+                         "links to an instance's page with its actions")
+            .default_value(CONSOLE_URL)
+            .current(dm.VariableOption(selected=True, text=CONSOLE_URL, value=CONSOLE_URL)))
 
 
 def dashboards_link() -> dash.DashboardLink:

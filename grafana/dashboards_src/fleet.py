@@ -16,6 +16,7 @@ from grafana.dashboards_src.common import (
     active_issues_table,
     assemble,
     cell,
+    console_url_variable,
     datasource_variable,
     healthy,
     host_variable,
@@ -213,7 +214,8 @@ def build() -> dict[str, Any]:
         uid=UID, title=TITLE,
         description="Health of every Supabase instance Ultrabase Doctor diagnoses.",
         time_from="now-6h", refresh="1m",
-        variables=[datasource_variable(), host_variable(), instance_variable(multi=True)],
+        variables=[datasource_variable(), host_variable(), instance_variable(multi=True),
+                   console_url_variable()],
         rows=[
             ("Fleet", [_stats()]),
             ("Instances", [[_health_table(), _uptime_table()], [_component_grid()],

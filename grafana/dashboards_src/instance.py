@@ -21,6 +21,7 @@ from grafana.dashboards_src.common import (
     Spec,
     active_issues_table,
     assemble,
+    console_url_variable,
     datasource_variable,
     exporter_url_variable,
     healthy,
@@ -223,8 +224,11 @@ def build() -> dict[str, Any]:
                     "diagnostics API.",
         time_from="now-24h", refresh="1m",
         variables=[datasource_variable(), host_variable(), instance_variable(multi=False),
-                   exporter_url_variable()],
+                   exporter_url_variable(), console_url_variable()],
         links=[
+            url_link("Console", "${console_url}/instances/${instance_id}",
+                     "This instance in the operator console: run diagnostics, repair, safe "
+                     "restart, settings, backups (sign in with a token).", icon="dashboard"),
             url_link("Run diagnostics", f"{_API}/run-diagnostics",
                      "Run a diagnostic of this instance now (operator token; rate limited)."
                      + auth, icon="bolt"),

@@ -10,6 +10,7 @@ from grafana.dashboards_src.common import (
     assemble,
     bargauge_panel,
     cell,
+    console_url_variable,
     datasource_variable,
     healthy,
     host_counter_rate,
@@ -180,7 +181,8 @@ def build() -> dict[str, Any]:
         description="Uptime, recurring issues, time to recovery and diagnostic activity "
                     "of the fleet over time.",
         time_from="now-7d", refresh="5m",
-        variables=[datasource_variable(), host_variable(), instance_variable(multi=True)],
+        variables=[datasource_variable(), host_variable(), instance_variable(multi=True),
+                   console_url_variable()],
         rows=[
             ("Uptime", _uptime()),
             ("Issues", _issues()),

@@ -304,3 +304,19 @@ def test_prometheus_datasource_is_provisioned() -> None:
     assert len(prometheus) == 1
     assert prometheus[0]["isDefault"] is True
     assert prometheus[0]["url"].startswith("http")
+
+
+def test_instance_cells_and_the_instance_dashboard_link_to_the_console(
+        boards: dict[str, dict[str, Any]]) -> None:
+    for uid, data in boards.items():
+        console_url = _variables(data)["console_url"]
+        assert console_url["type"] == "textbox" and console_url["query"] == \
+            "http://127.0.0.1:9647", uid
+        links = [link for panel in panels(data)
+                 for override in panel.get("fieldConfig", {}).get("overrides", [])
+                 for prop_ in override.get("properties", []) if prop_["id"] == "links"
+                 for link in prop_["value"]]
+        assert any(link["url"] == "${console_url}/instances/${__value.raw}"
+                   for link in links), uid
+    urls = {link.get("url") for link in boards["ultrabase-instance"]["links"]}
+    assert "${console_url}/instances/${instance_id}" in urls
