@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job: a demo fleet of 3 Supabase-shaped instances in the Ultrabase layout, one of
 # them broken, with the exporter and the action API (one `ultrabase-doctor serve` process),
-# Prometheus with the shipped rules and Alertmanager, all on 127.0.0.1. Prints the URLs, a
-# first diagnostic with its root cause and sample curl commands for every action. Ctrl-C
-# (or the end, with --once) stops and removes everything this script created.
+# Prometheus with the shipped rules and Alertmanager, all on 127.0.0.1. Prints the operator
+# console's URL and a sign-in token first, then a first diagnostic with its root cause and
+# the same actions from the shell and with curl. Ctrl-C or SIGTERM (or the end, with
+# --once) stops and removes everything this script created.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
@@ -16,8 +17,10 @@ ACTIONS_PORT="${ACTIONS_PORT:-9647}"
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
 ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-9093}"
 PIDS=()
+SLEEPER=""
 
 cleanup() {
+  if [[ -n "$SLEEPER" ]]; then kill "$SLEEPER" 2>/dev/null || true; fi
   say "stopping the demo"
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -80,6 +83,8 @@ ultrabase-doctor serve --config "$CONFIG" > "$DEMO_ROOT/doctor.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$EXPORTER_PORT/healthz" "the exporter"
 wait_http "http://127.0.0.1:$ACTIONS_PORT/healthz" "the action API"
+CONSOLE="http://127.0.0.1:$ACTIONS_PORT/"
+say "the console is up: $CONSOLE  (sign in with the admin token: $TOKEN)"
 
 say "starting Prometheus and Alertmanager with the shipped rules"
 mkdir -p "$DEMO_ROOT/prometheus" "$DEMO_ROOT/alertmanager"
@@ -137,6 +142,11 @@ E="http://127.0.0.1:$EXPORTER_PORT"
 A="http://127.0.0.1:$ACTIONS_PORT"
 cat <<EOT
 
+Operator console     $CONSOLE
+  sign in with this admin token:  $TOKEN
+  the broken instance ($BROKEN, fault $BROKEN_FAULT) leads the fleet with its root cause;
+  open it, then "Repair…" to fix it and watch the steps.
+
 URLs
   exporter metrics   $E/metrics
   action API spec    $A/openapi.json
@@ -144,30 +154,22 @@ URLs
   Alertmanager       http://127.0.0.1:$ALERTMANAGER_PORT
   Grafana            where images can be pulled: docker compose up -d grafana (see deploy/README.md)
 
-An admin token for this demo:  TOKEN=$TOKEN
-Broken instance: $BROKEN ($BROKEN_FAULT); healthy: $HEALTHY
+The same from the shell (steps shown as they happen; non-zero exit on failure or rollback)
+  export ULTRABASE_DOCTOR_TOKEN=$TOKEN
+  ultrabase-doctor repair $BROKEN --url $A --dry-run
+  ultrabase-doctor repair $BROKEN --url $A
+  ultrabase-doctor restart $HEALTHY --url $A --component rest
+  ultrabase-doctor backup $HEALTHY --url $A --db-dump
+  ultrabase-doctor config $HEALTHY --url $A --set site_url=http://localhost:3000
+  (without --url, on this host: ultrabase-doctor repair $BROKEN --config $CONFIG)
 
-Diagnostics
+And with curl (long operations answer 202 with an operation; add ?wait=true to block)
   curl -s -X POST -H "Authorization: Bearer \$TOKEN" $E/api/instances/$BROKEN/run-diagnostics | jq .root_cause
-  curl -s -H "Authorization: Bearer \$TOKEN" $E/api/instances
   curl -s -H "Authorization: Bearer \$TOKEN" "$E/api/instances/$BROKEN/diagnostic-logs?services=auth,db&level=error&range=1h"
-  curl -s -H "Authorization: Bearer \$TOKEN" $E/api/instances/$BROKEN/diagnostic-history?limit=5
   curl -s -H "Authorization: Bearer \$TOKEN" $E/api/instances/$BROKEN/health-report?days=7
-  curl -s -X PUT -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"schedule":"6h"}' $E/api/instances/$HEALTHY/schedule
-  curl -s -H "Authorization: Bearer \$TOKEN" $E/api/instances/$HEALTHY/schedule/cron
-
-Actions (long ones answer 202 with an operation; add ?wait=true to block)
   curl -s -H "Authorization: Bearer \$TOKEN" $A/api/instances/$BROKEN/repair-plan
-  curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"dry_run":true}' $A/api/instances/$BROKEN/repair
   curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{}' "$A/api/instances/$BROKEN/repair?wait=true"
   curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{}' "$A/api/instances/$HEALTHY/safe-restart?wait=true"
-  curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"component":"rest"}' "$A/api/instances/$HEALTHY/restart-service?wait=true"
-  curl -s -H "Authorization: Bearer \$TOKEN" $A/api/instances/$HEALTHY/config
-  curl -s -X PUT -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"changes":{"dashboard_password":"a-new-long-password"}}' "$A/api/instances/$HEALTHY/config?wait=true"
-  curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"db_dump":true}' "$A/api/instances/$HEALTHY/backups?wait=true"
-  curl -s -H "Authorization: Bearer \$TOKEN" $A/api/instances/$HEALTHY/backups
-  curl -s -X POST -H "Authorization: Bearer \$TOKEN" "$A/api/instances/$HEALTHY/backups/BACKUP_ID/restore?wait=true"
-  curl -s -H "Authorization: Bearer \$TOKEN" $A/api/operations/OPERATION_ID
   curl -s -H "Authorization: Bearer \$TOKEN" "$A/api/audit?limit=20"
 
 Fleet
@@ -177,6 +179,12 @@ Fleet
 EOT
 
 if [[ -z "$ONCE" ]]; then
-  say "the demo runs until Ctrl-C"
-  while true; do sleep 3600; done
+  say "the demo runs until Ctrl-C or SIGTERM"
+  # A trap runs only between commands: `wait` returns at once on a signal, a foreground
+  # `sleep` would hold a TERM for up to an hour.
+  while true; do
+    sleep 3600 &
+    SLEEPER=$!
+    wait "$SLEEPER" || true
+  done
 fi
