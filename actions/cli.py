@@ -72,7 +72,8 @@ def add_action_commands(sub: Any) -> None:
     p.add_argument("--config", help="config file")
     p.set_defaults(handler=_serve_all)
 
-    p = sub.add_parser("repair", allow_abbrev=False, help="diagnose afresh and run the repair plan")
+    p = sub.add_parser("repair", allow_abbrev=False,
+                       help="diagnose afresh and run the repair plan")
     _target(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--actions", help="comma-separated action ids of the plan to run")
@@ -80,27 +81,31 @@ def add_action_commands(sub: Any) -> None:
                    help="also run actions that need confirmation (new API keys)")
     p.set_defaults(run=_runner(cmd_repair))
 
-    p = sub.add_parser("restart", allow_abbrev=False, help="safe restart of the instance, or of one component")
+    p = sub.add_parser("restart", allow_abbrev=False,
+                       help="safe restart of the instance, or of one component")
     _target(p)
     p.add_argument("--component", help="restart this component only")
     p.add_argument("--with-dependents", action="store_true",
                    help="with --component: also the components that depend on it")
     p.set_defaults(run=_runner(cmd_restart))
 
-    p = sub.add_parser("config", allow_abbrev=False, help="show the editable settings, or change them")
+    p = sub.add_parser("config", allow_abbrev=False,
+                       help="show the editable settings, or change them")
     _target(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting to change (repeatable); none: show the settings")
     p.set_defaults(run=_runner(cmd_config))
 
-    p = sub.add_parser("backup", allow_abbrev=False, help="back up the instance's files (and database)")
+    p = sub.add_parser("backup", allow_abbrev=False,
+                       help="back up the instance's files (and database)")
     _target(p)
     p.add_argument("--db-dump", action="store_true", help="include a pg_dump of the database")
     p.add_argument("--reason", default="cli", help="recorded with the backup")
     p.add_argument("--list", action="store_true", help="list the backups instead")
     p.set_defaults(run=_runner(cmd_backup))
 
-    p = sub.add_parser("restore", allow_abbrev=False, help="restore one of the instance's backups")
+    p = sub.add_parser("restore", allow_abbrev=False,
+                       help="restore one of the instance's backups")
     _target(p)
     p.add_argument("backup_id", help="the backup id (see backup ID --list)")
     p.set_defaults(run=_runner(cmd_restore))

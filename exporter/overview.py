@@ -77,12 +77,15 @@ def summarize(instances: Iterable[Instance], store: Store, can_see: Callable[[st
         # One instance: its rows only; several: one read for all of them.
         points = store.health_points(since, visible[0].id if len(visible) == 1 else None)
         before = store.health_before(since)
+    # One read of every latest diagnostic beats one read per instance from a handful on.
+    latest = {d.instance_id: d for d in store.latest_all()} if len(visible) > 3 else {
+        i.id: d for i in visible if (d := store.latest(i.id)) is not None}
     out = []
     for inst in visible:
         spans = {days: uptime_percentage(points.get(inst.id, ()), days, now,
                                          before=before.get(inst.id))
                  for days in UPTIME_DAYS} if uptime else {}
-        out.append(InstanceSummary(inst, store.latest(inst.id), spans))
+        out.append(InstanceSummary(inst, latest.get(inst.id), spans))
     return out
 
 

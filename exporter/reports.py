@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from exporter.diagnostic import Diagnostic
 
@@ -111,10 +111,10 @@ class HealthSample(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class HealthPoint:
+class HealthPoint(NamedTuple):
     """One stored diagnostic's time, verdict and issue count, read without its payload."""
 
+    # A named tuple, not a dataclass: the fleet view reads thousands of these per page.
     timestamp: datetime
     healthy: bool
     issues: int = 0
@@ -141,14 +141,31 @@ def validate_days(days: object) -> int:
     return days
 
 
-def load_report(store: HistorySource, instance_id: str, days: int,
-                now: datetime | None = None) -> HealthReport:
-    """The report from the store: the window's history plus the state just before it."""
+@dataclass(frozen=True)
+class Window:
+    """The stored history a report is computed from."""
+
+    start: datetime
+    end: datetime
+    history: list[Diagnostic]  # inside the window, oldest first
+    before: Diagnostic | None  # the last one before it
+
+
+def load_window(store: HistorySource, instance_id: str, days: int,
+                now: datetime | None = None) -> Window:
+    """The window's history plus the state just before it, from the store."""
     days = validate_days(days)
     now = _utc(now or datetime.now(UTC))
     start = now - timedelta(days=days)
-    return health_report(instance_id, store.history_since(instance_id, start), days, now,
-                         before=store.last_before(instance_id, start))
+    return Window(start, now, store.history_since(instance_id, start),
+                  store.last_before(instance_id, start))
+
+
+def load_report(store: HistorySource, instance_id: str, days: int,
+                now: datetime | None = None) -> HealthReport:
+    """The report from the store: the window's history plus the state just before it."""
+    window = load_window(store, instance_id, days, now)
+    return health_report(instance_id, window.history, days, window.end, before=window.before)
 
 
 def health_report(instance_id: str, history: Sequence[Diagnostic], days: int, now: datetime,
@@ -326,6 +343,8 @@ def _ts(diagnostic: HealthSample) -> datetime:
 
 def _utc(moment: datetime) -> datetime:
     """The moment in UTC; a naive datetime is taken to be UTC already."""
+    if moment.tzinfo is UTC:
+        return moment  # the usual case, on every comparison: no conversion
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

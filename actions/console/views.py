@@ -74,7 +74,7 @@ from exporter.logs import (
     parse_range,
 )
 from exporter.overview import STATUS_ORDER, summarize, worst_first
-from exporter.reports import load_report
+from exporter.reports import HealthPoint, health_report, load_window
 from exporter.runbook import ALERT_ONLY
 from exporter.web.access import current_access, current_principal
 from exporter.web.params import BadRequest, int_arg
@@ -360,11 +360,15 @@ def history(instance_id: str) -> tuple[str, int]:
     """Health over time as a chart, the health report, and the latest diagnostics."""
     svc = services()
     days = int_arg("days", 7, 1, 365)
-    report = load_report(svc.store, instance_id, days)
-    start, end = report.window_start, report.window_end
-    points = svc.store.health_points(start, instance_id, issues=True).get(instance_id, [])
-    chart = health_chart(points, start, end, svc.store.health_before(start).get(instance_id))
-    rows = svc.store.history(instance_id, HISTORY_ROWS)
+    # One read of the window serves the report, the chart and the list.
+    window = load_window(svc.store, instance_id, days)
+    report = health_report(instance_id, window.history, days, window.end,
+                           before=window.before)
+    points = [HealthPoint(d.timestamp, d.healthy, len(d.issues)) for d in window.history]
+    before = window.before
+    chart = health_chart(points, window.start, window.end,
+                         HealthPoint(before.timestamp, before.healthy) if before else None)
+    rows = window.history[::-1][:HISTORY_ROWS]
     return _instance_page("history.html", instance_id, tab="history", report=report,
                           chart=chart, rows=rows, days=days, day_choices=HISTORY_DAYS)
 
