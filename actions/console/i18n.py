@@ -293,7 +293,15 @@ PT_BR: Mapping[str, str] = {
     "fatal": "fatal",
 }
 
-CATALOGUES: Mapping[str, Mapping[str, str]] = {"en": {}, "pt-BR": PT_BR}
+# Words that come from data (operation kinds, statuses) read better spelled out.
+EN: Mapping[str, str] = {
+    "safe_restart": "Safe restart", "restart_service": "Component restart",
+    "repair": "Repair", "config_edit": "Settings change", "backup": "Backup",
+    "restore": "Restore", "rolled_back": "rolled back", "on_demand": "on demand",
+    "insufficient_data": "insufficient data",
+}
+
+CATALOGUES: Mapping[str, Mapping[str, str]] = {"en": EN, "pt-BR": PT_BR}
 
 
 def language() -> str:
