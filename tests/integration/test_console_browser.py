@@ -21,7 +21,6 @@ import hashlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import yaml
 
 from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
+from tests.integration.test_actions_api_live import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +49,6 @@ ROOT_CAUSE = "DB_ROLE_PASSWORD_MISMATCH"
 SLOW_MS = 150_000
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
