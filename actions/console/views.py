@@ -73,7 +73,7 @@ from exporter.logs import (
     parse_level,
     parse_range,
 )
-from exporter.overview import STATUS_ORDER, summarize, worst_first
+from exporter.overview import STATUS_ORDER, InstanceSummary, summarize, worst_first
 from exporter.reports import HealthPoint, health_report, load_window
 from exporter.runbook import ALERT_ONLY
 from exporter.web.access import current_access, current_principal
@@ -298,15 +298,15 @@ def fleet() -> tuple[str, int]:
 # one instance -------------------------------------------------------------------------------
 
 
-def _summary(svc: ActionServices, instance_id: str) -> Any:
+def _summary(svc: ActionServices, instance_id: str) -> InstanceSummary:
     instance = svc.engine.instance(instance_id)
     return summarize([instance], svc.store, lambda _id: True, uptime=True)[0]
 
 
-def _instance_page(template: str, instance_id: str, status: int = 200,
-                   **values: Any) -> tuple[str, int]:
+def _instance_page(template: str, instance_id: str, status: int = 200, *,
+                   summary: InstanceSummary | None = None, **values: Any) -> tuple[str, int]:
     svc = services()
-    summary = _summary(svc, instance_id)
+    summary = summary or _summary(svc, instance_id)
     return _page(template, status, summary=summary, inst=summary.instance, iid=instance_id,
                  running_operation=svc.store.lock_holder(instance_id), **values)
 
@@ -316,9 +316,11 @@ def _instance_page(template: str, instance_id: str, status: int = 200,
 def instance(instance_id: str) -> tuple[str, int]:
     """Status, actions and the last diagnostic: root cause, chain, checks, issues."""
     svc = services()
-    latest = svc.store.latest(instance_id)
+    summary = _summary(svc, instance_id)
+    latest = summary.latest
     diagnostic = latest.to_dict(cached=True) if latest else None
-    return _instance_page("instance.html", instance_id, tab="overview", diagnostic=diagnostic,
+    return _instance_page("instance.html", instance_id, summary=summary, tab="overview",
+                          diagnostic=diagnostic,
                           diagnosing=svc.engine.running(instance_id),
                           rate_window=svc.config.diagnostics.rate_limit_seconds)
 
