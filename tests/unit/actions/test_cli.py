@@ -196,3 +196,16 @@ def test_config_set_is_typed_by_the_instance_settings() -> None:
                                  "name": "New name"}}]
     with pytest.raises(Exception, match="jwt_expiry must be an integer"):
         cli.cmd_config(target, args(set=["jwt_expiry=soon"]), io.StringIO())
+
+
+def test_the_exporter_parser_has_no_action_commands() -> None:
+    from exporter import cli as exporter_cli
+
+    exporter_commands = exporter_cli.build_parser()._subparsers._group_actions[0].choices
+    action_commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert {"actions", "serve", "repair", "restart"}.isdisjoint(exporter_commands)
+    assert {"instances", "diagnose", "report", "exporter", "actions", "serve", "repair",
+            "restart", "config", "backup", "restore"} <= set(action_commands)
+    source = Path(exporter_cli.__file__).read_text()
+    assert "actions" not in {line.split()[1].split(".")[0] for line in source.splitlines()
+                             if line.strip().startswith(("import ", "from "))}

@@ -21,7 +21,8 @@ from flask.testing import FlaskClient
 from actions.console import i18n
 from actions.console.session import CONTENT_SECURITY_POLICY, KEY_FILE, SessionKeeper
 from exporter.config import StaticInstance
-from exporter.issues import CATALOGUE
+from exporter.diagnostic import Diagnostic
+from exporter.issues import CATALOGUE, make_issue
 from tests.unit.access_matrix import ALPHA, BETA, CALLERS, Caller, Route, matrix_cases
 from tests.unit.actions.test_api import ADMIN, OPERATOR, OPERATOR_BETA, VIEWER, World
 
@@ -429,3 +430,49 @@ def test_next_cannot_leave_the_console(world: World) -> None:
                                                "next": target,
                                                "credential": credential(ADMIN)})
         assert response.headers["Location"] == "/"
+
+
+def test_chain_and_recent_events_show_when_the_diagnostic_has_them(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = Diagnostic.to_dict
+
+    def with_more(self: Diagnostic, **kwargs: Any) -> dict[str, Any]:
+        out = plain(self, **kwargs)
+        out["chain"] = [{"from": "auth", "to": "db", "status": "failed",
+                         "code": "DB_ROLE_PASSWORD_MISMATCH"}, "kong → auth"]
+        out["recent_events"] = [{"code": "LOG_ERROR_SPIKE", "component": "auth",
+                                 "first_seen": "2026-05-08T10:00:00Z",
+                                 "last_seen": "2026-05-08T10:05:00Z", "count": 7,
+                                 "excerpt": "<b>connection refused</b>"}]
+        return out
+
+    world.check.issues = (make_issue("DB_ROLE_PASSWORD_MISMATCH", check="database_connection",
+                                     component="db", message="rejected"),)
+    world.engine.run(ALPHA, trigger="operation", use_cache=False)
+    monkeypatch.setattr(Diagnostic, "to_dict", with_more)
+    page = signed_in(world, VIEWER).get(f"/instances/{ALPHA}").get_data(as_text=True)
+    chain = page[page.index('id="chain"'):]
+    assert "auth · db · DB_ROLE_PASSWORD_MISMATCH · failed" in chain
+    assert "kong → auth" in chain
+    events = page[page.index('id="recent-events"'):]
+    assert "LOG_ERROR_SPIKE" in events and "&lt;b&gt;connection refused&lt;/b&gt;" in events
+
+
+def test_root_cause_and_what_it_explains(world: World) -> None:
+    cause = make_issue("DB_ROLE_PASSWORD_MISMATCH", check="database_connection",
+                       component="db", message="role rejects the password",
+                       evidence={"role": "supabase_auth_admin"})
+    effect = make_issue("AUTH_UNHEALTHY", check="auth_service", component="auth",
+                        message="auth is down")
+    world.check.issues = (cause, effect)
+    world.engine.run(ALPHA, trigger="operation", use_cache=False)
+    client = signed_in(world, VIEWER)
+    page = client.get(f"/instances/{ALPHA}").get_data(as_text=True)
+    root = page[page.index('id="root-cause"'):page.index('id="checks"')]
+    assert "DB_ROLE_PASSWORD_MISMATCH" in root and "supabase_auth_admin" in root
+    assert "#db_role_password_mismatch" in root  # the runbook link
+    assert "AUTH_UNHEALTHY" in root[root.index('id="chain"'):]
+    fleet = client.get("/").get_data(as_text=True)
+    card = fleet[fleet.index(f'data-instance="{ALPHA}"'):]
+    assert 'data-status="unhealthy"' in card[:200] and "DB_ROLE_PASSWORD_MISMATCH" in card
+    assert fleet.index(f'data-instance="{ALPHA}"') < fleet.index(f'data-instance="{BETA}"')
