@@ -22,6 +22,7 @@ from flask import (
     flash,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -198,6 +199,7 @@ def _see_other(endpoint: str, **values: Any) -> Response:
 
 @bp.errorhandler(DoctorError)
 def _error(exc: DoctorError) -> Response | tuple[str, int]:
+    """The console's error page, with the status the JSON API would answer."""
     if isinstance(exc, SignInNeeded):
         if request.method == "GET" and request.args.get("partial") is None \
                 and not request.path.endswith("/status"):
@@ -207,11 +209,16 @@ def _error(exc: DoctorError) -> Response | tuple[str, int]:
     status = 404 if isinstance(exc, InstanceNotFoundError) else int(getattr(exc, "status", 500))
     message = _t("Instance not found.") if status == 404 and isinstance(
         exc, InstanceNotFoundError | AccessError) else str(exc)
+    if status >= 500:
+        log.error("console request failed: %s", exc)
     retry = exc.retry_after if isinstance(exc, RateLimited) else None
     running = getattr(exc, "running_id", None)
-    page = _page("error.html", status, message=message, retry_after=retry,
-                 running=running if isinstance(running, str) else None)
-    return page
+    body, status = _page("error.html", status, message=message, retry_after=retry,
+                         running=running if isinstance(running, str) else None)
+    response = make_response(body, status)
+    if retry is not None:
+        response.headers["Retry-After"] = str(retry)
+    return response
 
 
 @bp.errorhandler(Exception)
