@@ -476,3 +476,18 @@ def test_root_cause_and_what_it_explains(world: World) -> None:
     card = fleet[fleet.index(f'data-instance="{ALPHA}"'):]
     assert 'data-status="unhealthy"' in card[:200] and "DB_ROLE_PASSWORD_MISMATCH" in card
     assert fleet.index(f'data-instance="{ALPHA}"') < fleet.index(f'data-instance="{BETA}"')
+
+
+def test_changes_share_the_api_rate_limit(tmp_path: Path) -> None:
+    world = World(tmp_path, rate_limit="1/minute")
+    try:
+        client = signed_in(world, OPERATOR)
+        token = form_token(client, "/")
+        first = client.post(f"/instances/{ALPHA}/backups", data={"csrf_token": token})
+        assert first.status_code == 303
+        wait_finished(client, first.headers["Location"])
+        second = client.post(f"/instances/{ALPHA}/backups", data={"csrf_token": token})
+        assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
+        assert world.operations() == 1
+    finally:
+        world.close()
