@@ -7,7 +7,7 @@ every coordinate is computed here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +19,7 @@ BAND = 14  # the verdict band's height
 AXIS = 22  # room for the time labels
 PLOT_BOTTOM = HEIGHT - AXIS - BAND - 6
 BAR_WIDTH = 4.0
+MIN_BAR = 2.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Tick:
     x: float
     y: float
     text: str
+    anchor: str = "middle"  # SVG text-anchor
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,7 @@ def health_chart(points: Sequence[HealthPoint], start: datetime, end: datetime,
     def y_of(count: int) -> float:
         return round(PLOT_BOTTOM - (PLOT_BOTTOM - TOP) * count / top_count, 1)
 
-    bars = tuple(Bar(x=round(x_of(p.timestamp) - BAR_WIDTH / 2, 1), y=y_of(max(p.issues, 0)),
-                     width=BAR_WIDTH, height=round(PLOT_BOTTOM - y_of(max(p.issues, 0)), 1),
-                     healthy=p.healthy,
-                     title=f"{p.timestamp:%Y-%m-%d %H:%M}Z: {p.issues}")
-                 for p in inside)
+    bars = tuple(_bar(x_of(p.timestamp), y_of(max(p.issues, 0)), p) for p in inside)
     band_y = PLOT_BOTTOM + 4
     spans: list[Span] = []
     states: list[tuple[datetime, bool]] = []
@@ -107,15 +105,24 @@ def health_chart(points: Sequence[HealthPoint], start: datetime, end: datetime,
                  plot_bottom=PLOT_BOTTOM, band_y=band_y, band_height=BAND, empty=not inside)
 
 
-def _time_ticks(start: datetime, end: datetime, x_of: object) -> tuple[Tick, ...]:
-    assert callable(x_of)
+def _bar(x: float, y: float, point: HealthPoint) -> Bar:
+    # A diagnostic without issues still shows, as a sliver on the axis.
+    height = max(round(PLOT_BOTTOM - y, 1), MIN_BAR)
+    return Bar(x=round(x - BAR_WIDTH / 2, 1), y=round(PLOT_BOTTOM - height, 1),
+               width=BAR_WIDTH, height=height, healthy=point.healthy,
+               title=f"{point.timestamp:%Y-%m-%d %H:%M}Z: {point.issues}")
+
+
+def _time_ticks(start: datetime, end: datetime,
+                x_of: Callable[[datetime], float]) -> tuple[Tick, ...]:
     total = end - start
     fmt = "%H:%M" if total <= timedelta(days=1) else "%m-%d"
+    anchors = ("start", "middle", "middle", "middle", "end")
     return tuple(Tick(x=x_of(start + total * n / 4), y=HEIGHT - 4,
-                      text=f"{start + total * n / 4:{fmt}}") for n in range(5))
+                      text=f"{start + total * n / 4:{fmt}}", anchor=anchors[n])
+                 for n in range(5))
 
 
-def _count_ticks(top: int, y_of: object) -> tuple[Tick, ...]:
-    assert callable(y_of)
+def _count_ticks(top: int, y_of: Callable[[int], float]) -> tuple[Tick, ...]:
     values = sorted({0, top // 2, top}) if top > 1 else [0, 1]
-    return tuple(Tick(x=LEFT - 4, y=y_of(v) + 4, text=str(v)) for v in values)
+    return tuple(Tick(x=LEFT - 4, y=y_of(v) + 4, text=str(v), anchor="end") for v in values)
