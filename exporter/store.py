@@ -29,6 +29,13 @@ instance_id, operation_id, inputs, result, duration_seconds, steps, error)``. Ve
 instance across processes, taken in one ``BEGIN IMMEDIATE`` transaction; a holder whose
 process is gone from this host, or whose heartbeat is older than ``LOCK_STALE_SECONDS``, is
 taken over. These writes leave the generation alone: /metrics shows none of them.
+Version 4 (incremental /metrics): ``latest.generation``, indexed with the instance id, is
+the store generation at which the row last changed: triggers on ``latest`` stamp the row
+with the generation its transaction commits (the one after the current, as every write
+transaction bumps it once at its end), so every writer, including one still running the
+previous release, keeps it right. A reader that rendered generation *G* re-reads only the rows
+whose ``generation`` is above *G* (``Store.snapshot(since=G)``); rows from before the
+migration hold 0.
 
 The version lives in ``PRAGMA user_version``. ``MIGRATIONS`` is an ordered list of SQL
 scripts; script *n* (0-based) takes the schema from version *n* to *n + 1* and runs in its
@@ -155,6 +162,21 @@ MIGRATIONS: tuple[str, ...] = (
         heartbeat_at REAL NOT NULL
     );
     """,
+    # 4: which instances' latest diagnostics changed since a generation. The index covers
+    # both the listing of (instance_id, generation) and the search for generation > G, so
+    # neither reads the payloads stored before the column.
+    """
+    ALTER TABLE latest ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX latest_generation ON latest (generation, instance_id);
+    CREATE TRIGGER latest_inserted AFTER INSERT ON latest BEGIN
+        UPDATE latest SET generation = (SELECT value + 1 FROM generation WHERE id = 1)
+            WHERE instance_id = NEW.instance_id;
+    END;
+    CREATE TRIGGER latest_updated AFTER UPDATE OF timestamp, healthy, payload ON latest BEGIN
+        UPDATE latest SET generation = (SELECT value + 1 FROM generation WHERE id = 1)
+            WHERE instance_id = NEW.instance_id;
+    END;
+    """,
 )
 
 RUNS = "diagnostic_runs"
@@ -194,10 +216,15 @@ class Schedule:
 
 @dataclass(frozen=True)
 class StoreSnapshot:
-    """What /metrics renders, read in one transaction so the parts agree."""
+    """What /metrics renders, read in one transaction so the parts agree.
+
+    ``latest`` holds the diagnostics that changed after the reader's generation (all of
+    them for a first read); ``latest_generations`` lists every instance that has one.
+    """
 
     generation: int
     latest: tuple[Diagnostic, ...]
+    latest_generations: Mapping[str, int]
     instances: tuple[InstanceInfo, ...]
     run_counts: Mapping[tuple[str, str], int]
     operation_counts: Mapping[tuple[str, str], int]
@@ -392,14 +419,21 @@ class Store:
         with self._read("read the generation") as conn:
             return _generation(conn)
 
-    def snapshot(self) -> StoreSnapshot:
-        """Everything /metrics renders, from one consistent read."""
+    def snapshot(self, since: int | None = None) -> StoreSnapshot:
+        """Everything /metrics renders, from one consistent read.
+
+        With since (a generation read earlier), only the latest diagnostics that changed
+        after it are read and decoded; the instance ids and row generations are always all.
+        """
         with self._read("read a snapshot") as conn:
             conn.execute("BEGIN")
             try:
                 return StoreSnapshot(
                     generation=_generation(conn),
-                    latest=tuple(_latest_rows(conn)),
+                    latest=tuple(_latest_rows(conn, since)),
+                    latest_generations={
+                        str(i): int(g) for i, g in
+                        conn.execute("SELECT instance_id, generation FROM latest")},
                     instances=tuple(_instance_rows(conn)),
                     run_counts=_counts(conn, RUNS),
                     operation_counts=_counts(conn, OPERATIONS),
@@ -693,9 +727,17 @@ def _generation(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM generation WHERE id = 1").fetchone()[0])
 
 
-def _latest_rows(conn: sqlite3.Connection) -> list[Diagnostic]:
-    rows = conn.execute("SELECT instance_id, payload FROM latest ORDER BY instance_id")
-    return [d for iid, payload in rows if (d := _decode(iid, payload, "latest")) is not None]
+def _latest_rows(conn: sqlite3.Connection, since: int | None = None) -> list[Diagnostic]:
+    """The latest diagnostics by instance id; with since, those changed after it only."""
+    if since is None:
+        rows = conn.execute("SELECT instance_id, payload FROM latest ORDER BY instance_id")
+    else:
+        # No ORDER BY: it would walk the primary key and read every payload to test the
+        # generation; the index finds the few changed rows.
+        rows = conn.execute("SELECT instance_id, payload FROM latest WHERE generation > ?",
+                            (since,))
+    found = [d for iid, payload in rows if (d := _decode(iid, payload, "latest")) is not None]
+    return found if since is None else sorted(found, key=lambda d: d.instance_id)
 
 
 def _instance_rows(conn: sqlite3.Connection) -> list[InstanceInfo]:

@@ -1,68 +1,88 @@
-"""MetricsRenderer: the /metrics body, re-rendered only when the store has changed.
+"""MetricsRenderer: the /metrics body, kept per metric family and per instance.
 
-The store changes only when a diagnostic, a run count or a sweep fact lands, so the
-exposition is cached under the store's generation. Rendering 100 instances (~20k series)
-costs several times a scrape's budget, so either the scrape that first sees a new
-generation renders it, or a background watcher (start()) renders it soon after it appears
-and scrapes only read bytes. A failing store never fails a scrape: the last good output is
-served.
+The store changes when a diagnostic, a run count, the instance list or a sweep fact lands.
+Most changes are one instance's new diagnostic, so the exposition is kept in pieces: the
+HELP and TYPE lines of every family, each instance's samples of every per-instance family
+(from its registry record and from its latest diagnostic, each rendered when it changes),
+and the few fleet-wide families (ultrabase_up, the counters), rendered whole. A new
+generation costs one small read of what changed (Store.snapshot(since=...)), a render of the
+changed instances' diagnostics only, and one join of the cached pieces into the next body;
+the result is byte for byte what one full render of the same store gives. The pieces are
+made by prometheus_client's own exposition writer from families the collector builds
+fresh from a snapshot of one instance, so nothing of the text format is written here.
+
+A background watcher (start()) renders each new generation off the request path, and a
+scrape takes whichever complete body was made last: one reference, swapped whole. Without
+the watcher (tests, the CLI), the scrape that first sees a new generation renders it. A
+failing store never fails a scrape: the last good output is served.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from exporter.config import Config
 from exporter.metrics.collector import UltrabaseCollector
-from exporter.metrics.snapshot import MetricsSnapshot, MetricsSource
+from exporter.metrics.snapshot import (
+    InstanceLabels,
+    MetricsSnapshot,
+    MetricsSource,
+    StoreContent,
+    newest,
+)
 
 log = logging.getLogger(__name__)
 
+# One instance's samples of each per-instance family, in the layout's order.
+Samples = tuple[bytes, ...]
+
 
 class MetricsRenderer:
-    """Renders registry (holding an UltrabaseCollector over source) once per store generation.
-
-    The registry must hold only collectors whose output depends on the source alone
-    (hence a registry of its own, not prometheus_client's global one): anything else in
-    it would be frozen between store changes.
-    """
+    """Keeps the exposition of source current, re-rendering only what each change touched."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, source: MetricsSource, registry: CollectorRegistry | None = None,
-                 config: Config | None = None) -> None:
+    def __init__(self, source: MetricsSource, config: Config | None = None) -> None:
         self._source = source
-        self._registry = registry if registry is not None else CollectorRegistry()
-        self._collector = UltrabaseCollector(source, self._registry, config=config)
-        self._lock = threading.Lock()
-        self._generation: int | None = None
+        self._collector = UltrabaseCollector(source, config=config)
+        self._layout = _Layout.of(self._collector)
+        self._lock = threading.Lock()  # one refresh at a time; scrapes never take it
+        # The state behind _output, replaced whole by each refresh (never mutated).
+        self._state = _State.empty(self._layout, self._collector)
         self._output: bytes | None = None
+        # Every family, no instance: the body until the source has been read once.
+        self._empty = self._state.assemble(self._layout)
         self._failing = False
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
 
     def render(self) -> bytes:
-        """The exposition for one scrape; never raises because of the source."""
-        if self._thread is not None and self._output is not None:
-            return self._output  # the watcher keeps it current
-        self.refresh()
-        return self._output if self._output is not None else self._unknown()
+        """The exposition for one scrape; never raises because of the source.
+
+        With the watcher running this only reads a reference: no store read, no render.
+        """
+        if self._thread is None:
+            self.refresh()
+        output = self._output
+        return output if output is not None else self._empty
 
     def refresh(self) -> bool:
-        """Re-render if the source's generation changed; True when new output was made."""
+        """Re-render what changed if the source's generation moved; True when the body did."""
         with self._lock:
             try:
-                # Read before rendering: a change racing with the render is seen next time.
-                generation = self._source.generation()
-                if generation == self._generation and self._output is not None:
+                # A cheap probe first: most polls find nothing new.
+                if self._output is not None and \
+                        self._source.generation() == self._state.generation:
                     return False
-                output = generate_latest(self._registry)
+                content = self._source.snapshot(since=self._state.generation)
+                state = self._state.update(content, self._layout, self._collector)
             except Exception as exc:
                 # sqlite's "database is locked" and the like: keep serving the last output.
                 if not self._failing:
@@ -73,18 +93,21 @@ class MetricsRenderer:
             if self._failing:
                 log.warning("metrics: the store is readable again")
                 self._failing = False
-            self._generation, self._output = generation, output
-            return True
+            changed = state.output is not self._state.output or self._output is None
+            self._state = state
+            self._output = state.output
+            return changed
 
     def start(self, interval_seconds: float = 2.0) -> None:
-        """Watch the source in a background thread and re-render when it changes.
+        """Render now, then watch the source in a background thread and re-render changes.
 
-        Scrapes then only read bytes, at most interval_seconds plus one render behind the
-        store; during a sweep (one store change per instance) it renders once per interval
-        rather than once per change.
+        The first render happens here, before the caller serves anything, so no scrape
+        waits for it and none sees an exposition without instances. After that, scrapes
+        only read the last body, at most interval_seconds plus one render behind the store.
         """
         if self._thread is not None:
             return
+        self.refresh()
         stop = threading.Event()
         thread = threading.Thread(target=self._watch, args=(stop, interval_seconds),
                                   name="metrics-renderer", daemon=True)
@@ -99,15 +122,168 @@ class MetricsRenderer:
         self._stop = self._thread = None
 
     def _watch(self, stop: threading.Event, interval_seconds: float) -> None:
-        self.refresh()
         while not stop.wait(interval_seconds):
             self.refresh()
 
-    def _unknown(self) -> bytes:
-        """Output when the source has never been readable: every family, no instance."""
-        registry = CollectorRegistry()
-        registry.register(_Fixed(self._collector.families(MetricsSnapshot())))
-        return generate_latest(registry)
+
+@dataclass(frozen=True)
+class _Slot:
+    """One family of the exposition, in output order."""
+
+    name: str
+    # Per-instance families: the family's HELP and TYPE lines and its index in Samples.
+    # Fleet-wide families (index None) are rendered whole, header included.
+    header: bytes
+    index: int | None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The families in the order a full render writes them."""
+
+    slots: tuple[_Slot, ...]
+    per_instance: tuple[str, ...]  # names of the per-instance families, by Samples index
+
+    @classmethod
+    def of(cls, collector: UltrabaseCollector) -> _Layout:
+        """The collector's families, without reading its source."""
+        empty = MetricsSnapshot()
+        per_instance = tuple(f.name for f in collector.families(empty, per_instance=True))
+        index = {name: i for i, name in enumerate(per_instance)}
+        slots = tuple(
+            _Slot(f.name, _text(f), index.get(f.name)) if f.name in index
+            else _Slot(f.name, b"", None)
+            for f in collector.families(empty))
+        return cls(slots, per_instance)
+
+    @property
+    def none(self) -> Samples:
+        """No samples of any per-instance family."""
+        return (b"",) * len(self.per_instance)
+
+    def samples(self, families: Iterable[Metric]) -> Samples:
+        """The sample lines of each per-instance family among families."""
+        found: dict[str, bytes] = {}
+        headers = {s.name: s.header for s in self.slots if s.index is not None}
+        for family in families:
+            header = headers.get(family.name)
+            if header is None or not family.samples:
+                continue
+            text = _text(family)
+            # The header depends on the family's name, type and HELP text only, all fixed.
+            if text.startswith(header):
+                found[family.name] = text[len(header):]
+            else:
+                log.error("metrics: family %s changed its HELP or TYPE; its series of "
+                          "this instance are left out", family.name)
+        return tuple(found.get(name, b"") for name in self.per_instance)
+
+
+@dataclass(frozen=True)
+class _State:
+    """The cached pieces behind one body, and that body."""
+
+    generation: int | None
+    records: Mapping[str, tuple[InstanceLabels, Samples]]  # from the instance list
+    diagnostics: Mapping[str, Samples]  # from each instance's latest diagnostic
+    parts: Mapping[str, Samples]  # the two above joined, per instance
+    fleet_snapshot: MetricsSnapshot | None
+    fleet: Mapping[str, bytes]  # fleet-wide family name -> its whole text
+    output: bytes | None
+
+    @classmethod
+    def empty(cls, layout: _Layout, collector: UltrabaseCollector) -> _State:
+        """Nothing read yet; fleet-wide families as for an empty store."""
+        return cls(None, {}, {}, {}, None, {}, None).update_fleet(MetricsSnapshot(),
+                                                                  collector)[0]
+
+    def update(self, content: StoreContent, layout: _Layout,
+               collector: UltrabaseCollector) -> _State:
+        """The state after content (read with since=self.generation) arrived."""
+        since = self.generation
+        touched: set[str] = set()
+        records = dict(self.records)
+        labels = {lab.id: lab for lab in map(InstanceLabels.of, content.instances)}
+        for iid in [i for i in records if i not in labels]:
+            del records[iid]
+            touched.add(iid)
+        for iid, lab in labels.items():
+            known = records.get(iid)
+            if known is None or known[0] != lab:
+                families = collector.families(MetricsSnapshot(instances=(lab,)),
+                                              per_instance=True)
+                records[iid] = (lab, layout.samples(families))
+                touched.add(iid)
+
+        diagnostics = dict(self.diagnostics)
+        present = content.latest_generations
+        for iid in [i for i in diagnostics if i not in present]:
+            del diagnostics[iid]
+            touched.add(iid)
+        changed = newest(content.latest)
+        for iid, generation in present.items():
+            if since is not None and generation <= since:
+                continue
+            touched.add(iid)
+            diagnostic = changed.get(iid)
+            if diagnostic is None:  # unreadable: the store skipped it, so does a full render
+                diagnostics.pop(iid, None)
+                continue
+            families = collector.families(MetricsSnapshot(diagnostics=(diagnostic,)),
+                                          per_instance=True)
+            diagnostics[iid] = layout.samples(families)
+
+        parts = dict(self.parts)
+        for iid in touched:
+            record, diagnostic_samples = records.get(iid), diagnostics.get(iid)
+            if record is None and diagnostic_samples is None:
+                parts.pop(iid, None)
+            else:
+                parts[iid] = tuple(a + b for a, b in zip(
+                    record[1] if record else layout.none, diagnostic_samples or layout.none,
+                    strict=True))
+
+        fleet_snapshot = MetricsSnapshot.build((), (), content.run_counts,
+                                               content.operation_counts, content.meta)
+        state, fleet_changed = _State(content.generation, records, diagnostics, parts,
+                                      self.fleet_snapshot, self.fleet, self.output,
+                                      ).update_fleet(fleet_snapshot, collector)
+        if touched or fleet_changed or state.output is None:
+            state = state.with_output(state.assemble(layout))
+        return state
+
+    def update_fleet(self, snapshot: MetricsSnapshot,
+                     collector: UltrabaseCollector) -> tuple[_State, bool]:
+        """The state with the fleet-wide families of snapshot; whether they changed."""
+        if snapshot == self.fleet_snapshot:
+            return self, False
+        fleet = {f.name: _text(f) for f in collector.families(snapshot, per_instance=False)}
+        return _State(self.generation, self.records, self.diagnostics, self.parts, snapshot,
+                      fleet, self.output), True
+
+    def with_output(self, output: bytes) -> _State:
+        """The same pieces with their joined body."""
+        return _State(self.generation, self.records, self.diagnostics, self.parts,
+                      self.fleet_snapshot, self.fleet, output)
+
+    def assemble(self, layout: _Layout) -> bytes:
+        """The exposition: every family in order, its samples instance by instance."""
+        ordered: Sequence[Samples] = [self.parts[iid] for iid in sorted(self.parts)]
+        chunks: list[bytes] = []
+        for slot in layout.slots:
+            if slot.index is None:
+                # Absent when its group failed: left out, as a full render leaves it.
+                chunks.append(self.fleet.get(slot.name, b""))
+            else:
+                chunks.append(slot.header)
+                index = slot.index
+                chunks.extend(part[index] for part in ordered)
+        return b"".join(chunks)
+
+
+def _text(family: Metric) -> bytes:
+    """family in the Prometheus text format, by prometheus_client's own writer."""
+    return generate_latest(_Fixed((family,)))
 
 
 class _Fixed(Collector):

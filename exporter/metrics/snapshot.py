@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from exporter.diagnostic import Diagnostic
 from exporter.metrics.families import number
@@ -29,40 +29,22 @@ class InstanceRecord(Protocol):
         ...
 
 
-class MetricsSource(Protocol):
-    """The read side of the store that /metrics needs (exporter.store.Store provides it)."""
-
-    def latest_all(self) -> Sequence[Diagnostic]:
-        """The latest diagnostic of every instance."""
-        ...
-
-    def instances(self) -> Sequence[InstanceRecord]:
-        """Every known instance."""
-        ...
-
-    def run_counts(self) -> Mapping[tuple[str, str], int]:
-        """Diagnostic runs so far by (trigger, result)."""
-        ...
-
-    def operation_counts(self) -> Mapping[tuple[str, str], int]:
-        """Operations so far by (operation, result)."""
-        ...
-
-    def get_meta(self, key: str) -> str | None:
-        """An exporter-wide fact (docker_ok, sweep_duration_seconds), or None."""
-        ...
-
-    def generation(self) -> int:
-        """A number that changes whenever the store's content changes, in any process."""
-        ...
-
-
 class StoreContent(Protocol):
-    """Everything a MetricsSource holds, read in one transaction (Store.snapshot())."""
+    """What a MetricsSource holds, read in one transaction (exporter.store.StoreSnapshot)."""
+
+    @property
+    def generation(self) -> int:
+        """The source's generation when it was read."""
+        ...
 
     @property
     def latest(self) -> Sequence[Diagnostic]:
-        """The latest diagnostic of every instance."""
+        """The latest diagnostics that changed after the generation asked for (else all)."""
+        ...
+
+    @property
+    def latest_generations(self) -> Mapping[str, int]:
+        """Every instance that has a latest diagnostic -> the generation it changed at."""
         ...
 
     @property
@@ -82,16 +64,19 @@ class StoreContent(Protocol):
 
     @property
     def meta(self) -> Mapping[str, str]:
-        """Every exporter-wide fact."""
+        """Every exporter-wide fact (docker_ok, sweep_duration_seconds, ...)."""
         ...
 
 
-@runtime_checkable
-class ConsistentSource(MetricsSource, Protocol):
-    """A source that can also hand over all of its content from one consistent read."""
+class MetricsSource(Protocol):
+    """The read side of the store that /metrics needs (exporter.store.Store provides it)."""
 
-    def snapshot(self) -> StoreContent:
-        """The whole content at one moment."""
+    def generation(self) -> int:
+        """A number that changes whenever the store's content changes, in any process."""
+        ...
+
+    def snapshot(self, since: int | None = None) -> StoreContent:
+        """The whole content at one moment; with since, only the diagnostics changed after."""
         ...
 
 
@@ -102,6 +87,22 @@ class InstanceLabels:
     id: str
     name: str
     owner: str
+
+    @classmethod
+    def of(cls, record: InstanceRecord) -> InstanceLabels:
+        """The labels of a store record ("" for a missing name or owner)."""
+        return cls(str(record.id), record.name or "", record.owner or "")
+
+
+def newest(diagnostics: Iterable[Diagnostic]) -> dict[str, Diagnostic]:
+    """One diagnostic per instance: should two of one instance come back, the newer wins
+    (rather than producing duplicate series)."""
+    latest: dict[str, Diagnostic] = {}
+    for diagnostic in diagnostics:
+        known = latest.get(diagnostic.instance_id)
+        if known is None or diagnostic.timestamp > known.timestamp:
+            latest[diagnostic.instance_id] = diagnostic
+    return latest
 
 
 @dataclass(frozen=True)
@@ -117,39 +118,32 @@ class MetricsSnapshot:
 
     @classmethod
     def take(cls, source: MetricsSource) -> MetricsSnapshot:
-        """Read everything from source; its errors propagate (the renderer handles them)."""
-        if isinstance(source, ConsistentSource):
-            # One transaction: the counters, meta and diagnostics agree with each other.
-            content = source.snapshot()
-            return cls.build(content.latest, content.instances, content.run_counts,
-                             content.operation_counts, content.meta.get("docker_ok"),
-                             content.meta.get("sweep_duration_seconds"))
-        return cls.build(source.latest_all(), source.instances(), source.run_counts(),
-                         source.operation_counts(), source.get_meta("docker_ok"),
-                         source.get_meta("sweep_duration_seconds"))
+        """Read everything from source at once; its errors propagate (the renderer handles
+        them)."""
+        content = source.snapshot()
+        return cls.build(content.latest, content.instances, content.run_counts,
+                         content.operation_counts, content.meta)
 
     @classmethod
     def build(cls, diagnostics: Iterable[Diagnostic], instances: Iterable[InstanceRecord],
               run_counts: Mapping[tuple[str, str], int],
-              operation_counts: Mapping[tuple[str, str], int], docker_ok: str | None,
-              sweep_duration_seconds: str | None) -> MetricsSnapshot:
+              operation_counts: Mapping[tuple[str, str], int],
+              meta: Mapping[str, str]) -> MetricsSnapshot:
         """A snapshot from the store's raw parts, in a stable order."""
-        latest: dict[str, Diagnostic] = {}
-        for diagnostic in diagnostics:
-            # One series set per instance: should two diagnostics of one instance come
-            # back, the newer wins rather than producing duplicate series.
-            known = latest.get(diagnostic.instance_id)
-            if known is None or diagnostic.timestamp > known.timestamp:
-                latest[diagnostic.instance_id] = diagnostic
+        latest = newest(diagnostics)
         return cls(
             diagnostics=tuple(latest[k] for k in sorted(latest)),
-            instances=tuple(sorted((InstanceLabels(str(i.id), i.name or "", i.owner or "")
-                                    for i in instances), key=lambda i: i.id)),
+            instances=tuple(sorted((InstanceLabels.of(i) for i in instances),
+                                   key=lambda i: i.id)),
             run_counts=dict(sorted(run_counts.items())),
             operation_counts=dict(sorted(operation_counts.items())),
-            docker_ok=None if docker_ok is None else docker_ok.strip() != "0",
-            sweep_duration_seconds=_seconds(sweep_duration_seconds),
+            docker_ok=_docker_ok(meta.get("docker_ok")),
+            sweep_duration_seconds=_seconds(meta.get("sweep_duration_seconds")),
         )
+
+
+def _docker_ok(value: str | None) -> bool | None:
+    return None if value is None else value.strip() != "0"
 
 
 def _seconds(value: str | None) -> float | None:

@@ -11,15 +11,8 @@ from exporter import __version__
 from exporter.config import Config, DiagnosticsConfig, ScheduleConfig
 from exporter.metrics import MetricsRenderer, UltrabaseCollector
 from exporter.metrics.snapshot import MetricsSnapshot
-from tests.unit.metrics.samples import (
-    COMPONENTS,
-    KEY_EXPIRY,
-    NOW,
-    VOLUMES,
-    MemorySource,
-    diagnostic,
-    fleet,
-)
+from bench.samples import COMPONENTS, KEY_EXPIRY, NOW, VOLUMES, diagnostic
+from tests.unit.metrics.samples import MemorySource, fleet
 from tests.unit.metrics.support import of_instance, parse, series, value
 
 ID = "instance_id"
@@ -245,7 +238,30 @@ def test_a_failing_group_leaves_the_others(monkeypatch: pytest.MonkeyPatch) -> N
     def broken(snapshot: MetricsSnapshot, refresh: object) -> list[Any]:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(collector, "GROUPS", (broken, *collector.GROUPS[1:]))
+    monkeypatch.setattr(collector, "GROUPS", (collector.Group(broken, per_instance=False),
+                                              *collector.GROUPS[1:]))
     families = {m.name for m in UltrabaseCollector(fleet(1)).collect()}
     assert "ultrabase_up" not in families
     assert "ultrabase_instance_healthy" in families
+    rendered = parse(render(fleet(1)))
+    assert "ultrabase_up" not in rendered
+    assert value(render(fleet(1)), "ultrabase_instance_healthy", instance_id="inst-000") == 1.0
+
+
+def test_a_group_failing_on_one_instance_leaves_that_instance_out_of_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter.metrics import collector, disk
+
+    def fragile(snapshot: MetricsSnapshot, refresh: Any) -> list[Any]:
+        if any(d.instance_id == "inst-001" for d in snapshot.diagnostics):
+            raise RuntimeError("bug")
+        return disk.families(snapshot, refresh)
+
+    monkeypatch.setattr(collector, "GROUPS", tuple(
+        collector.Group(fragile, per_instance=True) if g.build is disk.families else g
+        for g in collector.GROUPS))
+    output = MetricsRenderer(fleet(3)).render()
+    volumes = series(output, "ultrabase_volume_size_bytes")
+    assert of_instance(volumes, "inst-001") == {}
+    assert of_instance(volumes, "inst-000") and of_instance(volumes, "inst-002")
+    assert value(output, "ultrabase_instance_healthy", instance_id="inst-001") == 0.0

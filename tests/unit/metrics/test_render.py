@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from bench.samples import NOW, diagnostic
 from exporter.metrics import MetricsRenderer, UltrabaseCollector
 from exporter.store import InstanceInfo, Store
-from tests.unit.metrics.samples import NOW, Info, MemorySource, diagnostic, fleet
+from tests.unit.metrics.samples import MemorySource, fleet
 from tests.unit.metrics.support import parse, series, value
 
 PROMTOOL = Path("/usr/bin/promtool")
 # Everything the renderer may touch on its source: the store's read API.
-READS = {"generation", "latest_all", "instances", "run_counts", "operation_counts", "get_meta",
-         "snapshot"}
+READS = {"generation", "snapshot"}
 
 
 class RecordingSource:
@@ -46,10 +46,10 @@ def test_unchanged_generation_serves_the_same_bytes_without_reading_again() -> N
     source = fleet(3)
     renderer = MetricsRenderer(source)
     first = renderer.render()
-    assert source.latest_calls == 1
+    assert source.reads == 1
     for _ in range(5):
         assert renderer.render() is first
-    assert source.latest_calls == 1
+    assert source.reads == 1
     assert renderer.refresh() is False
 
 
@@ -59,7 +59,7 @@ def test_a_new_generation_is_rendered() -> None:
     before = renderer.render()
     source.save(diagnostic("inst-000", broken=True, at=NOW.replace(hour=13)))
     after = renderer.render()
-    assert source.latest_calls == 2
+    assert source.reads == 2
     assert value(before, "ultrabase_instance_healthy", instance_id="inst-000") == 1.0
     assert value(after, "ultrabase_instance_healthy", instance_id="inst-000") == 0.0
 
@@ -83,11 +83,11 @@ def test_a_store_failing_mid_read_serves_the_last_good_output() -> None:
     renderer = MetricsRenderer(source)
     good = renderer.render()
 
-    def locked() -> list[Any]:
+    def locked(since: int | None = None) -> Any:
         raise sqlite3.OperationalError("database is locked")
 
     source.gen += 1
-    source.latest_all = locked  # type: ignore[method-assign]
+    source.snapshot = locked  # type: ignore[method-assign]
     assert renderer.render() == good
 
 
@@ -120,7 +120,7 @@ def test_the_renderer_touches_nothing_but_the_store_read_api(
     source.inner.save(diagnostic("inst-002", broken=True))
     renderer.render()
     assert set(source.touched) <= READS
-    assert {"generation", "latest_all"} <= set(source.called)
+    assert {"generation", "snapshot"} <= set(source.called)
 
 
 def test_registering_the_collector_reads_nothing() -> None:
@@ -139,7 +139,7 @@ def test_a_real_store_renders_from_one_consistent_read(tmp_path: Path) -> None:
         renderer = MetricsRenderer(source)
         first = renderer.render()
         assert renderer.render() is first
-        assert "snapshot" in source.called and "latest_all" not in source.called
+        assert set(source.called) <= READS and "snapshot" in source.called
         assert value(first, "ultrabase_instance_info", instance_id="inst-000",
                      instance_name="Project", owner="") == 1.0
         assert value(first, "ultrabase_diagnostic_runs", trigger="scheduled",
@@ -171,7 +171,7 @@ def test_the_watcher_renders_changes_off_the_scrape_path() -> None:
 def test_promtool_finds_nothing_to_complain_about() -> None:
     source = fleet(4, broken=["inst-001", "inst-003"])
     # Label values that need escaping.
-    source.infos.append(Info("odd", 'a "quoted"\\name\nwith newline', "o"))
+    source.infos.append(InstanceInfo("odd", 'a "quoted"\\name\nwith newline', "o"))
     for output in (MetricsRenderer(source).render(), MetricsRenderer(MemorySource()).render()):
         checked = subprocess.run([str(PROMTOOL), "check", "metrics"], input=output,
                                  capture_output=True, check=False)
