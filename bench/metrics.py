@@ -1,43 +1,70 @@
-"""/metrics scrape latency and exporter memory with 100 instances and full history.
+"""/metrics with many instances: scrape latency, re-render cost and memory, idle and loaded.
 
 Fills a real exporter.store.Store in a temporary directory (in a child process, so the
 filling does not count towards this process's memory) with N instances x H diagnostics
-(13 components, 8 checks, a few issues on every tenth instance), then scrapes through
-MetricsRenderer S times with a new diagnostic saved every K scrapes: first with renders on
-the scrape path, then with the renderer's background watcher. Prints a table; writes
-nothing into the tree. Run: python -m bench.metrics [--instances 100] [--history 100]
-[--scrapes 400] [--every 20] [--interval 0.5]
+(13 components, 8 checks, a few issues on every tenth instance). Then, per run:
+
+- the first render of the whole store (what the exporter does once at start);
+- re-render of one changed instance: a new diagnostic saved, then one refresh() timed,
+  C times;
+- scrapes as served: the renderer's background watcher running (every --interval s),
+  S scrapes paced so that they overlap its renders, a new diagnostic saved every K
+  scrapes; a scrape's time runs from its arrival until it has the body (render()), so
+  waiting for the interpreter while the watcher renders counts; sending it does not.
+
+--load runs everything a second time with a CPU hog (a busy Python loop) on every core
+for the whole run, and the table shows both runs, each with the host's load average at
+its end. Prints a table; writes nothing into the tree. Run:
+python -m bench.metrics [--instances 100] [--history 100] [--load]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import multiprocessing
+import os
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-from prometheus_client import generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
-
 import exporter.service  # noqa: F401  (the exporter's own imports, so memory compares)
-from exporter.metrics import MetricsRenderer, MetricsSnapshot, UltrabaseCollector
+from bench.samples import NOW, diagnostic
+from exporter.metrics import MetricsRenderer
 from exporter.store import InstanceInfo, Store
-from tests.unit.metrics.samples import NOW, diagnostic
 
-GOAL_P99_MS = 50.0
-GOAL_RSS_MB = 100.0
 SWEEP_SECONDS = 300
+HOG = "while True: pass"
+
+
+@dataclass(frozen=True)
+class Goals:
+    """The goals for a store of up to `instances` instances (None: no goal)."""
+
+    instances: int
+    scrape_idle_ms: float
+    scrape_loaded_ms: float | None
+    rerender_ms: float | None
+    rss_mb: float
+
+
+GOALS = (Goals(100, 10.0, 50.0, 5.0, 100.0), Goals(1000, 50.0, None, None, 300.0))
+
+
+def goals_for(instances: int) -> Goals:
+    """The goals of the smallest size that holds instances (the largest beyond them)."""
+    return next((g for g in GOALS if instances <= g.instances), GOALS[-1])
 
 
 def _ids(count: int) -> list[str]:
-    return [f"inst-{i:03d}" for i in range(count)]
+    return [f"inst-{i:04d}" for i in range(count)]
 
 
 def fill(path: Path, instances: int, history: int) -> None:
@@ -72,96 +99,172 @@ def memory_mb(field: str) -> float:
     return float("nan")
 
 
-@dataclass
-class Scrapes:
-    """Latencies (ms) of scrapes, split by whether the store had changed before them."""
+@dataclass(frozen=True)
+class Run:
+    """What one run measured (times in ms)."""
 
-    cached: list[float]
-    changed: list[float]
-    outputs: int  # distinct outputs served
+    label: str
+    load_average: float
+    first_render: float
+    rerenders: list[float]
+    rerender_cpu: list[float]  # the refreshing thread's CPU time
+    scrapes: list[float]
+    outputs: int  # distinct bodies the scrapes got
+    rss: float
+    series: int
+    size: int
 
-    @property
-    def all(self) -> list[float]:
-        """Every latency."""
-        return self.cached + self.changed
+
+class Changes:
+    """New diagnostics, one instance after another, each newer than everything saved."""
+
+    def __init__(self, store: Store, ids: Sequence[str]) -> None:
+        self._store, self._ids, self._step = store, ids, 0
+
+    def save(self) -> None:
+        """Save the next instance's new diagnostic."""
+        self._step += 1
+        step = self._step
+        self._store.save(diagnostic(self._ids[step % len(self._ids)], broken=step % 3 == 0,
+                                    at=NOW + timedelta(seconds=step)))
 
 
-def scrape(store: Store, renderer: MetricsRenderer, ids: Sequence[str], count: int, every: int,
-           pace: float, start: int) -> Scrapes:
-    """count scrapes, saving a new diagnostic of the next instance before every every-th."""
-    result = Scrapes([], [], 0)
+def rerender(renderer: MetricsRenderer, changes: Changes,
+             count: int) -> tuple[list[float], list[float]]:
+    """ms of one refresh() after each of count single-instance changes: wall, CPU."""
+    wall, cpu = [], []
+    for _ in range(count):
+        changes.save()
+        began, began_cpu = time.perf_counter(), time.thread_time()
+        renderer.refresh()
+        wall.append((time.perf_counter() - began) * 1000)
+        cpu.append((time.thread_time() - began_cpu) * 1000)
+    return wall, cpu
+
+
+def scrape(renderer: MetricsRenderer, changes: Changes, count: int, every: int,
+           pace: float) -> tuple[list[float], int]:
+    """count paced scrapes with a change before every every-th; ms each, distinct bodies."""
+    times: list[float] = []
+    outputs = 0
     last: bytes | None = None
     for n in range(count):
-        changed = n > 0 and n % every == 0
-        if changed:
-            step = start + n // every
-            store.save(diagnostic(ids[step % len(ids)], broken=step % 3 == 0,
-                                  at=NOW + timedelta(seconds=step)))
-        began = time.perf_counter()
-        if pace:
-            # The scrape arrives at `began`; waiting for the GIL after the sleep (held by
-            # the watcher while it renders) counts towards its latency.
-            began += pace
-            time.sleep(pace)
+        if n > 0 and n % every == 0:
+            changes.save()
+        # The scrape arrives when the sleep ends; waiting for the interpreter after it
+        # (held by the watcher while it renders) counts towards its time.
+        arrival = time.perf_counter() + pace
+        time.sleep(pace)
         output = renderer.render()
-        elapsed = (time.perf_counter() - began) * 1000
-        (result.changed if changed else result.cached).append(elapsed)
+        times.append((time.perf_counter() - arrival) * 1000)
         if output is not last:
-            result.outputs += 1
+            outputs += 1
             last = output
-    return result
+    return times, outputs
 
 
-class _Families(Collector):
-    """Already built families, to time the exposition alone."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        """The families."""
-        return self._families
-
-
-def breakdown(store: Store) -> tuple[float, float, float]:
-    """Median ms of one re-render's parts: store read, families, exposition."""
-    collector = UltrabaseCollector(store)
-    read, build, expose = [], [], []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        snapshot = MetricsSnapshot.take(store)
-        t1 = time.perf_counter()
-        families = collector.families(snapshot)
-        t2 = time.perf_counter()
-        generate_latest(_Families(families))
-        t3 = time.perf_counter()
-        read.append((t1 - t0) * 1000)
-        build.append((t2 - t1) * 1000)
-        expose.append((t3 - t2) * 1000)
-    return percentile(read, 0.5), percentile(build, 0.5), percentile(expose, 0.5)
+def run(label: str, store: Store, changes: Changes, args: argparse.Namespace) -> Run:
+    """One run: first render, re-renders of one instance, scrapes with the watcher."""
+    renderer = MetricsRenderer(store)
+    began = time.perf_counter()
+    output = renderer.render()
+    first = (time.perf_counter() - began) * 1000
+    series = sum(1 for line in output.splitlines() if not line.startswith(b"#"))
+    size = len(output)
+    del output
+    rerenders, rerender_cpu = rerender(renderer, changes, args.changes)
+    renderer.start(args.interval)
+    try:
+        scrapes, outputs = scrape(renderer, changes, args.scrapes, args.every,
+                                  args.interval / args.every)
+    finally:
+        renderer.stop()
+    # Measured with the renderer alive, as the exporter runs it.
+    rss = memory_mb("VmRSS")
+    return Run(label, os.getloadavg()[0], first, rerenders, rerender_cpu, scrapes, outputs,
+               rss, series, size)
 
 
-def row(label: str, values: Sequence[float], goal: str = "") -> str:
-    """One table row."""
-    return (f"{label:<34} {len(values):>7} {percentile(values, 0.5):>8.2f} "
-            f"{percentile(values, 0.99):>8.2f}  {goal}")
+@contextmanager
+def cpu_hogs(count: int) -> Iterator[None]:
+    """count busy Python processes for the duration of the block (ended on every way out)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
 
 
-def verdict(p99: float) -> str:
-    """The goal column."""
-    return f"p99 < {GOAL_P99_MS:g} ms: {'met' if p99 < GOAL_P99_MS else 'MISSED'}"
+def verdict(value: float, goal: float | None) -> str:
+    """'met' or 'MISSED' against goal (empty without one)."""
+    if goal is None:
+        return ""
+    return f" ({'met' if value < goal else 'MISSED'}: < {goal:g})"
+
+
+def table(runs: Sequence[Run], args: argparse.Namespace) -> list[str]:
+    """The result table (Markdown) and the goals."""
+    goals = goals_for(args.instances)
+    first = runs[0]
+    lines = [
+        f"/metrics: {args.instances} instances x {args.history} diagnostics in a real store; "
+        f"{first.series:,} series, {first.size / 1e6:.1f} MB per scrape; "
+        f"{os.cpu_count()} cores; a store change every {args.every} scrapes, "
+        f"watcher every {args.interval:g} s",
+        "",
+        "| run | load average (1 min) | first render ms | re-render of one instance "
+        "p50 / p99 ms | its CPU p50 ms | scrapes p50 / p99 ms | VmRSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.label} | {r.load_average:.1f} | {r.first_render:.0f} | "
+            f"{percentile(r.rerenders, 0.5):.2f} / {percentile(r.rerenders, 0.99):.2f} | "
+            f"{percentile(r.rerender_cpu, 0.5):.2f} | "
+            f"{percentile(r.scrapes, 0.5):.2f} / {percentile(r.scrapes, 0.99):.2f} | "
+            f"{r.rss:.0f} |")
+    lines.append("")
+    lines.append(f"goals for up to {goals.instances} instances:")
+    for r in runs:
+        scrape_goal = goals.scrape_idle_ms if r is first else goals.scrape_loaded_ms
+        scrape_p99, rerender_p99 = percentile(r.scrapes, 0.99), percentile(r.rerenders, 0.99)
+        lines.append(
+            f"  {r.label}: scrapes p99 {scrape_p99:.2f} ms{verdict(scrape_p99, scrape_goal)}; "
+            f"re-render p99 {rerender_p99:.2f} ms{verdict(rerender_p99, goals.rerender_ms)}; "
+            f"VmRSS {r.rss:.0f} MB{verdict(r.rss, goals.rss_mb)}; {r.outputs} bodies served")
+    lines.append(f"peak memory (VmHWM) {memory_mb('VmHWM'):.0f} MB")
+    return lines
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main() -> int:
-    """Fill the store, run both scrape modes and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=100)
-    parser.add_argument("--history", type=int, default=100)
-    parser.add_argument("--scrapes", type=int, default=400, help="per mode (at least 200)")
-    parser.add_argument("--every", type=int, default=20, help="scrapes per store change")
+    """Fill the store, run idle (and loaded with --load) and print the table."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--instances", type=positive, default=100)
+    parser.add_argument("--history", type=positive, default=100,
+                        help="diagnostics per instance in the store (/metrics reads only "
+                             "the latest)")
+    parser.add_argument("--scrapes", type=positive, default=400, help="per run")
+    parser.add_argument("--every", type=positive, default=20, help="scrapes per store change")
+    parser.add_argument("--changes", type=positive, default=100,
+                        help="single-instance re-renders timed per run")
     parser.add_argument("--interval", type=float, default=0.5,
-                        help="watcher interval in seconds for the second mode")
+                        help="the watcher's interval in seconds")
+    parser.add_argument("--load", action="store_true",
+                        help="run again with a CPU hog on every core")
     args = parser.parse_args()
+    if not args.interval > 0:
+        parser.error("--interval must be above 0")
     with tempfile.TemporaryDirectory(prefix="ubd-bench-metrics-") as tmp:
         path = Path(tmp) / "store.sqlite3"
         print(f"filling {path} with {args.instances} x {args.history} diagnostics ...",
@@ -175,40 +278,18 @@ def main() -> int:
             print("filling the store failed", file=sys.stderr)
             return 1
         print(f"filled in {time.monotonic() - began:.0f} s", file=sys.stderr)
-        ids = _ids(args.instances)
+        runs: list[Run] = []
         with Store(path, history_limit=args.history) as store:
-            renderer = MetricsRenderer(store)
-            output = renderer.render()
-            series = sum(1 for line in output.splitlines() if not line.startswith(b"#"))
-            size = len(output)
-            del output
-            on_scrape = scrape(store, renderer, ids, args.scrapes, args.every, 0.0, 0)
-            del renderer
-            watched = MetricsRenderer(store)
-            watched.start(args.interval)
-            try:
-                # Paced so the watcher's renders overlap the scrapes they must not slow.
-                background = scrape(store, watched, ids, args.scrapes, args.every,
-                                    args.interval / args.every, args.scrapes)
-            finally:
-                watched.stop()
-            # Measured here: one renderer, as the exporter runs it, after 800 scrapes.
-            rss, peak = memory_mb("VmRSS"), memory_mb("VmHWM")
-            read, build, expose = breakdown(store)
-
-    print(f"\n/metrics: {args.instances} instances x {args.history} diagnostics in a real "
-          f"store; {series} series, {size / 1e6:.1f} MB per scrape; a store change "
-          f"every {args.every} scrapes")
-    print(f"{'scrapes':<34} {'count':>7} {'p50 ms':>8} {'p99 ms':>8}  goal")
-    print(row("cached (render on scrape)", on_scrape.cached))
-    print(row("re-rendered (render on scrape)", on_scrape.changed))
-    print(row("all (render on scrape)", on_scrape.all, verdict(percentile(on_scrape.all, 0.99))))
-    print(row(f"all (watcher every {args.interval:g} s)", background.all,
-              verdict(percentile(background.all, 0.99))))
-    print(f"re-render parts (median ms): store read {read:.1f}, families {build:.1f}, "
-          f"exposition {expose:.1f}; watcher mode served {background.outputs} outputs")
-    print(f"resident memory: VmRSS {rss:.1f} MB (peak VmHWM {peak:.1f} MB), goal < "
-          f"{GOAL_RSS_MB:g} MB: {'met' if rss < GOAL_RSS_MB else 'MISSED'}")
+            changes = Changes(store, _ids(args.instances))
+            runs.append(run("idle", store, changes, args))
+            gc.collect()
+            if args.load:
+                hogs = os.cpu_count() or 1
+                print(f"running again with {hogs} CPU hogs ...", file=sys.stderr)
+                with cpu_hogs(hogs):
+                    runs.append(run(f"--load ({hogs} CPU hogs)", store, changes, args))
+    print()
+    print("\n".join(table(runs, args)))
     return 0
 
 

@@ -268,7 +268,10 @@ class _State:
 
     def assemble(self, layout: _Layout) -> bytes:
         """The exposition: every family in order, its samples instance by instance."""
-        ordered: Sequence[Samples] = [self.parts[iid] for iid in sorted(self.parts)]
+        # By family: the samples of every instance, in the order of their ids.
+        columns: Sequence[Sequence[bytes]] = list(zip(
+            *(self.parts[iid] for iid in sorted(self.parts)), strict=True)) or \
+            [()] * len(layout.per_instance)
         chunks: list[bytes] = []
         for slot in layout.slots:
             if slot.index is None:
@@ -276,8 +279,8 @@ class _State:
                 chunks.append(self.fleet.get(slot.name, b""))
             else:
                 chunks.append(slot.header)
-                index = slot.index
-                chunks.extend(part[index] for part in ordered)
+                chunks.extend(columns[slot.index])
+        # A join this large runs without holding the interpreter, so scrapes go on.
         return b"".join(chunks)
 
 

@@ -289,6 +289,60 @@ def test_snapshot_holds_what_metrics_render(store: Store) -> None:
     assert snap.meta == {"sweep_duration_seconds": "1.250"}
 
 
+def test_snapshot_since_reads_only_the_diagnostics_changed_after(store: Store) -> None:
+    store.save(diag("aaaa0001", 0))
+    store.save(diag("bbbb0002", 0))
+    first = store.snapshot()
+    assert [d.instance_id for d in first.latest] == ["aaaa0001", "bbbb0002"]
+    assert set(first.latest_generations) == {"aaaa0001", "bbbb0002"}
+    assert max(first.latest_generations.values()) <= first.generation
+    store.save(diag("bbbb0002", 5, "DB_UNREACHABLE"))
+    store.record_run("scheduled", "unhealthy")
+    second = store.snapshot(since=first.generation)
+    assert [d.instance_id for d in second.latest] == ["bbbb0002"]
+    assert second.latest[0].issues[0].code == "DB_UNREACHABLE"
+    assert second.latest_generations["aaaa0001"] == first.latest_generations["aaaa0001"]
+    assert first.generation < second.latest_generations["bbbb0002"] <= second.generation
+    # An older diagnostic goes to history only: the latest row, and its stamp, stay.
+    store.save(diag("aaaa0001", -5))
+    third = store.snapshot(since=second.generation)
+    assert third.generation > second.generation
+    assert third.latest == ()
+    assert third.latest_generations == second.latest_generations
+    assert store.snapshot(since=third.generation).latest == ()
+
+
+def test_a_version_3_store_migrates_and_a_previous_release_writer_is_still_seen(
+        path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:3])
+        m.setattr(Store, "SCHEMA_VERSION", 3)
+        with Store(path) as old:
+            old.save(diag("aaaa0001", 0))
+            assert old.schema_version() == 3
+    with Store(path) as new:
+        assert new.schema_version() == Store.SCHEMA_VERSION == 4
+        before = new.snapshot()
+        assert [d.instance_id for d in before.latest] == ["aaaa0001"]
+        assert before.latest_generations == {"aaaa0001": 0}
+        # The previous release's save, as it still runs in the other process: no
+        # generation column in its statement, the triggers stamp the row anyway.
+        with raw(path) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO latest (instance_id, timestamp, healthy, payload) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+                "timestamp = excluded.timestamp, healthy = excluded.healthy, "
+                "payload = excluded.payload WHERE excluded.timestamp >= latest.timestamp",
+                ("aaaa0001", T0.timestamp() + 60, 0,
+                 store_module._encode(diag("aaaa0001", 1, "DB_UNREACHABLE"))))
+            conn.execute("UPDATE generation SET value = value + 1 WHERE id = 1")
+            conn.execute("COMMIT")
+        after = new.snapshot(since=before.generation)
+        assert [d.issues[0].code for d in after.latest] == ["DB_UNREACHABLE"]
+        assert after.latest_generations["aaaa0001"] == after.generation
+
+
 # generation -----------------------------------------------------------------------
 
 def test_generation_changes_on_writes_from_another_connection(path: Path) -> None:

@@ -9,6 +9,7 @@ from bench.samples import diagnostic
 from exporter.diagnostic import Diagnostic
 from exporter.store import InstanceInfo, StoreSnapshot
 
+
 @dataclass
 class MemorySource:
     """A plain in-memory metrics source that counts its reads.

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from bench.samples import COMPONENTS, KEY_EXPIRY, NOW, VOLUMES, diagnostic
 from exporter import __version__
 from exporter.config import Config, DiagnosticsConfig, ScheduleConfig
 from exporter.metrics import MetricsRenderer, UltrabaseCollector
 from exporter.metrics.snapshot import MetricsSnapshot
-from bench.samples import COMPONENTS, KEY_EXPIRY, NOW, VOLUMES, diagnostic
 from tests.unit.metrics.samples import MemorySource, fleet
 from tests.unit.metrics.support import of_instance, parse, series, value
 
