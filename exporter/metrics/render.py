@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -32,6 +32,7 @@ from exporter.config import Config
 from exporter.metrics.collector import UltrabaseCollector
 from exporter.metrics.snapshot import (
     InstanceLabels,
+    InstanceRecord,
     MetricsSnapshot,
     MetricsSource,
     StoreContent,
@@ -54,9 +55,9 @@ class MetricsRenderer:
         self._collector = UltrabaseCollector(source, config=config)
         self._layout = _Layout.of(self._collector)
         self._lock = threading.Lock()  # one refresh at a time; scrapes never take it
-        # The state behind _output, replaced whole by each refresh (never mutated).
-        self._state = _State.empty(self._layout, self._collector)
-        self._output: bytes | None = None
+        # The pieces and the body made of them, replaced whole by each refresh (never
+        # changed in place), so a scrape reads one complete body or the one before it.
+        self._state = _State.empty(self._collector)
         # Every family, no instance: the body until the source has been read once.
         self._empty = self._state.assemble(self._layout)
         self._failing = False
@@ -70,7 +71,7 @@ class MetricsRenderer:
         """
         if self._thread is None:
             self.refresh()
-        output = self._output
+        output = self._state.output
         return output if output is not None else self._empty
 
     def refresh(self) -> bool:
@@ -78,11 +79,11 @@ class MetricsRenderer:
         with self._lock:
             try:
                 # A cheap probe first: most polls find nothing new.
-                if self._output is not None and \
-                        self._source.generation() == self._state.generation:
+                known = self._state
+                if known.output is not None and self._source.generation() == known.generation:
                     return False
-                content = self._source.snapshot(since=self._state.generation)
-                state = self._state.update(content, self._layout, self._collector)
+                content = self._source.snapshot(since=known.generation)
+                state = known.update(content, self._layout, self._collector)
             except Exception as exc:
                 # sqlite's "database is locked" and the like: keep serving the last output.
                 if not self._failing:
@@ -93,10 +94,8 @@ class MetricsRenderer:
             if self._failing:
                 log.warning("metrics: the store is readable again")
                 self._failing = False
-            changed = state.output is not self._state.output or self._output is None
             self._state = state
-            self._output = state.output
-            return changed
+            return state.output is not known.output
 
     def start(self, interval_seconds: float = 2.0) -> None:
         """Render now, then watch the source in a background thread and re-render changes.
@@ -192,79 +191,77 @@ class _State:
     output: bytes | None
 
     @classmethod
-    def empty(cls, layout: _Layout, collector: UltrabaseCollector) -> _State:
+    def empty(cls, collector: UltrabaseCollector) -> _State:
         """Nothing read yet; fleet-wide families as for an empty store."""
-        return cls(None, {}, {}, {}, None, {}, None).update_fleet(MetricsSnapshot(),
-                                                                  collector)[0]
+        empty = MetricsSnapshot()
+        return cls(None, {}, {}, {}, empty, _fleet(empty, collector), None)
 
     def update(self, content: StoreContent, layout: _Layout,
                collector: UltrabaseCollector) -> _State:
         """The state after content (read with since=self.generation) arrived."""
-        since = self.generation
-        touched: set[str] = set()
-        records = dict(self.records)
-        labels = {lab.id: lab for lab in map(InstanceLabels.of, content.instances)}
-        for iid in [i for i in records if i not in labels]:
-            del records[iid]
-            touched.add(iid)
+        records, touched = self._records(content.instances, layout, collector)
+        diagnostics, changed = self._diagnostics(content, layout, collector)
+        touched |= changed
+        parts = dict(self.parts)
+        for iid in touched:
+            record, diagnostic = records.get(iid), diagnostics.get(iid)
+            if record is None and diagnostic is None:
+                parts.pop(iid, None)
+            else:
+                parts[iid] = tuple(a + b for a, b in zip(
+                    record[1] if record else layout.none, diagnostic or layout.none,
+                    strict=True))
+        fleet_snapshot = MetricsSnapshot.build((), (), content.run_counts,
+                                               content.operation_counts, content.meta)
+        fleet = self.fleet
+        if fleet_snapshot != self.fleet_snapshot:
+            fleet = _fleet(fleet_snapshot, collector)
+        state = replace(self, generation=content.generation, records=records,
+                        diagnostics=diagnostics, parts=parts, fleet_snapshot=fleet_snapshot,
+                        fleet=fleet)
+        if touched or fleet is not self.fleet or self.output is None:
+            state = replace(state, output=state.assemble(layout))
+        return state
+
+    def _records(self, instances: Iterable[InstanceRecord], layout: _Layout,
+                 collector: UltrabaseCollector,
+                 ) -> tuple[dict[str, tuple[InstanceLabels, Samples]], set[str]]:
+        """The instance list's pieces: kept where the labels are the same; the ids that
+        arrived, left or changed."""
+        labels = {lab.id: lab for lab in map(InstanceLabels.of, instances)}
+        touched = {iid for iid in self.records if iid not in labels}
+        records: dict[str, tuple[InstanceLabels, Samples]] = {}
         for iid, lab in labels.items():
-            known = records.get(iid)
-            if known is None or known[0] != lab:
+            known = self.records.get(iid)
+            if known is not None and known[0] == lab:
+                records[iid] = known
+            else:
                 families = collector.families(MetricsSnapshot(instances=(lab,)),
                                               per_instance=True)
                 records[iid] = (lab, layout.samples(families))
                 touched.add(iid)
+        return records, touched
 
-        diagnostics = dict(self.diagnostics)
-        present = content.latest_generations
-        for iid in [i for i in diagnostics if i not in present]:
-            del diagnostics[iid]
-            touched.add(iid)
-        changed = newest(content.latest)
+    def _diagnostics(self, content: StoreContent, layout: _Layout,
+                     collector: UltrabaseCollector) -> tuple[dict[str, Samples], set[str]]:
+        """The diagnostics' pieces: the changed ones rendered, the rest kept; the ids of
+        those changed or gone."""
+        since, present = self.generation, content.latest_generations
+        touched = {iid for iid in self.diagnostics if iid not in present}
+        diagnostics = {iid: s for iid, s in self.diagnostics.items() if iid in present}
+        fresh = newest(content.latest)
         for iid, generation in present.items():
             if since is not None and generation <= since:
                 continue
             touched.add(iid)
-            diagnostic = changed.get(iid)
+            diagnostic = fresh.get(iid)
             if diagnostic is None:  # unreadable: the store skipped it, so does a full render
                 diagnostics.pop(iid, None)
                 continue
             families = collector.families(MetricsSnapshot(diagnostics=(diagnostic,)),
                                           per_instance=True)
             diagnostics[iid] = layout.samples(families)
-
-        parts = dict(self.parts)
-        for iid in touched:
-            record, diagnostic_samples = records.get(iid), diagnostics.get(iid)
-            if record is None and diagnostic_samples is None:
-                parts.pop(iid, None)
-            else:
-                parts[iid] = tuple(a + b for a, b in zip(
-                    record[1] if record else layout.none, diagnostic_samples or layout.none,
-                    strict=True))
-
-        fleet_snapshot = MetricsSnapshot.build((), (), content.run_counts,
-                                               content.operation_counts, content.meta)
-        state, fleet_changed = _State(content.generation, records, diagnostics, parts,
-                                      self.fleet_snapshot, self.fleet, self.output,
-                                      ).update_fleet(fleet_snapshot, collector)
-        if touched or fleet_changed or state.output is None:
-            state = state.with_output(state.assemble(layout))
-        return state
-
-    def update_fleet(self, snapshot: MetricsSnapshot,
-                     collector: UltrabaseCollector) -> tuple[_State, bool]:
-        """The state with the fleet-wide families of snapshot; whether they changed."""
-        if snapshot == self.fleet_snapshot:
-            return self, False
-        fleet = {f.name: _text(f) for f in collector.families(snapshot, per_instance=False)}
-        return _State(self.generation, self.records, self.diagnostics, self.parts, snapshot,
-                      fleet, self.output), True
-
-    def with_output(self, output: bytes) -> _State:
-        """The same pieces with their joined body."""
-        return _State(self.generation, self.records, self.diagnostics, self.parts,
-                      self.fleet_snapshot, self.fleet, output)
+        return diagnostics, touched
 
     def assemble(self, layout: _Layout) -> bytes:
         """The exposition: every family in order, its samples instance by instance."""
@@ -280,8 +277,13 @@ class _State:
             else:
                 chunks.append(slot.header)
                 chunks.extend(columns[slot.index])
-        # A join this large runs without holding the interpreter, so scrapes go on.
+        # bytes.join copies a result this large without holding the GIL: scrapes go on.
         return b"".join(chunks)
+
+
+def _fleet(snapshot: MetricsSnapshot, collector: UltrabaseCollector) -> dict[str, bytes]:
+    """The fleet-wide families of snapshot, each as its whole text."""
+    return {f.name: _text(f) for f in collector.families(snapshot, per_instance=False)}
 
 
 def _text(family: Metric) -> bytes:

@@ -1,4 +1,4 @@
-"""What the metrics are rendered from: the store's content, read once per render."""
+"""What the metrics are rendered from: the store's content as one immutable value."""
 
 from __future__ import annotations
 

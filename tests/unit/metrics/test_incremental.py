@@ -153,14 +153,14 @@ def temporary_store() -> Iterator[Store]:
         yield store
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(STORE_STEPS)
 def test_a_real_store_renders_byte_identical_to_a_full_render(steps: list[Any]) -> None:
     with temporary_store() as store:
         replay(store, steps)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(MEMORY_STEPS)
 def test_departed_diagnostics_render_byte_identical_to_a_full_render(steps: list[Any]) -> None:
     replay(MemorySource(), steps)
