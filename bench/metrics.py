@@ -10,7 +10,9 @@ filling does not count towards this process's memory) with N instances x H diagn
 - scrapes as served: the renderer's background watcher running (every --interval s),
   S scrapes paced so that they overlap its renders, a new diagnostic saved every K
   scrapes; a scrape's time runs from its arrival until it has the body (render()), so
-  waiting for the interpreter while the watcher renders counts; sending it does not.
+  waiting for the interpreter while the watcher renders counts; sending it does not;
+- the host's floor: the same paced scrapes of a body made once, nothing rendering, so
+  what is left is the wait for a CPU after each wake-up, which this process cannot lower.
 
 --load runs everything a second time with a CPU hog (a busy Python loop) on every core
 for the whole run, and the table shows both runs, each with the host's load average at
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -110,6 +112,7 @@ class Run:
     rerender_cpu: list[float]  # the refreshing thread's CPU time
     scrapes: list[float]
     outputs: int  # distinct bodies the scrapes got
+    floor: list[float]  # scrapes of a constant body
     rss: float
     series: int
     size: int
@@ -142,20 +145,20 @@ def rerender(renderer: MetricsRenderer, changes: Changes,
     return wall, cpu
 
 
-def scrape(renderer: MetricsRenderer, changes: Changes, count: int, every: int,
+def scrape(render: Callable[[], bytes], changes: Changes | None, count: int, every: int,
            pace: float) -> tuple[list[float], int]:
     """count paced scrapes with a change before every every-th; ms each, distinct bodies."""
     times: list[float] = []
     outputs = 0
     last: bytes | None = None
     for n in range(count):
-        if n > 0 and n % every == 0:
+        if changes is not None and n > 0 and n % every == 0:
             changes.save()
         # The scrape arrives when the sleep ends; waiting for the interpreter after it
         # (held by the watcher while it renders) counts towards its time.
         arrival = time.perf_counter() + pace
         time.sleep(pace)
-        output = renderer.render()
+        output = render()
         times.append((time.perf_counter() - arrival) * 1000)
         if output is not last:
             outputs += 1
@@ -173,16 +176,18 @@ def run(label: str, store: Store, changes: Changes, args: argparse.Namespace) ->
     size = len(output)
     del output
     rerenders, rerender_cpu = rerender(renderer, changes, args.changes)
+    pace = args.interval / args.every
     renderer.start(args.interval)
     try:
-        scrapes, outputs = scrape(renderer, changes, args.scrapes, args.every,
-                                  args.interval / args.every)
+        scrapes, outputs = scrape(renderer.render, changes, args.scrapes, args.every, pace)
     finally:
         renderer.stop()
+    body = renderer.render()
+    floor, _ = scrape(lambda: body, None, args.scrapes, args.every, pace)
     # Measured with the renderer alive, as the exporter runs it.
     rss = memory_mb("VmRSS")
     return Run(label, os.getloadavg()[0], first, rerenders, rerender_cpu, scrapes, outputs,
-               rss, series, size)
+               floor, rss, series, size)
 
 
 @contextmanager
@@ -216,15 +221,17 @@ def table(runs: Sequence[Run], args: argparse.Namespace) -> list[str]:
         f"watcher every {args.interval:g} s",
         "",
         "| run | load average (1 min) | first render ms | re-render of one instance "
-        "p50 / p99 ms | its CPU p50 ms | scrapes p50 / p99 ms | VmRSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "p50 / p99 ms | its CPU p50 / p99 ms | scrapes p50 / p99 ms | host floor p50 / p99 "
+        "ms | VmRSS MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
             f"| {r.label} | {r.load_average:.1f} | {r.first_render:.0f} | "
             f"{percentile(r.rerenders, 0.5):.2f} / {percentile(r.rerenders, 0.99):.2f} | "
-            f"{percentile(r.rerender_cpu, 0.5):.2f} | "
+            f"{percentile(r.rerender_cpu, 0.5):.2f} / {percentile(r.rerender_cpu, 0.99):.2f} | "
             f"{percentile(r.scrapes, 0.5):.2f} / {percentile(r.scrapes, 0.99):.2f} | "
+            f"{percentile(r.floor, 0.5):.2f} / {percentile(r.floor, 0.99):.2f} | "
             f"{r.rss:.0f} |")
     lines.append("")
     lines.append(f"goals for up to {goals.instances} instances:")
