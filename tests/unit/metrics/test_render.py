@@ -172,7 +172,14 @@ def test_promtool_finds_nothing_to_complain_about() -> None:
     source = fleet(4, broken=["inst-001", "inst-003"])
     # Label values that need escaping.
     source.infos.append(InstanceInfo("odd", 'a "quoted"\\name\nwith newline', "o"))
-    for output in (MetricsRenderer(source).render(), MetricsRenderer(MemorySource()).render()):
+    renderer = MetricsRenderer(source)
+    outputs = [renderer.render(), MetricsRenderer(MemorySource()).render()]
+    # Pieces kept from before and rendered since, joined: still one block per family.
+    source.save(diagnostic("inst-000", broken=True, at=NOW.replace(hour=13)))
+    source.save(diagnostic("inst-004", at=NOW.replace(hour=13)))
+    source.forget("inst-002")
+    outputs.append(renderer.render())
+    for output in outputs:
         checked = subprocess.run([str(PROMTOOL), "check", "metrics"], input=output,
                                  capture_output=True, check=False)
         assert checked.returncode == 0, checked.stdout + checked.stderr
