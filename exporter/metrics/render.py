@@ -57,9 +57,10 @@ class MetricsRenderer:
         self._lock = threading.Lock()  # one refresh at a time; scrapes never take it
         # The pieces and the body made of them, replaced whole by each refresh (never
         # changed in place), so a scrape reads one complete body or the one before it.
-        self._state = _State.empty(self._collector)
+        self._blank = _State.empty(self._collector)
+        self._state = self._blank
         # Every family, no instance: the body until the source has been read once.
-        self._empty = self._state.assemble(self._layout)
+        self._empty = self._blank.assemble(self._layout)
         self._failing = False
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
@@ -80,10 +81,15 @@ class MetricsRenderer:
             try:
                 # A cheap probe first: most polls find nothing new.
                 known = self._state
-                if known.output is not None and self._source.generation() == known.generation:
+                generation = self._source.generation()
+                if known.output is not None and generation == known.generation:
                     return False
-                content = self._source.snapshot(since=known.generation)
-                state = known.update(content, self._layout, self._collector)
+                # Generations only grow: a lower one is another store (a file restored or
+                # replaced), whose changes cannot be told from ours, so start over.
+                base = known if known.generation is not None and \
+                    generation > known.generation else self._blank
+                content = self._source.snapshot(since=base.generation)
+                state = base.update(content, self._layout, self._collector)
             except Exception as exc:
                 # sqlite's "database is locked" and the like: keep serving the last output.
                 if not self._failing:

@@ -257,3 +257,20 @@ def test_with_the_watcher_a_scrape_reads_nothing() -> None:
         assert len(source.read) == reads
     finally:
         renderer.stop()
+
+
+def test_a_store_whose_generation_went_back_is_rendered_afresh() -> None:
+    source = fleet(3)
+    renderer = MetricsRenderer(source, config=CONFIG)
+    renderer.render()
+    for _ in range(5):
+        source.save(diagnostic("inst-001", at=NOW + timedelta(minutes=1)))
+    renderer.render()
+    # Another file in its place (restored from a backup, say): older content, a lower
+    # generation, and rows stamped at generations the renderer has already passed.
+    restored = fleet(3, broken=["inst-002"])
+    restored.gen = 2
+    restored.stamps = {"inst-002": 2}
+    source.__dict__.update(restored.__dict__)
+    assert renderer.render() == full_render(source)
+    assert value(renderer.render(), "ultrabase_instance_healthy", instance_id="inst-002") == 0.0
