@@ -33,13 +33,13 @@ from actions.compose import ComposeRunner
 from actions.operations.runner import OperationRunner
 from actions.service import default_bodies
 from bench.metrics import percentile
+from bench.samples import diagnostic
 from exporter.access import AccessControl, Principal
 from exporter.config import parse_config
 from exporter.engine import DiagnosticsEngine
 from exporter.metrics.render import MetricsRenderer
 from exporter.rootcause import find_root_cause
 from exporter.store import InstanceInfo, Store
-from tests.unit.metrics.samples import diagnostic
 from tests.unit.plaindocker import PlainDocker, containers_for
 
 GOAL_MS = 200.0
