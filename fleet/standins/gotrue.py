@@ -1,21 +1,23 @@
 """Stand-in for GoTrue (supabase/auth v2.167.0), the `auth` service of a Supabase instance.
 
-Started as ``python gotrue.py`` with the environment GoTrue reads (see the compose template):
-GOTRUE_API_HOST, GOTRUE_API_PORT (or PORT; default 8081), API_EXTERNAL_URL, GOTRUE_DB_DRIVER,
+Started as ``python gotrue.py`` with the environment GoTrue reads (see the compose template and
+gotrue_config.SETTINGS): GOTRUE_API_HOST, GOTRUE_API_PORT (or PORT; default 8081),
+API_EXTERNAL_URL, GOTRUE_API_MAX_REQUEST_DURATION (default 10s), GOTRUE_DB_DRIVER,
 GOTRUE_DB_DATABASE_URL (or DATABASE_URL), GOTRUE_SITE_URL, GOTRUE_JWT_SECRET, GOTRUE_JWT_AUD,
 GOTRUE_JWT_ADMIN_ROLES, GOTRUE_JWT_DEFAULT_GROUP_NAME, GOTRUE_JWT_EXP, GOTRUE_DISABLE_SIGNUP,
-GOTRUE_EXTERNAL_EMAIL_ENABLED, GOTRUE_EXTERNAL_PHONE_ENABLED,
-GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED, GOTRUE_MAILER_AUTOCONFIRM, GOTRUE_SMS_AUTOCONFIRM,
-GOTRUE_SMS_PROVIDER, GOTRUE_SAML_ENABLED, GOTRUE_PASSWORD_MIN_LENGTH,
+GOTRUE_EXTERNAL_*_ENABLED, GOTRUE_MAILER_AUTOCONFIRM, GOTRUE_SMS_AUTOCONFIRM,
+GOTRUE_SMS_PROVIDER, GOTRUE_SMTP_PORT, GOTRUE_SAML_ENABLED, GOTRUE_PASSWORD_MIN_LENGTH,
 GOTRUE_API_REQUEST_ID_HEADER.
 
 Public contract kept: /health, /settings, /signup and the admin users API with GoTrue's error
-JSON ({"code","error_code","msg"}, or {"code","message"} when the client sends
-X-Supabase-Api-Version: 2024-01-01), its JWT checks (HS256, admin roles), its JSON log lines on
-stderr, its migrations into the `auth` schema, and its failure behaviour: a failed DB login at
-start is one fatal JSON line and exit status 1; a DB error during a request is a 500.
-Passwords are stored as PBKDF2 hashes instead of bcrypt; identities are synthesised from the
-user row rather than stored in auth.identities.
+JSON ({"code","error_code","msg"}, {"code","message"} when the client sends
+X-Supabase-Api-Version: 2024-01-01, and the public Postgres error shape for a RAISE or a
+constraint violation), its JWT checks (HS256, admin roles), its 10 s request timeout, its log
+lines on stderr, its migrations into the `auth` schema, and its failure behaviour: a bad
+setting (set but empty included), a DB error at start (refused, rejected login, failed
+migration SQL) is one fatal line and exit status 1, no retry; a DB error during a request is
+a 500. Passwords are stored as PBKDF2 hashes instead of bcrypt; identities are synthesised
+from the user row rather than stored in auth.identities.
 """
 
 from __future__ import annotations
@@ -23,32 +25,32 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
 import socket
 import sys
+import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+import warnings
 from datetime import datetime
 from typing import Any, NoReturn
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import gotrue_migrate
 import jwt
 import psycopg
-from psycopg import sql
+from gotrue_config import Config, ConfigError, fatal_text, go_quote, load_config
 from psycopg.types.json import Jsonb
 from standin_common import (
     BaseHandler,
-    env,
     fatal_sqlstate,
     install_signal_handlers,
-    is_auth_failure,
     libpq_message,
     log_line,
     make_server,
-    parse_go_bool,
     rfc3339,
     rfc3339_nano,
     serve_until_signalled,
@@ -67,181 +69,27 @@ USER_COLUMNS = (
     "id, aud, role, email, email_confirmed_at, raw_app_meta_data, raw_user_meta_data, "
     "created_at, updated_at, confirmation_sent_at, last_sign_in_at"
 )
-MIGRATIONS = (
-    "CREATE TABLE IF NOT EXISTS auth.schema_migrations (version varchar(14) PRIMARY KEY)",
-    """CREATE TABLE IF NOT EXISTS auth.users (
-        id uuid PRIMARY KEY,
-        aud varchar(255),
-        role varchar(255),
-        email varchar(255) UNIQUE,
-        encrypted_password varchar(255),
-        email_confirmed_at timestamptz,
-        raw_app_meta_data jsonb,
-        raw_user_meta_data jsonb,
-        is_sso_user boolean NOT NULL DEFAULT false,
-        created_at timestamptz,
-        updated_at timestamptz,
-        deleted_at timestamptz)""",
-    """CREATE TABLE IF NOT EXISTS auth.audit_log_entries (
-        instance_id uuid,
-        id uuid PRIMARY KEY,
-        payload json,
-        created_at timestamptz,
-        ip_address varchar(64) NOT NULL DEFAULT '')""",
-)
-# Columns this stand-in uses that an auth.users or auth.audit_log_entries made by the Supabase
-# Postgres image (the early GoTrue schema) may lack; only missing ones are added, since ALTER
-# TABLE needs ownership even when there is nothing to do.
-LATER_COLUMNS = (
-    ("users", "email_confirmed_at", "timestamptz"),
-    ("users", "confirmation_sent_at", "timestamptz"),
-    ("users", "last_sign_in_at", "timestamptz"),
-    ("users", "is_sso_user", "boolean NOT NULL DEFAULT false"),
-    ("users", "deleted_at", "timestamptz"),
-    ("audit_log_entries", "ip_address", "varchar(64) NOT NULL DEFAULT ''"),
-)
-CONNECT_RETRY_SECONDS = 5.0
-DB_CONNECT_TIMEOUT = 5
+# utilities/postgres.go:55-76: Postgres errors whose code, message, detail and hint GoTrue
+# shows the client (status 500, or NNN for a PTNNN code raised by a trigger or function).
+PUBLIC_SQLSTATES = frozenset({"P0001", "23000", "23001", "23502", "23503", "23505", "23514",
+                              "23P01"})
+TIMEOUT_MESSAGE = "Processing this request timed out, please retry after a moment."
+# Go's encoding/json escapes these in strings (logrus's JSONFormatter keeps that default).
+_GO_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
 def log_json(level: str, msg: str, **fields: Any) -> None:
-    """Write a logrus-style JSON line (keys sorted, as logrus does) to stderr."""
+    """Write a logrus JSON line (keys sorted, HTML characters escaped) to stderr."""
     entry: dict[str, Any] = {**fields, "level": level, "msg": msg, "time": rfc3339()}
-    log_line(json.dumps(dict(sorted(entry.items())), separators=(",", ":")), sys.stderr)
+    text = json.dumps(dict(sorted(entry.items())), separators=(",", ":"), ensure_ascii=False)
+    log_line(text.translate(_GO_JSON_ESCAPES), sys.stderr)
 
 
-def fatal(msg: str) -> NoReturn:
+def fatal(msg: str, **fields: Any) -> NoReturn:
     """Log a fatal line and exit 1, as logrus.Fatal does."""
-    log_json("fatal", msg)
+    log_json("fatal", msg, **fields)
     sys.stdout.flush()
     os._exit(1)
-
-
-class ConfigError(Exception):
-    """The environment cannot be loaded the way GoTrue's envconfig loads it."""
-
-
-@dataclass
-class Config:
-    """The part of GoTrue's configuration this stand-in honours."""
-
-    host: str
-    port: int
-    db_url: str
-    jwt_secret: str
-    jwt_aud: str
-    jwt_exp: int
-    admin_roles: list[str]
-    default_group: str
-    disable_signup: bool
-    email_enabled: bool
-    phone_enabled: bool
-    anonymous_enabled: bool
-    mailer_autoconfirm: bool
-    sms_autoconfirm: bool
-    sms_provider: str
-    saml_enabled: bool
-    password_min_length: int
-    request_id_header: str
-    external: dict[str, bool] = field(default_factory=dict)
-
-
-def _raw(key: str, *alts: str) -> str | None:
-    """Look a key up as envconfig does: with the GOTRUE_ prefix, then the alternative names."""
-    return env(key, None, *alts)
-
-
-def _go_field(key: str) -> str:
-    """The Go struct field envconfig names in its errors, e.g. DisableSignup or Enabled."""
-    rest = key.removeprefix("GOTRUE_")
-    match = re.fullmatch(r"(?:EXTERNAL_[A-Z0-9_]+?|MAILER|SMS|SAML|JWT|API|PASSWORD|DB)_(.+)",
-                         rest)
-    if match:
-        rest = match.group(1)
-    return "".join(part.capitalize() for part in rest.split("_"))
-
-
-def _bool(key: str, default: bool) -> bool:
-    """Read a boolean; a value Go's ParseBool rejects is a configuration error."""
-    value = _raw(key)
-    if value is None or value == "":
-        return default
-    try:
-        return parse_go_bool(value)
-    except ValueError:
-        raise ConfigError(
-            f"envconfig.Process: assigning {key} to {_go_field(key)}: converting '{value}' to "
-            "type bool. "
-            f'details: strconv.ParseBool: parsing "{value}": invalid syntax'
-        ) from None
-
-
-def _int(key: str, default: int, *alts: str) -> int:
-    """Read an integer; a malformed value is a configuration error."""
-    value = _raw(key, *alts)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value, 0)
-    except ValueError:
-        raise ConfigError(
-            f"envconfig.Process: assigning {key} to {_go_field(key)}: converting '{value}' to "
-            "type int. "
-            f'details: strconv.ParseInt: parsing "{value}": invalid syntax'
-        ) from None
-
-
-def _required(key: str, *alts: str) -> str:
-    """Read a required key; envconfig only checks that it is present."""
-    value = _raw(key, *alts)
-    if value is None:
-        raise ConfigError(f"required key {key} missing value")
-    return value
-
-
-def load_config() -> Config:
-    """Load the configuration from the environment, failing as GoTrue does."""
-    _required("GOTRUE_API_EXTERNAL_URL", "API_EXTERNAL_URL")
-    _required("GOTRUE_SITE_URL", "SITE_URL")
-    driver = _required("GOTRUE_DB_DRIVER", "DB_DRIVER")
-    db_url = _required("GOTRUE_DB_DATABASE_URL", "DATABASE_URL")
-    secret = _required("GOTRUE_JWT_SECRET", "JWT_SECRET")
-    if driver != "postgres":
-        raise ConfigError(f"unsupported database driver {driver!r}")
-    roles = _raw("GOTRUE_JWT_ADMIN_ROLES") or ""
-    admin_roles = [r.strip() for r in roles.split(",") if r.strip()] or [
-        "service_role",
-        "supabase_admin",
-    ]
-    return Config(
-        host=_raw("GOTRUE_API_HOST") or "",
-        port=_int("GOTRUE_API_PORT", 8081, "PORT"),
-        db_url=db_url,
-        jwt_secret=secret,
-        jwt_aud=_raw("GOTRUE_JWT_AUD") or "authenticated",
-        jwt_exp=_int("GOTRUE_JWT_EXP", 3600),
-        admin_roles=admin_roles,
-        default_group=_raw("GOTRUE_JWT_DEFAULT_GROUP_NAME") or "authenticated",
-        disable_signup=_bool("GOTRUE_DISABLE_SIGNUP", False),
-        email_enabled=_bool("GOTRUE_EXTERNAL_EMAIL_ENABLED", True),
-        phone_enabled=_bool("GOTRUE_EXTERNAL_PHONE_ENABLED", False),
-        anonymous_enabled=_bool("GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED", False),
-        mailer_autoconfirm=_bool("GOTRUE_MAILER_AUTOCONFIRM", False),
-        sms_autoconfirm=_bool("GOTRUE_SMS_AUTOCONFIRM", False),
-        sms_provider=_raw("GOTRUE_SMS_PROVIDER") or "twilio",
-        saml_enabled=_bool("GOTRUE_SAML_ENABLED", False),
-        password_min_length=_int("GOTRUE_PASSWORD_MIN_LENGTH", 6),
-        request_id_header=_raw("GOTRUE_API_REQUEST_ID_HEADER") or "",
-        external={
-            name: _bool(f"GOTRUE_EXTERNAL_{name.upper()}_ENABLED", False)
-            for name in (
-                "apple", "azure", "bitbucket", "discord", "facebook", "figma", "fly",
-                "github", "gitlab", "google", "keycloak", "kakao", "linkedin",
-                "linkedin_oidc", "notion", "spotify", "slack", "slack_oidc", "workos",
-                "twitch", "twitter", "zoom",
-            )
-        },
-    )
 
 
 # --- database -------------------------------------------------------------------------------
@@ -272,72 +120,30 @@ def pgx_error(exc: BaseException, db_url: str) -> str:
     if "timeout expired" in text:
         return f"{target}: dial error (timeout: context deadline exceeded)"
     if "FATAL:" in text:
-        fatal_text = " ".join(text.split("FATAL:", 1)[1].split())
+        fatal_text_ = " ".join(text.split("FATAL:", 1)[1].split())
         code = fatal_sqlstate(text)
         kind = "failed SASL auth" if code == "28P01" else "server error"
-        return f"{target}: {kind} (FATAL: {fatal_text} (SQLSTATE {code}))"
+        return f"{target}: {kind} (FATAL: {fatal_text_} (SQLSTATE {code}))"
     if isinstance(exc, psycopg.Error) and exc.sqlstate:
         primary = exc.diag.message_primary or text
-        return f"ERROR: {primary} (SQLSTATE {exc.sqlstate})"
+        severity = exc.diag.severity_nonlocalized or "ERROR"
+        return f"{severity}: {primary} (SQLSTATE {exc.sqlstate})"
     return f"{target}: {' '.join(text.split())}"
 
 
-def transient_connect_error(exc: BaseException) -> bool:
-    """Errors worth retrying while the database container is still coming up."""
-    text = libpq_message(exc)
-    if is_auth_failure(text):
-        return False
-    return (
-        "Connection refused" in text
-        or text.startswith("could not translate host name")
-        or "starting up" in text
-        or "timeout expired" in text
-        or "Connection reset" in text
-        or "closed the connection unexpectedly" in text
-    )
-
-
-def connect(cfg: Config) -> psycopg.Connection[Any]:
-    """Open a DB connection with a bounded connect time."""
-    return psycopg.connect(cfg.db_url, connect_timeout=DB_CONNECT_TIMEOUT)
+def connect(cfg: Config, timeout: float, **options: Any) -> psycopg.Connection[Any]:
+    """Open a DB connection that gives up within `timeout` seconds (libpq counts whole ones)."""
+    return psycopg.connect(cfg.db_url, connect_timeout=max(2, math.ceil(timeout)), **options)
 
 
 def migrate(cfg: Config) -> None:
-    """Create GoTrue's tables; a DB login failure is fatal at once, as in GoTrue."""
-    prefix = (
-        "running db migrations: Migrator: problem creating schema migrations: couldn't start a "
-        "new transaction: could not create new transaction: "
-    )
-    deadline = time.monotonic() + CONNECT_RETRY_SECONDS
-    started = time.monotonic()
-    while True:
-        try:
-            conn = connect(cfg)
-            break
-        except psycopg.Error as exc:
-            if transient_connect_error(exc) and time.monotonic() < deadline:
-                time.sleep(0.5)
-                continue
-            fatal(prefix + pgx_error(exc, cfg.db_url))
+    """Run the migrations as `gotrue` does before serving; any failure is fatal at once."""
     try:
-        with conn, conn.cursor() as cur:
-            for statement in MIGRATIONS:
-                cur.execute(statement)
-            cur.execute("SELECT table_name, column_name FROM information_schema.columns "
-                        "WHERE table_schema = 'auth'")
-            present = set(cur.fetchall())
-            for table, column, definition in LATER_COLUMNS:
-                if (table, column) not in present:
-                    cur.execute(sql.SQL("ALTER TABLE auth.{} ADD COLUMN {} {}").format(
-                        sql.Identifier(table), sql.Identifier(column), sql.SQL(definition)))
-    except psycopg.Error as exc:
-        fatal(
-            "running db migrations: Migrator: problem creating schema migrations: "
-            + pgx_error(exc, cfg.db_url)
-        )
-    finally:
-        conn.close()
-    log_json("info", "%.4f seconds", component="pop", args=[round(time.monotonic() - started, 6)])
+        gotrue_migrate.run(
+            lambda: connect(cfg, 30, autocommit=True, application_name="gotrue_migrations"),
+            cfg.db_namespace, lambda exc: pgx_error(exc, cfg.db_url), log_json)
+    except gotrue_migrate.MigrationError as exc:
+        fatal(f"running db migrations: {exc}")
     log_json("info", "GoTrue migrations applied successfully")
 
 
@@ -345,14 +151,47 @@ def migrate(cfg: Config) -> None:
 
 
 class ApiError(Exception):
-    """An HTTPError as GoTrue returns it."""
+    """An HTTPError as GoTrue returns it (api/errors.go:100-147)."""
 
-    def __init__(self, status: int, code: str, msg: str, internal: str | None = None) -> None:
+    def __init__(self, status: int, code: str, msg: str, internal: str | None = None, *,
+                 internal_message: str | None = None,
+                 pg: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
         self.status = status
         self.code = code
         self.msg = msg
-        self.internal = internal
+        self.internal = internal  # InternalError's text, the log line's "error" field
+        self.internal_message = internal_message  # replaces "<status>: <msg>" in the log
+        self.pg = pg  # the public Postgres error, when InternalError is one
+
+    @property
+    def log_text(self) -> str:
+        """HTTPError.Error(): the internal message, else `<status>: <msg>`."""
+        return self.internal_message or f"{self.status}: {self.msg}"
+
+
+def public_pg_error(exc: BaseException) -> dict[str, Any] | None:
+    """utilities.NewPostgresError: the body and status GoTrue shows for a user-visible error."""
+    if not isinstance(exc, psycopg.Error) or not exc.sqlstate:
+        return None
+    code = exc.sqlstate
+    status = 500 if code in PUBLIC_SQLSTATES else 0
+    if code.startswith("PT") and re.fullmatch(r"[+-]?\d+", code[2:]):
+        status = int(code[2:])
+    if not status:
+        return None
+    body: dict[str, Any] = {"code": code, "message": exc.diag.message_primary or ""}
+    if exc.diag.message_hint:
+        body["hint"] = exc.diag.message_hint
+    if exc.diag.message_detail:
+        body["detail"] = exc.diag.message_detail
+    return {"status": status, "body": body}
+
+
+def db_error(msg: str, exc: BaseException, db_url: str) -> ApiError:
+    """internalServerError(msg).WithInternalError(err) for a DB failure."""
+    return ApiError(500, "unexpected_failure", msg, pgx_error(exc, db_url),
+                    pg=public_pg_error(exc))
 
 
 def hash_password(password: str) -> str:
@@ -445,38 +284,90 @@ class Handler(BaseHandler):
     cfg: Config
 
     def _dispatch(self) -> None:
-        """Route one request and log it as GoTrue's request logger does."""
-        self.request_id = (
-            self.headers.get(self.cfg.request_id_header) if self.cfg.request_id_header else None
-        ) or str(uuid.uuid4())
+        """Answer one request within the deadline and log it as GoTrue's request logger does."""
+        header = self.cfg.request_id_header
+        # observability/request-logger.go:15-27: the configured header's value, even empty.
+        self.request_id = self.headers.get(header, "") if header else str(uuid.uuid4())
         parts = urlsplit(self.path)
         self.req_path = parts.path
         self.query = parse_qs(parts.query)
         self.claims: dict[str, Any] = {}
+        self.error_code: str | None = None
         try:
             # Read the body up front: an unread body would corrupt the next keep-alive request.
             self.body = self.read_body()
         except ValueError:
-            self.send_body(413, b"")
+            BaseHandler.send_body(self, 413, b"")
             self.close_connection = True
             return
         origin = self.headers.get("Origin")
         if origin and self.command == "OPTIONS" and self.headers.get(
                 "Access-Control-Request-Method"):
+            # The CORS handler answers preflights outside the router: no request log line.
             self._preflight(origin)
-            self._log_request()
             return
         try:
-            self._route(self.command, parts.path)
-        except ApiError as err:
-            self._send_error(err)
-        except psycopg.Error as exc:
-            self._send_unexpected(pgx_error(exc, self.cfg.db_url))
+            self._within_deadline(parts.path)
         except (ConnectionError, TimeoutError):
             return
-        self._log_request()
+        if parts.path != "/health":
+            # request-logger.go:33: /health is served without the request logger.
+            self._log_request()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    def _within_deadline(self, path: str) -> None:
+        """timeoutMiddleware (api/middleware.go:348-400): route in a worker, 504 at the deadline.
+
+        The endpoint's answer is buffered, as GoTrue's timeoutResponseWriter does; when the
+        deadline passes first it is dropped and the 504 request_timeout error is sent instead.
+        """
+        self._answer: tuple[int, bytes, tuple[tuple[str, str], ...], str | None] | None = None
+        self._sealed = False
+        self._answer_lock = threading.Lock()
+        self.deadline = time.monotonic() + (self.cfg.max_request_seconds or math.inf)
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                self._route(self.command, path)
+            except ApiError as err:
+                self._send_error(err)
+            except psycopg.Error as exc:
+                self._send_unexpected(pgx_error(exc, self.cfg.db_url))
+            finally:
+                done.set()
+
+        threading.Thread(target=work, daemon=True).start()
+        limit = self.cfg.max_request_seconds
+        if not done.wait(limit if limit > 0 else None):
+            with self._answer_lock:
+                self._sealed = True
+                self._answer = None
+            # The worker may still touch this handler: the connection is not reused.
+            self.close_connection = True
+            self._send_error(ApiError(504, "request_timeout", TIMEOUT_MESSAGE,
+                                      "context deadline exceeded"), force=True)
+        answer = self._answer
+        if answer is not None:
+            BaseHandler.send_body(self, answer[0], answer[1], answer[2], answer[3])
+
+    def send_body(self, status: int, body: bytes, headers: Any = (),
+                  content_type: str | None = None, *, force: bool = False) -> None:
+        """Buffer the answer until the request is done (dropped once the deadline passed)."""
+        with self._answer_lock:
+            if self._sealed and not force:
+                return
+            self._answer = (status, body, tuple(headers), content_type)
+
+    def remaining(self) -> float:
+        """Seconds left before the request's deadline."""
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A DB connection bounded by what is left of the request's time."""
+        return connect(self.cfg, min(self.remaining() + 1, 30))
+
 
     def _route(self, method: str, path: str) -> None:
         """Dispatch to the endpoint, answering chi's 404/405 for the rest."""
@@ -513,7 +404,7 @@ class Handler(BaseHandler):
         requested = self.headers.get("Access-Control-Request-Headers")
         if requested:
             headers.append(("Access-Control-Allow-Headers", requested))
-        self.send_body(204, b"", headers)
+        BaseHandler.send_body(self, 204, b"", headers)
 
     def _need(self, allowed: bool, action: Any) -> None:
         """Run action if the method fits, else answer 405 as chi does."""
@@ -529,7 +420,8 @@ class Handler(BaseHandler):
         value = self.headers.get("X-Supabase-Api-Version")
         return value if value == API_VERSION_2024 else None
 
-    def _send_json(self, status: int, obj: Any, extra: list[tuple[str, str]] | None = None) -> None:
+    def _send_json(self, status: int, obj: Any, extra: list[tuple[str, str]] | None = None,
+                   *, force: bool = False) -> None:
         """Send a JSON body as GoTrue's sendJSON does."""
         headers = list(extra or [])
         origin = self.headers.get("Origin")
@@ -539,22 +431,26 @@ class Handler(BaseHandler):
         if self._api_version():
             headers.append(("X-Supabase-Api-Version", API_VERSION_2024))
         body = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-        self.send_body(status, body, headers, content_type="application/json")
+        self.send_body(status, body, headers, content_type="application/json", force=force)
 
-    def _send_error(self, err: ApiError) -> None:
-        """Send and log an HTTPError in the shape the client's API version expects."""
+    def _send_error(self, err: ApiError, *, force: bool = False) -> None:
+        """HandleResponseError (api/errors.go:186-289): log, then the client's error shape."""
         fields = self._log_fields()
-        if err.internal:
-            fields["error"] = err.internal
+        fields["error"] = err.internal or err.log_text  # WithError(e.Cause())
         level = "error" if err.status >= 500 else "warning" if err.status == 429 else "info"
-        log_json(level, f"{err.status}: {err.msg}", **fields)
+        log_json(level, err.log_text, **fields)
+        headers = [("X-Sb-Error-Code", err.code)]
+        self.error_code = err.code
         if self._api_version():
             body: dict[str, Any] = {"code": err.code, "message": err.msg}
+        elif err.pg is not None:
+            self._send_json(err.pg["status"], err.pg["body"], headers, force=force)
+            return
         else:
             body = {"code": err.status, "error_code": err.code, "msg": err.msg}
-            if err.status >= 500:
+            if err.status >= 500 and self.request_id:
                 body["error_id"] = self.request_id
-        self._send_json(err.status, body, [("X-Sb-Error-Code", err.code)])
+        self._send_json(err.status, body, headers, force=force)
 
     def _send_unexpected(self, internal: str) -> None:
         """Answer an error GoTrue did not wrap: a 500 that points at the server log."""
@@ -570,22 +466,26 @@ class Handler(BaseHandler):
 
     def _log_fields(self) -> dict[str, Any]:
         """The request fields GoTrue attaches to every API log line."""
-        return {
+        fields = {
             "component": "api",
             "method": self.command,
             "path": self.req_path,
             "referer": self.headers.get("Referer", ""),
             "remote_addr": self.client_ip(),
-            "request_id": self.request_id,
         }
+        if self.request_id:
+            fields["request_id"] = self.request_id
+        return fields
 
     def _log_request(self) -> None:
-        """Log the completed request."""
+        """The request logger's line (request-logger.go:71-85)."""
+        extra: dict[str, Any] = {"error_code": self.error_code} if self.error_code else {}
         log_json(
             "info",
             "request completed",
             duration=self.elapsed_ms() * 1_000_000,
             status=self.status_sent,
+            **extra,
             **self._log_fields(),
         )
 
@@ -634,7 +534,9 @@ class Handler(BaseHandler):
                 403, "bad_jwt", f"invalid JWT: unable to parse or verify signature, {text}", text
             ) from None
         if self.claims.get("role") not in self.cfg.admin_roles:
-            raise ApiError(403, "not_admin", "User not allowed")
+            roles = ", ".join(self.cfg.admin_roles)
+            raise ApiError(403, "not_admin", "User not allowed", internal_message=(
+                f"this token needs to have one of the following roles: {roles}"))
         action()
 
     def _json_body(self) -> dict[str, Any]:
@@ -732,23 +634,20 @@ class Handler(BaseHandler):
         aud = params.get("aud") or self._aud()
         email_in = params.get("email") or ""
         if not email_in and not params.get("phone"):
+            # admin.go:340-341
             raise ApiError(
-                422, "validation_failed", "Cannot create a user without either an email or phone"
+                400, "validation_failed", "Cannot create a user without either an email or phone"
             )
         if not email_in:
             # Phone-only users need the SMS machinery, which this stand-in does not have.
             raise ApiError(422, "validation_failed", "Phone-only users are not supported here")
         email = self._validate_email(email_in)
-        password = params.get("password")
-        if password:
-            self._check_password(password)
-        else:
-            password = secrets.token_urlsafe(48)
+        # The admin path checks no password strength (admin.go:371-395).
+        password = params.get("password") or secrets.token_urlsafe(48)
         try:
-            conn = connect(self.cfg)
+            conn = self._connect()
         except psycopg.Error as exc:
-            raise ApiError(500, "unexpected_failure", "Database error checking email",
-                           pgx_error(exc, self.cfg.db_url)) from None
+            raise db_error("Database error checking email", exc, self.cfg.db_url) from None
         with conn:
             cur = conn.cursor(row_factory=psycopg.rows.dict_row)
             try:
@@ -759,8 +658,7 @@ class Handler(BaseHandler):
                 )
                 exists = cur.fetchone() is not None
             except psycopg.Error as exc:
-                raise ApiError(500, "unexpected_failure", "Database error checking email",
-                               pgx_error(exc, self.cfg.db_url)) from None
+                raise db_error("Database error checking email", exc, self.cfg.db_url) from None
             if exists:
                 raise ApiError(422, "email_exists",
                                "A user with this email address has already been registered")
@@ -775,33 +673,34 @@ class Handler(BaseHandler):
                         confirmation_sent=False,
                     )
                     self._audit(cur, "user_signedup", self.claims, user)
-            except psycopg.errors.UniqueViolation:
-                raise ApiError(422, "email_exists",
-                               "A user with this email address has already been registered"
-                               ) from None
             except psycopg.Error as exc:
-                raise ApiError(500, "unexpected_failure", "Database error creating new user",
-                               pgx_error(exc, self.cfg.db_url)) from None
+                # A unique violation here (a race after the duplicate check) or a trigger's
+                # RAISE is shown to the client in Postgres' own terms (errors.go:278-284).
+                raise db_error("Database error creating new user", exc, self.cfg.db_url
+                               ) from None
         self._send_json(200, user_json(user))
 
     def _list_users(self) -> None:
-        """GET /admin/users with GoTrue's pagination."""
-        try:
-            page = int((self.query.get("page") or ["1"])[0])
-            per_page = int((self.query.get("per_page") or ["50"])[0])
-        except ValueError as exc:
-            raise ApiError(400, "validation_failed", f"Bad Pagination Parameters: {exc}") from None
-        page = max(page, 1)
-        per_page = min(max(per_page, 1), 1000)
+        """GET /admin/users with GoTrue's pagination (api/pagination.go, models/user.go:680)."""
+        numbers = {}
+        for name, default in (("page", 1), ("per_page", 50)):
+            raw = (self.query.get(name) or [""])[0]
+            if raw and not raw.isdigit():
+                raise ApiError(400, "validation_failed", "Bad Pagination Parameters: "
+                               f"strconv.ParseUint: parsing {go_quote(raw)}: invalid syntax")
+            numbers[name] = int(raw) if raw else default
+        # pop's paginator reads page 0 as 1; per_page 0 would divide by zero in GoTrue.
+        page, per_page = max(numbers["page"], 1), max(numbers["per_page"], 1)
         aud = self._aud()
         search = (self.query.get("filter") or [""])[0]
         where = "aud = %s"
         args: list[Any] = [aud]
         if search:
-            where += " AND (email ILIKE %s OR raw_user_meta_data->>'full_name' ILIKE %s)"
+            # LIKE on email (case-sensitive), ILIKE on the full name, as GoTrue queries.
+            where += " AND (email LIKE %s OR raw_user_meta_data->>'full_name' ILIKE %s)"
             args += [f"%{search}%", f"%{search}%"]
         try:
-            with connect(self.cfg) as conn:
+            with self._connect() as conn:
                 cur = conn.cursor(row_factory=psycopg.rows.dict_row)
                 cur.execute(f"SELECT count(*) AS n FROM auth.users WHERE {where}",  # noqa: S608
                             args)
@@ -814,18 +713,24 @@ class Handler(BaseHandler):
                 )
                 rows = cur.fetchall()
         except psycopg.Error as exc:
-            raise ApiError(500, "unexpected_failure", "Database error finding users",
-                           pgx_error(exc, self.cfg.db_url)) from None
-        last = max((total + per_page - 1) // per_page, 1)
-        links = []
-        if page < last:
-            links.append(f'</admin/users?page={page + 1}&per_page={per_page}>; rel="next"')
-        links.append(f'</admin/users?page={last}&per_page={per_page}>; rel="last"')
+            raise db_error("Database error finding users", exc, self.cfg.db_url) from None
         self._send_json(
             200,
             {"users": [user_json(r) for r in rows], "aud": aud},
-            [("X-Total-Count", str(total)), ("Link", ", ".join(links))],
+            [("Link", self._links(page, -(-total // per_page))), ("X-Total-Count", str(total))],
         )
+
+    def _links(self, page: int, pages: int) -> str:
+        """addPaginationHeaders: the request's URL with its query re-encoded (keys sorted)."""
+        query = {k: list(v) for k, v in self.query.items()}
+
+        def url(to: int) -> str:
+            query["page"] = [str(to)]
+            encoded = urlencode(sorted((k, x) for k, vs in query.items() for x in vs))
+            return f"<{self.req_path}?{encoded}>"
+
+        links = f'{url(page + 1)}; rel="next", ' if pages > page else ""
+        return links + f'{url(pages)}; rel="last"'
 
     def _load_user(self, conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
         """loadUser: a UUID that names an existing user."""
@@ -839,8 +744,7 @@ class Handler(BaseHandler):
                         (uid,))
             row = cur.fetchone()
         except psycopg.Error as exc:
-            raise ApiError(500, "unexpected_failure", "Database error loading user",
-                           pgx_error(exc, self.cfg.db_url)) from None
+            raise db_error("Database error loading user", exc, self.cfg.db_url) from None
         if row is None:
             raise ApiError(404, "user_not_found", "User not found")
         return dict(row)
@@ -848,10 +752,9 @@ class Handler(BaseHandler):
     def _open_for_user(self) -> psycopg.Connection[Any]:
         """Connect for a user lookup; failing here is 'Database error loading user'."""
         try:
-            return connect(self.cfg)
+            return self._connect()
         except psycopg.Error as exc:
-            raise ApiError(500, "unexpected_failure", "Database error loading user",
-                           pgx_error(exc, self.cfg.db_url)) from None
+            raise db_error("Database error loading user", exc, self.cfg.db_url) from None
 
     def _get_user(self, user_id: str) -> None:
         """GET /admin/users/{id}."""
@@ -868,13 +771,11 @@ class Handler(BaseHandler):
                     try:
                         self._audit(cur, "user_deleted", self.claims, user)
                     except psycopg.Error as exc:
-                        raise ApiError(500, "unexpected_failure",
-                                       "Error recording audit log entry",
-                                       pgx_error(exc, self.cfg.db_url)) from None
+                        raise db_error("Error recording audit log entry", exc,
+                                       self.cfg.db_url) from None
                     cur.execute("DELETE FROM auth.users WHERE id = %s", (user["id"],))
             except psycopg.Error as exc:
-                raise ApiError(500, "unexpected_failure", "Database error deleting user",
-                               pgx_error(exc, self.cfg.db_url)) from None
+                raise db_error("Database error deleting user", exc, self.cfg.db_url) from None
         self._send_json(200, {})
 
     def _signup(self) -> None:
@@ -892,10 +793,9 @@ class Handler(BaseHandler):
         email = self._validate_email(params.get("email"))
         aud = self._aud()
         try:
-            conn = connect(cfg)
+            conn = self._connect()
         except psycopg.Error as exc:
-            raise ApiError(500, "unexpected_failure", "Database error finding user",
-                           pgx_error(exc, cfg.db_url)) from None
+            raise db_error("Database error finding user", exc, cfg.db_url) from None
         with conn:
             cur = conn.cursor(row_factory=psycopg.rows.dict_row)
             cur.execute("SELECT id FROM auth.users WHERE email = %s AND aud = %s", (email, aud))
@@ -910,8 +810,7 @@ class Handler(BaseHandler):
                     )
                     self._audit(cur, "user_signedup", {}, user)
             except psycopg.Error as exc:
-                raise ApiError(500, "unexpected_failure", "Database error saving new user",
-                               pgx_error(exc, cfg.db_url)) from None
+                raise db_error("Database error saving new user", exc, cfg.db_url) from None
         out = user_json(user)
         if not cfg.mailer_autoconfirm:
             self._send_json(200, out)
@@ -935,20 +834,29 @@ class Handler(BaseHandler):
 
 
 def main() -> None:
-    """Load the config, run the migrations, then serve until SIGTERM."""
+    """Load the config, run the migrations, then serve until SIGTERM (cmd/root_cmd.go:19-22)."""
     install_signal_handlers()
-    log_json("info", "Go runtime metrics collection started")
+    # GoTrue accepts any non-empty secret; PyJWT's warning about short ones is not its voice.
+    warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
     try:
         cfg = load_config()
     except ConfigError as exc:
-        fatal(f"Failed to load configuration: {exc}")
+        fatal_text(f"Failed to load configuration: {exc}")
+    log_json("info", "Go runtime metrics collection started")
     migrate(cfg)
     Handler.cfg = cfg
+    address = f"{cfg.host}:{cfg.port}"
+    # serve_cmd.go:49 logs this before ListenAndServe, so it shows even when the bind fails.
+    log_json("info", f"GoTrue API started on: {address}")
     try:
-        server = make_server(cfg.host, cfg.port, Handler)
+        if not cfg.port.isdigit():
+            raise OSError(0, f"lookup tcp/{cfg.port}: unknown port")
+        server = make_server(cfg.host, int(cfg.port), Handler)
     except OSError as exc:
-        fatal(f"http server listen failed: listen tcp {cfg.host}:{cfg.port}: {exc.strerror}")
-    log_json("info", f"GoTrue API started on: {cfg.host}:{cfg.port}", component="api")
+        reason = (exc.strerror or str(exc)).lower() if exc.errno else exc.strerror
+        fatal("http server listen failed", component="api",
+              error=f"listen tcp {address}: bind: {reason}" if exc.errno
+              else f"listen tcp: {reason}")
     serve_until_signalled([server])
 
 

@@ -42,6 +42,7 @@ CREATE ROLE authenticated NOLOGIN NOINHERIT;
 CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
 GRANT anon, authenticated, service_role TO authenticator;
 CREATE SCHEMA auth AUTHORIZATION supabase_auth_admin;
+ALTER ROLE supabase_auth_admin SET search_path = auth;
 COMMENT ON SCHEMA public IS 'standard public schema';
 CREATE TABLE public.todos (id bigint PRIMARY KEY, task text NOT NULL, done boolean DEFAULT false);
 INSERT INTO public.todos VALUES (1, 'write stand-ins', true), (2, 'test them', false),
