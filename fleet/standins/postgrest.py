@@ -3,18 +3,19 @@
 Started as ``python postgrest.py`` with the environment PostgREST reads: PGRST_DB_URI,
 PGRST_DB_SCHEMAS (or PGRST_DB_SCHEMA), PGRST_DB_ANON_ROLE, PGRST_JWT_SECRET,
 PGRST_JWT_SECRET_IS_BASE64, PGRST_JWT_AUD, PGRST_JWT_ROLE_CLAIM_KEY, PGRST_SERVER_HOST
-(default "!4", IPv4 only), PGRST_SERVER_PORT (default 3000), PGRST_ADMIN_SERVER_PORT,
-PGRST_DB_POOL (default 10), PGRST_DB_MAX_ROWS, PGRST_OPENAPI_MODE, PGRST_LOG_LEVEL (default
-"error": only 5xx requests are logged).
+(default "!4", IPv4 only), PGRST_SERVER_PORT (default 3000), PGRST_ADMIN_SERVER_PORT (no
+admin server unless it is set), PGRST_DB_POOL (default 10), PGRST_DB_MAX_ROWS,
+PGRST_OPENAPI_MODE, PGRST_LOG_LEVEL (default "error": only 5xx requests are logged).
 
 Public contract kept: the OpenAPI document at `/`, plain table reads (`select`, `limit`,
 `offset`, `col=eq.value`) run as the JWT's role (or the anon role) in a transaction, the error
 JSON {"code","details","hint","message"} with v12's codes and statuses, the JWT checks (PGRST301
-for a bad signature or an expired token, with WWW-Authenticate), the admin server's /live and
-/ready, and its failure behaviour: a DB that cannot be reached is retried with capped exponential
-backoff while requests get 503 PGRST000/PGRST001/PGRST002; a password the DB rejects makes the
-process exit with status 1 after logging the error, as v12 does. Writes, embedding and RPC are
-not implemented.
+for a bad signature, an expired token or a secret too short for the token's HMAC, with
+WWW-Authenticate), the admin server's /live and /ready, and its failure behaviour: a DB that
+cannot be reached is retried with capped exponential backoff while requests get 503
+PGRST000/PGRST001/PGRST002 with Retry-After; a password the DB rejects makes the process exit
+with status 1 after logging the error, as v12 does. Writes, embedding and RPC are not
+implemented.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -39,7 +41,6 @@ from standin_common import (
     clf_time,
     env,
     install_signal_handlers,
-    is_auth_failure,
     libpq_message,
     log_line,
     make_server,
@@ -56,6 +57,11 @@ LOG_LEVELS = {"crit": 0, "error": 1, "warn": 2, "info": 3}
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 INT_TYPES = {"smallint": "integer", "integer": "integer", "bigint": "integer"}
 NUM_TYPES = ("numeric", "real", "double precision")
+# hs-jose's signOct (Crypto/JOSE/JWA/JWK.hs, v0.10:452-454, v0.11:451-453) refuses an HMAC key
+# shorter than the hash's digest: KeySizeTooSmall.
+HMAC_MIN_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+# AppState.hs:245-248: the only connection failures that end the process.
+FATAL_LOGIN_TEXTS = ("FATAL:  password authentication failed", "no password supplied")
 
 
 def log(message: str) -> None:
@@ -220,8 +226,9 @@ class Pool:
         except psycopg.Error as exc:
             self.slots.release()
             detail = libpq_message(exc)
-            if is_auth_failure(detail):
+            if any(text in detail for text in FATAL_LOGIN_TEXTS):
                 fatal_exit(detail)
+            # Any other refusal (no pg_hba.conf entry, a missing role) is retried with 503s.
             raise connection_error(detail) from None
 
     def release(self, conn: psycopg.Connection[Any], broken: bool = False) -> None:
@@ -249,6 +256,8 @@ class App:
         self.pool = Pool(cfg)
         self.schema_cache: dict[str, list[str]] | None = None
         self.reload = threading.Event()
+        # The delay last announced by the reconnect loop; 503s carry it as Retry-After.
+        self.next_delay = 0
 
     def run_db(self, action: Any) -> Any:
         """Run action(conn) with a pooled connection, mapping failures as PostgREST does."""
@@ -316,6 +325,7 @@ class App:
                     self.schema_cache = None
                     log(json.dumps(pg_error(exc, False).body, separators=(",", ":")))
                 delay = 1 if delay == 0 else min(delay * 2, 32)
+                self.next_delay = delay
                 log(f"Attempting to reconnect to the database in {delay} seconds...")
                 time.sleep(delay)
             self.reload.clear()
@@ -347,6 +357,20 @@ def authenticate(cfg: Config, header: str) -> tuple[str, dict[str, Any], bool]:
         raise jwt_invalid("JWSError (CompactDecodeError Invalid number of parts: "
                           f"Expected 3 parts; got {len(parts)})")
     try:
+        alg = jwt.get_unverified_header(token).get("alg")
+    except jwt.PyJWTError as exc:
+        raise jwt_invalid(f"JWSError ({exc})") from None
+    if alg == "none":
+        # Not in the accepted algorithms: no signature left to validate.
+        raise jwt_invalid("JWSError JWSNoSignatures")
+    if alg not in HMAC_MIN_KEY_BYTES or len(cfg.jwt_secret) < HMAC_MIN_KEY_BYTES[alg]:
+        # An algorithm the oct key cannot verify, or a key too short for it: hs-jose's
+        # verifyJWSWithPayload keeps only `Right True` results (JWS.hs, v0.11:650), so the
+        # KeySizeTooSmall error is swallowed and the token reads as badly signed. With a
+        # secret under 32 bytes every request carrying a JWT fails this way (fixed in v13 by
+        # refusing to start, PostgREST#3607).
+        raise jwt_invalid("JWSError JWSInvalidSignature")
+    try:
         claims = jwt.decode(
             token,
             cfg.jwt_secret,
@@ -361,8 +385,6 @@ def authenticate(cfg: Config, header: str) -> tuple[str, dict[str, Any], bool]:
         raise jwt_invalid("JWTNotYetValid") from None
     except jwt.InvalidAudienceError:
         raise jwt_invalid("JWTNotInAudience") from None
-    except jwt.InvalidAlgorithmError:
-        raise jwt_invalid("JWSError JWSNoSignatures") from None
     except jwt.InvalidSignatureError:
         raise jwt_invalid("JWSError JWSInvalidSignature") from None
     except jwt.PyJWTError as exc:
@@ -430,7 +452,11 @@ class Handler(BaseHandler):
     def _send_error(self, err: PgrstError) -> None:
         """Send a PostgREST error; a 503 also wakes the reconnecting loader."""
         body = json.dumps(err.body, separators=(",", ":")).encode()
-        self.send_body(err.status, body, err.headers, content_type=JSON_CT)
+        headers = list(err.headers)
+        if err.status == 503:
+            # App.hs:121-125,177-180: a 503 wakes the connection worker and says when to retry.
+            headers.insert(0, ("Retry-After", str(self.app.next_delay)))
+        self.send_body(err.status, body, headers, content_type=JSON_CT)
         if err.status == 503:
             self.app.reload.set()
 
@@ -644,6 +670,8 @@ def listen_host(value: str) -> tuple[str, bool]:
 def main() -> None:
     """Start the servers and the schema cache loader; serve until SIGTERM."""
     install_signal_handlers()
+    # The short-key verdict above is PostgREST's; PyJWT's own warning about it is not.
+    warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
     cfg = load_config()
     app = App(cfg)
     Handler.app = app

@@ -328,7 +328,3 @@ def fatal_sqlstate(message: str) -> str | None:
             return code
     return "XX000"
 
-
-def is_auth_failure(message: str) -> bool:
-    """Whether a connection error is a login failure (wrong password, no role, hba reject)."""
-    return fatal_sqlstate(message) in ("28P01", "28000")

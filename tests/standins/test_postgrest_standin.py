@@ -159,6 +159,8 @@ def test_db_loss_gives_503_then_recovers(spawn: Spawner, make_pg: Any) -> None:
     assert get(proc, "/ready", port="admin").status == 503
     assert get(proc, "/live", port="admin").status == 200
     assert "Attempting to reconnect to the database in 1 seconds..." in proc.stderr
+    # App.hs:177-180: every 503 says when to come back (the delay the retry loop announced).
+    assert get(proc, "/").headers["Retry-After"].isdigit()
     wait_until(lambda: '"GET / HTTP/1.1" 503 - ' in proc.stdout, 5, "5xx access log line")
     pg.start()
     wait_until(lambda: get(proc, "/").status == 200, 15, "recovery")
@@ -201,3 +203,59 @@ def test_accept_profile_picks_the_schema(rest: Proc) -> None:
     assert other.json() == {
         "code": "PGRST106", "details": None, "hint": None,
         "message": "The schema must be one of the following: public, storage, graphql_public"}
+
+
+SHORT_SECRET = "jwt_secret_key_123"  # the reference registry's sample: 18 characters
+
+
+@pytest.mark.filterwarnings("ignore::jwt.InsecureKeyLengthWarning")
+def test_secret_under_32_bytes_rejects_every_jwt(spawn: Spawner, shared_pg: PgCluster) -> None:
+    """v12.2 (hs-jose) cannot verify HS256 with a key under 32 bytes: every JWT is a 401."""
+    proc = start_rest(spawn, shared_pg, PGRST_JWT_SECRET=SHORT_SECRET)
+    wait_until(lambda: get(proc, "/ready", port="admin").status == 200, 10, "schema cache")
+    # The server starts and serves anonymous requests (v13 would refuse to start).
+    assert get(proc, "/todos").status == 200
+    message = "JWSError JWSInvalidSignature"
+    for role in ("anon", "service_role"):
+        # Correctly signed with the configured secret, and still refused.
+        resp = get(proc, "/todos", make_jwt(role, secret=SHORT_SECRET))
+        assert resp.status == 401
+        assert resp.json() == {"code": "PGRST301", "details": None, "hint": None,
+                               "message": message}
+        assert resp.headers["WWW-Authenticate"] == (
+            f'Bearer error="invalid_token", error_description="{message}"')
+    expired = get(proc, "/todos", make_jwt("anon", secret=SHORT_SECRET, exp_in=-120))
+    assert expired.json()["message"] == message  # the signature is checked before exp
+    assert "InsecureKeyLength" not in proc.stderr
+
+
+def test_secret_of_32_bytes_is_enough(spawn: Spawner, shared_pg: PgCluster) -> None:
+    """HS256 needs exactly the digest size, 32 bytes."""
+    secret = "s" * 32
+    proc = start_rest(spawn, shared_pg, PGRST_JWT_SECRET=secret)
+    wait_until(lambda: get(proc, "/ready", port="admin").status == 200, 10, "schema cache")
+    assert get(proc, "/todos", make_jwt("anon", secret=secret)).status == 200
+
+
+def test_refusal_other_than_password_keeps_retrying(spawn: Spawner, make_pg: Any) -> None:
+    """Only a rejected password ends v12 (AppState.hs:245-248); a missing db is retried."""
+    pg = make_pg()
+    port = free_port()
+    env = rest_env(pg, port, free_port())
+    env["PGRST_DB_URI"] = pg.url("authenticator", DB_PASSWORD, database="no_such_db")
+    proc = spawn("postgrest.py", env, ports={"http": port})
+    wait_until(lambda: "Attempting to reconnect" in proc.stderr, 5, "retry log line")
+    resp = get(proc, "/todos")
+    assert resp.status == 503 and resp.json()["code"] in PGRST_CODES_DB_DOWN
+    assert "Retry-After" in resp.headers
+    assert proc.popen.poll() is None
+
+
+def test_no_admin_server_without_its_port(spawn: Spawner, shared_pg: PgCluster) -> None:
+    """The Ultrabase template sets no PGRST_ADMIN_SERVER_PORT: only the API port listens."""
+    port = free_port()
+    env = rest_env(shared_pg, port, 0)
+    env.pop("PGRST_ADMIN_SERVER_PORT")
+    proc = spawn("postgrest.py", env, ports={"http": port})
+    wait_until(lambda: get(proc, "/todos").status == 200, 10, "schema cache")
+    assert "Admin server" not in proc.stderr
