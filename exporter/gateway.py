@@ -31,6 +31,7 @@ Fault = Literal[
     "no_route",  # Kong has no route for the path
     "kong_error",  # any other error Kong produced itself
     "upstream_error",  # the upstream itself answered >= 500
+    "upstream_rejected",  # the upstream itself refused the caller's token (401)
 ]
 
 # Kong's own messages (lower case), from its key-auth, basic-auth and acl plugins, the
@@ -163,7 +164,7 @@ class GatewayCall:
 
     @property
     def fault(self) -> Fault | None:
-        """Which layer failed, or None for an answer that is no fault (2xx-4xx upstream)."""
+        """Which layer failed, or None for an answer that is no fault (2xx, other 4xx)."""
         if self.failure == "read_timeout":
             return "timeout"
         if self.verdict is None:
@@ -178,6 +179,8 @@ class GatewayCall:
             return "kong_error"
         if self.status is not None and self.status >= 500:
             return "upstream_error"
+        if self.status == 401:
+            return "upstream_rejected"
         return None
 
     def summary(self) -> dict[str, Any]:

@@ -130,8 +130,12 @@ CATALOGUE: Mapping[str, IssueSpec] = {
         "Plan a key rotation (repair regenerate_jwt_keys) before it expires.",
         "regenerate_jwt_keys"),
     "JWT_SECRET_WEAK": IssueSpec(
-        "warning", "The JWT secret is shorter than 32 characters",
-        "Use a random secret of at least 32 characters, then regenerate the keys."),
+        "critical", "The JWT secret is shorter than 32 bytes, so PostgREST rejects every JWT",
+        "PostgREST v12 cannot verify HS256 keys with a secret under 32 bytes: every request "
+        "carrying a JWT (supabase-js sends the anon key as one) gets 401 PGRST301, and v13 "
+        "refuses to start. Set a random secret of at least 32 characters everywhere the "
+        "instance uses it (auth, rest, storage, realtime, ...), regenerate the anon and "
+        "service keys with it, recreate the services and update client apps."),
     # disk_usage
     "DISK_SPACE_LOW": IssueSpec(
         "warning", "Free space on the instance's filesystem is low",
@@ -164,6 +168,26 @@ CATALOGUE: Mapping[str, IssueSpec] = {
     "LOG_ERROR_SPIKE": IssueSpec(
         "warning", "A component logged many errors recently",
         "Read them with diagnostic-logs?level=error."),
+    # appended later (codes are never reordered)
+    "AUTH_MIGRATION_FAILED": IssueSpec(
+        "critical", "GoTrue's database migrations fail, so it stops at start",
+        "GoTrue logs in but its migration SQL fails: the auth schema is missing or its role "
+        "lacks rights on it (SQLSTATE 3F000, 42501), or an object is owned by another role "
+        "(e.g. after a dump restored as postgres). The message names the SQL error; fix the "
+        "schema or grant supabase_auth_admin its rights back, then restart auth. Password "
+        "changes and restarts alone do not help."),
+    "AUTH_CONFIG_INVALID": IssueSpec(
+        "critical", "GoTrue cannot load its configuration, so it stops at start",
+        "The message names the GOTRUE_* setting: a value its type rejects, a required one "
+        "missing, or one set but empty (GoTrue treats an empty value as set, so an empty "
+        "bool, number or JWT secret is fatal). Fix it in the compose file (and the .env it "
+        "was rendered from), then recreate auth; a restart keeps the bad value."),
+    "REST_JWT_REJECTED": IssueSpec(
+        "critical", "PostgREST rejects the instance's anon key, so every client request fails",
+        "PostgREST verifies the key with PGRST_JWT_SECRET: it rejects it when that secret "
+        "differs from the one that signed the key, or (v12) when it is shorter than 32 bytes. "
+        "Compare the secret rest runs with against the keys' (see JWT_SECRET_MISMATCH and "
+        "JWT_SECRET_WEAK)."),
 }
 
 

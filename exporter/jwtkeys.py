@@ -106,9 +106,18 @@ def analyse_key(name: str, token: str, secret: str | None) -> KeyAnalysis:
     )
 
 
+def secret_bytes(secret: str) -> int:
+    """The secret's length as HMAC sees it: its UTF-8 bytes."""
+    return len(secret.encode())
+
+
 def secret_weak(secret: str) -> bool:
-    """True when the secret is shorter than the 32 characters HS256 needs."""
-    return len(secret) < MIN_SECRET_LENGTH
+    """True when the secret is shorter than the 32 bytes HS256 needs.
+
+    PostgREST v12 verifies keys with hs-jose, whose HMAC refuses a key shorter than the
+    digest (KeySizeTooSmall), so every request carrying a JWT fails; v13 refuses to start.
+    """
+    return secret_bytes(secret) < MIN_SECRET_LENGTH
 
 
 def secrets_that_sign(token: str, candidates: Mapping[str, str | None]) -> list[str]:
@@ -129,7 +138,7 @@ def generate_key(secret: str, role: str, issued_at: int,
                  lifetime_seconds: int = DEFAULT_LIFETIME_SECONDS) -> str:
     """A new HS256 API key for role; refuses a weak secret (it would be rejected anyway)."""
     if secret_weak(secret):
-        raise ValueError(f"the JWT secret is shorter than {MIN_SECRET_LENGTH} characters")
+        raise ValueError(f"the JWT secret is shorter than {MIN_SECRET_LENGTH} bytes")
     return jwt.encode(key_claims(role, issued_at, lifetime_seconds), secret,
                       algorithm=ALGORITHM, headers={"typ": "JWT"})
 

@@ -2,6 +2,9 @@
 
 A rule reads "an issue with code CAUSE (on component C, if given) explains issues with one
 of the EFFECT codes (on the components given, "same" = the cause's own component, or any)".
+Issues read from logs explain nothing, except through rules marked from_logs: a service's
+own start-up failure (a migration that fails, a setting it cannot load) is shown only by
+its last words, and stays an issue only until a later start shows it over.
 The root cause is the most fundamental issue that no other issue explains; mutual
 explanations are settled by the RANK order below (earlier = more fundamental).
 """
@@ -54,6 +57,7 @@ class Rule:
     effects: frozenset[str]
     cause_component: str | None = None
     effect_components: frozenset[str | None] | str = ANY
+    from_logs: bool = False  # the cause may be an issue the logs check read
 
     def explains(self, cause: Issue, effect: Issue) -> bool:
         """True when this rule links the two issues."""
@@ -100,6 +104,10 @@ RULES: tuple[Rule, ...] = (
                                                          "db", None})),
     Rule("AUTH_DB_CONNECTION_FAILED", _AUTH_EFFECTS,
          effect_components=frozenset({"auth", "kong", None})),
+    # GoTrue stops at every start on these: it is down or crash-looping because of them.
+    *(Rule(code, _AUTH_EFFECTS, effect_components=frozenset({"auth", "kong", None}),
+           from_logs=True) for code in ("AUTH_MIGRATION_FAILED", "AUTH_CONFIG_INVALID")),
+    Rule("DB_SCHEMA_MISSING", frozenset({"AUTH_MIGRATION_FAILED"})),
     *_down("CONTAINER_MISSING"),
     *_down("CONTAINER_NOT_RUNNING"),
     *_down("CONTAINER_CRASH_LOOP"),
@@ -110,7 +118,9 @@ RULES: tuple[Rule, ...] = (
                                             "AUTH_UNHEALTHY"})),
     # A key signed with another secret, or expired: GoTrue rejects the admin call.
     Rule("JWT_SECRET_MISMATCH", frozenset({"AUTH_USER_CREATE_FAILED", "CONFIG_DRIFT",
-                                           "LOG_ERROR_SPIKE"})),
+                                           "LOG_ERROR_SPIKE", "REST_JWT_REJECTED"})),
+    # PostgREST v12 cannot verify any key with a secret under 32 bytes.
+    Rule("JWT_SECRET_WEAK", frozenset({"REST_JWT_REJECTED", "LOG_ERROR_SPIKE"})),
     Rule("JWT_KEY_EXPIRED", frozenset({"AUTH_USER_CREATE_FAILED", "LOG_ERROR_SPIKE"})),
     # A hanging or unhealthy auth: the gateway's 5xx and the failed user creation follow.
     Rule("COMPONENT_UNREACHABLE", _AUTH_EFFECTS - {"CONTAINER_NOT_RUNNING"},
@@ -126,14 +136,16 @@ RULES: tuple[Rule, ...] = (
 RANK: tuple[str, ...] = (
     "DOCKER_UNREACHABLE", "DISK_SPACE_CRITICAL", "VOLUME_MISSING", "PORT_CONFLICT",
     "DB_UNREACHABLE", "DB_AUTH_FAILED", "DB_ROLE_PASSWORD_MISMATCH",
-    "AUTH_DB_CONNECTION_FAILED", "CONTAINER_MISSING", "CONTAINER_OOM_KILLED",
+    "AUTH_DB_CONNECTION_FAILED", "AUTH_MIGRATION_FAILED", "AUTH_CONFIG_INVALID",
+    "CONTAINER_MISSING", "CONTAINER_OOM_KILLED",
     "CONTAINER_CRASH_LOOP", "CONTAINER_NOT_RUNNING", "NETWORK_MISSING", "GATEWAY_UNREACHABLE",
-    "GATEWAY_KEY_REJECTED", "JWT_SECRET_MISMATCH", "JWT_KEY_EXPIRED", "COMPONENT_UNREACHABLE",
+    "GATEWAY_KEY_REJECTED", "JWT_SECRET_MISMATCH", "JWT_SECRET_WEAK", "JWT_KEY_EXPIRED",
+    "REST_JWT_REJECTED", "COMPONENT_UNREACHABLE",
     "AUTH_UNHEALTHY", "GATEWAY_UPSTREAM_ERROR", "INTERNAL_LINK_DOWN", "COMPONENT_UNHEALTHY",
     "CONTAINER_UNHEALTHY", "PORT_NOT_LISTENING", "DB_SCHEMA_MISSING",
     "AUTH_USER_CREATE_FAILED", "INSTANCE_FILES_MISSING", "INSTANCE_RECORD_INVALID",
     "CONFIG_DRIFT", "DISK_SPACE_LOW", "DB_CONNECTIONS_HIGH", "JWT_KEY_EXPIRING",
-    "JWT_SECRET_WEAK", "ENDPOINT_SLOW", "LOGS_OVERSIZED", "LOG_ERROR_SPIKE",
+    "ENDPOINT_SLOW", "LOGS_OVERSIZED", "LOG_ERROR_SPIKE",
 )
 _CODE_ORDER = {code: n for n, code in enumerate([*RANK, *(c for c in CATALOGUE
                                                          if c not in RANK)])}
@@ -145,11 +157,12 @@ def explains(cause: Issue, effect: Issue, rules: Sequence[Rule] = RULES) -> bool
     """True when some rule says cause explains effect.
 
     Issues read from logs describe the recent past, which may be over already: they can be
-    explained but never explain what a live check sees now.
+    explained but explain what a live check sees now only through a from_logs rule.
     """
-    if cause is effect or cause.check == "logs":
+    if cause is effect:
         return False
-    return any(r.explains(cause, effect) for r in rules)
+    from_logs = cause.check == "logs"
+    return any(r.explains(cause, effect) for r in rules if r.from_logs or not from_logs)
 
 
 def _order(issue: Issue) -> tuple[int, int, int, int]:

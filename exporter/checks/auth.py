@@ -30,6 +30,7 @@ from exporter.jwtkeys import (
     MIN_SECRET_LENGTH,
     KeyAnalysis,
     analyse_key,
+    secret_bytes,
     secret_weak,
     secrets_that_sign,
 )
@@ -90,11 +91,13 @@ def _check_keys(ctx: CheckContext, report: _Report) -> dict[str, KeyAnalysis]:
                                     "source": secret_source,
                                     "weak": secret_weak(secret) if secret else None}
     if secret and secret_weak(secret):
+        length = secret_bytes(secret)
         report.issues.append(make_issue(
             "JWT_SECRET_WEAK", check=NAME, component="auth",
-            message=f"the JWT secret auth uses has {len(secret)} characters "
-                    f"(at least {MIN_SECRET_LENGTH} needed)",
-            evidence={"secret_fingerprint": secret_fp, "length": len(secret),
+            message=f"the JWT secret auth uses has {length} bytes (at least "
+                    f"{MIN_SECRET_LENGTH} needed): PostgREST v12 rejects every request "
+                    "carrying a key signed with it",
+            evidence={"secret_fingerprint": secret_fp, "length": length,
                       "minimum": MIN_SECRET_LENGTH, "source": secret_source}))
     keys: dict[str, Any] = {}
     analyses: dict[str, KeyAnalysis] = {}

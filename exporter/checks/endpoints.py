@@ -84,9 +84,12 @@ def _probe(ctx: CheckContext, base: str, route: Route) -> GatewayCall:
     if route.credential == "dashboard":
         auth = (creds.dashboard_username or "", creds.dashboard_password or "")
         return call(ctx.http, "GET", base, route.path, auth=auth)
+    # As supabase-js does: the anon key as apikey (for Kong, which strips it) and as Bearer
+    # token (for the service; PostgREST v12 with a secret under 32 bytes refuses every one).
     # Storage's route has no key-auth in Ultrabase's kong.yml; the key is sent anyway, as
     # clients do, so a route that does require it is not mistaken for a broken key.
-    headers = {"apikey": creds.anon_key} if creds.anon_key else {}
+    headers = ({"apikey": creds.anon_key, "Authorization": f"Bearer {creds.anon_key}"}
+               if creds.anon_key else {})
     return call(ctx.http, "GET", base, route.path, headers=headers)
 
 
@@ -117,6 +120,8 @@ def _issues(ctx: CheckContext, base: str, calls: Mapping[Route, GatewayCall]) ->
                 rejected.setdefault(route.credential or "anon_key", []).append(route)
         elif fault in ("upstream_unavailable", "timeout", "no_route"):
             issues.append(_upstream_issue(ctx, route, c))
+        elif fault == "upstream_rejected" and route.upstream == "rest":
+            issues.append(_rest_rejected_issue(ctx, route, c))
         elif fault in ("kong_error", "upstream_error"):
             component = "kong" if fault == "kong_error" else route.upstream
             issues.append(make_issue(
@@ -152,6 +157,18 @@ def _upstream_issue(ctx: CheckContext, route: Route, c: GatewayCall) -> Issue:
     return make_issue("GATEWAY_UPSTREAM_ERROR", check=NAME, component=route.upstream,
                       message=message,
                       evidence={**_call_evidence(ctx, route, c), "kind": c.fault})
+
+
+def _rest_rejected_issue(ctx: CheckContext, route: Route, c: GatewayCall) -> Issue:
+    """PostgREST answered 401 to the anon key: no client with a JWT gets through."""
+    used = fingerprint(ctx.instance.credentials.anon_key)
+    code, message = c.body_text("code"), c.body_text("message")
+    return make_issue(
+        "REST_JWT_REJECTED", check=NAME, component="rest",
+        message=f"PostgREST rejects the anon key ({used}) on {route.path}: {c.status} "
+                f"{code or ''} {ctx.redactor.text(message or '')}".rstrip(),
+        evidence={**_call_evidence(ctx, route, c), "key_fingerprint": used,
+                  "postgrest_code": code, "postgrest_message": message})
 
 
 def _call_evidence(ctx: CheckContext, route: Route, c: GatewayCall) -> dict[str, Any]:

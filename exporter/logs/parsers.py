@@ -4,6 +4,8 @@ Formats, as the real images write them:
 - GoTrue (auth): logrus JSON, one object per line, e.g.
   {"level":"fatal","msg":"running db migrations: ...","time":"2026-11-30T00:00:00Z"};
   it logs the 4xx answers it gives (a rejected JWT) at info level, with an "error" field.
+  A configuration it cannot load is logged before its JSON logging is set up, in logrus's
+  text format: `time="..." level=fatal msg="Failed to load configuration: ..."` (logfmt).
 - Postgres (db): `172.18.0.5 2026-11-30 00:00:00.000 UTC [87] user@db FATAL:  message`;
   the prefix varies with log_line_prefix (and starts with a space for processes without a
   client host), so only the "SEVERITY:  " marker is relied on.

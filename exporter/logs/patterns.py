@@ -2,7 +2,8 @@
 
 Each entry matches at most one pattern: the first in PATTERNS that applies, so the more
 specific explanation is listed first (a GoTrue "running db migrations: ... password
-authentication failed" line is a password mismatch, not just a failed migration).
+authentication failed" line is a password mismatch, one that failed to connect at all is a
+login failure, and only what remains is a migration that logged in and failed in its SQL).
 
 Severity is the pattern's own. A line that proves a standing fault (a rejected password,
 a full disk, an unparsable kong.yml) is critical; a symptom that any client or a passing
@@ -106,12 +107,54 @@ PATTERNS: tuple[LogPattern, ...] = (
        "DB_UNREACHABLE", "warning",
        "{component} could not reach the database {count} time(s) ({reason})",
        subject="db", startup=True),
-    # --- GoTrue cannot use its database (after the specific causes above) ----------------------
+    # --- GoTrue cannot log in to its database (after the specific causes above) ---------------
+    # pgx words every failed login as `failed to connect to `host=...`: <reason>`; pop wraps
+    # it in `running db migrations: ...` at start (cmd/migrate_cmd.go:104).
     _p("auth_db_connection", ("auth",),
-       r"(?P<stage>running db migrations|failed to connect to `host=|error opening database)",
+       r"(?P<reason>failed to connect to `host=[^`]*`|failed SASL auth|"
+       r"password authentication failed|error opening database)",
        "AUTH_DB_CONNECTION_FAILED", "critical",
-       "GoTrue failed at '{stage}' {count} time(s); it cannot use its database",
+       "GoTrue could not log in to its database {count} time(s) ({reason})",
        subject="auth", startup=True, min_level="error"),
+    # --- GoTrue logs in, but its migration SQL fails ------------------------------------------
+    # pop's `error executing migrations/<file>, sql: <sql>: ERROR: ... (SQLSTATE x)` or a
+    # failed CREATE of schema_migrations (3F000 with no usable schema, 42501 without rights).
+    _p("auth_migration", ("auth",),
+       r"running db migrations: (?:(?s:.*?)error executing (?P<file>migrations/[^,\s]+),)?"
+       r"(?:(?s:.*?)(?P<error>(?:ERROR|FATAL): [^\n]*?) \(SQLSTATE (?P<sqlstate>\w{5})\))?",
+       "AUTH_MIGRATION_FAILED", "critical",
+       "GoTrue's database migrations failed {count} time(s): {error} (SQLSTATE {sqlstate}); "
+       "it stops at every start until the auth schema or its rights are fixed",
+       subject="auth", startup=True, min_level="error", repair=None),
+    # --- GoTrue cannot load its configuration (cmd/root_cmd.go:40) ----------------------------
+    _p("auth_config_empty", ("auth",),
+       r"Failed to load configuration: envconfig\.Process: assigning (?P<variable>\w+) to "
+       r"\w+: converting '' to type (?P<type>[\w.\[\]]+?)\. details",
+       "AUTH_CONFIG_INVALID", "critical",
+       "GoTrue cannot start: {variable} is set but empty, where it needs a value of type "
+       "{type} ({count} failed start(s))", startup=True, min_level="error", repair=None),
+    _p("auth_config_value", ("auth",),
+       r"Failed to load configuration: envconfig\.Process: assigning (?P<variable>\w+) to "
+       r"\w+: converting '(?P<value>[^'\n]*)' to type (?P<type>[\w.\[\]]+?)\. details",
+       "AUTH_CONFIG_INVALID", "critical",
+       "GoTrue cannot start: {variable}='{value}' is not a valid {type} ({count} failed "
+       "start(s))", startup=True, min_level="error", repair=None),
+    _p("auth_config_missing", ("auth",),
+       r"Failed to load configuration: required key (?P<variable>\w+) missing value",
+       "AUTH_CONFIG_INVALID", "critical",
+       "GoTrue cannot start: {variable} is not set ({count} failed start(s))",
+       startup=True, min_level="error", repair=None),
+    _p("auth_config_jwt_secret", ("auth",),
+       r"Failed to load configuration: failed to initialize \*jwk\.symmetricKey from "
+       r"\[\]uint8: non-empty \[\]byte key required",
+       "AUTH_CONFIG_INVALID", "critical",
+       "GoTrue cannot start: GOTRUE_JWT_SECRET is set but empty ({count} failed start(s))",
+       startup=True, min_level="error", repair=None),
+    _p("auth_config_other", ("auth",),
+       r"Failed to load configuration: (?P<reason>[^\n]{1,200})",
+       "AUTH_CONFIG_INVALID", "critical",
+       "GoTrue cannot load its configuration: {reason} ({count} failed start(s))",
+       startup=True, min_level="error", repair=None),
     # --- Kong -------------------------------------------------------------------------------
     _p("kong_duplicate_entity", ("kong",),
        r"uniqueness violation: '(?P<entity>[^']+)' entity with (?P<field>[\w ]+?) set to "

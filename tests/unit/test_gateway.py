@@ -34,10 +34,11 @@ def test_kongs_own_errors_are_named(status: int, message: str, kind: str) -> Non
     assert verdict.kong_version == "2.8.1"
 
 
-def test_gotrues_own_401_through_kong_is_an_upstream_answer() -> None:
-    body = {"code": 401, "error_code": "bad_jwt",
-            "msg": "invalid JWT: unable to parse or verify signature, signature is invalid"}
-    verdict = classify(401, PROXIED, body)
+def test_gotrues_own_rejection_through_kong_is_an_upstream_answer() -> None:
+    body = {"code": 403, "error_code": "bad_jwt",
+            "msg": "invalid JWT: unable to parse or verify signature, token signature is "
+                   "invalid: signature is invalid"}
+    verdict = classify(403, PROXIED, body)
     assert verdict.origin == "upstream"
     assert verdict.kong_error is None and verdict.message is None
     assert not verdict.kong_rejected_credentials
@@ -162,6 +163,10 @@ def test_transport_failures_become_calls_without_answer(exc: Exception, failure:
     (httpx.Response(500, json={"code": 500, "msg": "Database error"}, headers=PROXIED),
      "upstream_error"),
     (httpx.Response(404, json={"code": 404, "msg": "User not found"}, headers=PROXIED), None),
+    # PostgREST refusing the caller's JWT: the service turned the token away itself
+    (httpx.Response(401, json={"code": "PGRST301", "details": None, "hint": None,
+                               "message": "JWSError JWSInvalidSignature"}, headers=PROXIED),
+     "upstream_rejected"),
     (httpx.Response(307, headers={"Via": "kong/2.8.1", "Location": "/project/default"}),
      None),
 ])

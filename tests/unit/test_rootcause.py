@@ -56,6 +56,30 @@ SCENARIOS = {
         issue("PORT_CONFLICT", "kong"), issue("AUTH_USER_CREATE_FAILED", "auth"),
     ], ("PORT_CONFLICT", "kong")),
     "volume removed": ([issue("VOLUME_MISSING", "storage")], ("VOLUME_MISSING", "storage")),
+    # GoTrue logs in, then its migration SQL fails: only its last words say so.
+    "auth migration fails": ([
+        issue("CONTAINER_CRASH_LOOP", "auth"), issue("AUTH_UNHEALTHY", "auth"),
+        issue("GATEWAY_UPSTREAM_ERROR", "auth"), issue("AUTH_USER_CREATE_FAILED", "auth"),
+        issue("LOG_ERROR_SPIKE", "auth", check="logs"),
+        issue("AUTH_MIGRATION_FAILED", "auth", check="logs"),
+    ], ("AUTH_MIGRATION_FAILED", "auth")),
+    "auth schema missing": ([
+        issue("CONTAINER_CRASH_LOOP", "auth"), issue("DB_SCHEMA_MISSING", "db"),
+        issue("AUTH_MIGRATION_FAILED", "auth", check="logs"),
+    ], ("DB_SCHEMA_MISSING", "db")),
+    "auth setting empty": ([
+        issue("CONTAINER_NOT_RUNNING", "auth"), issue("GATEWAY_UPSTREAM_ERROR", "auth"),
+        issue("AUTH_UNHEALTHY", "auth"), issue("AUTH_USER_CREATE_FAILED", "auth"),
+        issue("AUTH_CONFIG_INVALID", "auth", check="logs"),
+    ], ("AUTH_CONFIG_INVALID", "auth")),
+    "jwt secret under 32 bytes": ([
+        issue("REST_JWT_REJECTED", "rest", check="api_endpoints"),
+        issue("JWT_SECRET_WEAK", "auth", check="auth_service"),
+    ], ("JWT_SECRET_WEAK", "auth")),
+    "rest runs with another secret": ([
+        issue("REST_JWT_REJECTED", "rest", check="api_endpoints"),
+        issue("JWT_SECRET_MISMATCH", "auth", check="auth_service"),
+    ], ("JWT_SECRET_MISMATCH", "auth")),
     "disk low": ([issue("DISK_SPACE_LOW"), issue("JWT_KEY_EXPIRING", "auth")],
                  ("DISK_SPACE_LOW", None)),
 }
@@ -114,3 +138,14 @@ def test_log_findings_never_explain_live_ones() -> None:
     # Alone, a log finding can still be the root.
     alone = find_root_cause([stale])
     assert alone is not None and alone.issue is stale
+
+
+def test_only_a_services_own_start_failures_explain_from_the_logs() -> None:
+    crash = issue("CONTAINER_CRASH_LOOP", "auth", check="container_status")
+    assert explains(issue("AUTH_CONFIG_INVALID", "auth", check="logs"), crash)
+    assert explains(issue("AUTH_MIGRATION_FAILED", "auth", check="logs"), crash)
+    # ... of that service only, and nothing else read from the logs.
+    assert not explains(issue("AUTH_MIGRATION_FAILED", "auth", check="logs"),
+                        issue("CONTAINER_CRASH_LOOP", "rest", check="container_status"))
+    assert not explains(issue("AUTH_DB_CONNECTION_FAILED", "auth", check="logs"), crash)
+    assert not explains(crash, issue("AUTH_MIGRATION_FAILED", "auth", check="logs"))

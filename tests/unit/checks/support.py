@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -114,6 +115,49 @@ def gotrue_error(status: int, error_code: str, msg: str) -> httpx.Response:
     return proxied(status, {"code": status, "error_code": error_code, "msg": msg})
 
 
+def golang_jwt_text(exc: jwt.PyJWTError) -> str:
+    """golang-jwt v5's words for the failures PyJWT reports."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "token has invalid claims: token is expired"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "token signature is invalid: signature is invalid"
+    return "token is malformed: token contains an invalid number of segments"
+
+
+def weak_key(role: str, secret: str) -> str:
+    """An API key signed with a secret shorter than 32 bytes (generate_key refuses one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        return jwt.encode({"role": role, "iss": "supabase", "iat": int(NOW.timestamp())},
+                          secret, algorithm="HS256")
+
+
+@dataclass
+class FakePostgREST:
+    """PostgREST v12.2's root: anonymous or a verified Bearer JWT gets the OpenAPI document.
+
+    A token it cannot verify is 401 PGRST301; with a secret under 32 bytes that is every
+    token (hs-jose refuses the short HMAC key and reports an invalid signature).
+    """
+
+    secret: str = SECRET
+
+    def __call__(self, request: httpx.Request, path: str) -> httpx.Response:
+        authorization = request.headers.get("authorization", "")
+        token = authorization.removeprefix("Bearer ") if authorization.startswith("Bearer ") \
+            else ""
+        if token:
+            try:
+                if len(self.secret.encode()) < 32:
+                    raise jwt.InvalidSignatureError("key too short")
+                jwt.decode(token, self.secret, algorithms=["HS256"])
+            except jwt.PyJWTError:
+                message = "JWSError JWSInvalidSignature"
+                return proxied(401, {"code": "PGRST301", "details": None, "hint": None,
+                                     "message": message})
+        return proxied(200, {"swagger": "2.0"})
+
+
 Upstream = Callable[[httpx.Request, str], httpx.Response]
 Override = Callable[[httpx.Request, str], httpx.Response | None]
 
@@ -154,15 +198,20 @@ class FakeGoTrue:
                                  "mailer_autoconfirm": False})
         if path.startswith("/admin/"):
             return self._admin(request, path)
-        return gotrue_error(404, "not_found", "Not found")
+        return proxied(404, text="404 page not found\n")  # chi's NotFound
 
     def _admin(self, request: httpx.Request, path: str) -> httpx.Response:
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        # api/auth.go:61-91 and 44-58: no Bearer is 401; a token that does not verify is
+        # 403 bad_jwt with golang-jwt v5's text; a role that is not an admin role 403.
+        authorization = request.headers.get("authorization", "")
+        if not authorization.startswith(("Bearer ", "bearer ")):
+            return gotrue_error(401, "no_authorization", "This endpoint requires a Bearer token")
+        token = authorization.split(" ", 1)[1]
         try:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"])
         except jwt.PyJWTError as exc:
-            return gotrue_error(401, "bad_jwt", f"invalid JWT: unable to parse or verify "
-                                                f"signature, {exc}")
+            return gotrue_error(403, "bad_jwt", "invalid JWT: unable to parse or verify "
+                                                f"signature, {golang_jwt_text(exc)}")
         if claims.get("role") != "service_role":
             return gotrue_error(403, "not_admin", "User not allowed")
         if path == "/admin/users" and request.method == "GET":
@@ -171,6 +220,9 @@ class FakeGoTrue:
             return proxied(200, {"users": found, "aud": "authenticated"})
         if path == "/admin/users" and request.method == "POST":
             body = json.loads(request.content)
+            if not body.get("email") and not body.get("phone"):
+                return gotrue_error(400, "validation_failed",
+                                    "Cannot create a user without either an email or phone")
             user_id = str(uuid.uuid4())
             self.users[user_id] = {"id": user_id, "email": body["email"],
                                    "created_at": NOW.isoformat(),
@@ -184,7 +236,7 @@ class FakeGoTrue:
             if self.users.pop(user_id, None) is None:
                 return gotrue_error(404, "user_not_found", "User not found")
             return proxied(200, {})
-        return gotrue_error(405, "method_not_allowed", "Method not allowed")
+        return proxied(405, text="")  # chi's 405 has no body
 
 
 # kong.yml's routes: path prefix, upstream, authentication plugin
@@ -204,7 +256,7 @@ class FakeKong:
 
     def __post_init__(self) -> None:
         defaults: dict[str, Upstream | None] = {
-            "auth": FakeGoTrue(), "rest": lambda r, p: proxied(200, {"swagger": "2.0"}),
+            "auth": FakeGoTrue(), "rest": FakePostgREST(),
             "storage": lambda r, p: proxied(200, text=""),
             "studio": lambda r, p: proxied(307, text="")}
         self.upstreams = {**defaults, **self.upstreams}

@@ -112,10 +112,11 @@ def test_gotrue_rejecting_the_service_jwt_is_an_auth_layer_failure() -> None:
     findings = run(kong, instance=instance)
     failure = only(findings.issues, "AUTH_USER_CREATE_FAILED")
     assert failure.evidence["step"] == "create"
-    assert failure.evidence["status"] == 401
+    assert failure.evidence["status"] == 403  # GoTrue v2.167's status for a bad JWT
     assert failure.evidence["layer"] == "auth"
     assert failure.evidence["error_code"] == "bad_jwt"
-    assert "invalid JWT" in failure.evidence["msg"]
+    assert failure.evidence["msg"] == ("invalid JWT: unable to parse or verify signature, "
+                                       "token signature is invalid: signature is invalid")
     assert failure.evidence["service_key"]["signature_valid"] is False
     mismatch = only(findings.issues, "JWT_SECRET_MISMATCH")
     assert mismatch.component == "auth"
@@ -316,9 +317,19 @@ def test_a_weak_secret_is_reported_without_showing_it() -> None:
                              service_role_key=key("service_role", weak + "x" * 12))
     findings = run(None, instance=instance, run_synthetic_user=False)
     issue = only(findings.issues, "JWT_SECRET_WEAK")
+    assert issue.severity == "critical"  # PostgREST v12 refuses every JWT with it
+    assert "PostgREST v12 rejects every request" in issue.message
     assert issue.evidence["length"] == 20 and issue.evidence["minimum"] == 32
     assert issue.evidence["secret_fingerprint"] == fingerprint(weak)
     assert weak not in json.dumps(issue.to_dict())
+
+
+def test_a_secret_is_measured_in_bytes_as_hmac_sees_it() -> None:
+    secret = "é" * 20  # 20 characters, 40 bytes
+    instance = make_instance(jwt_secret=secret, anon_key=key("anon", secret),
+                             service_role_key=key("service_role", secret))
+    findings = run(None, instance=instance, run_synthetic_user=False)
+    assert "JWT_SECRET_WEAK" not in codes(findings.issues)
 
 
 def test_an_unknown_secret_leaves_signatures_unverified_not_mismatched() -> None:

@@ -18,12 +18,14 @@ from tests.unit.checks.support import (
     DASH_PASSWORD,
     SERVICE,
     FakeKong,
+    FakePostgREST,
     codes,
     key,
     make_context,
     make_instance,
     only,
     proxied,
+    weak_key,
 )
 
 
@@ -56,6 +58,27 @@ def test_a_healthy_gateway_gives_latency_per_endpoint_and_no_issue() -> None:
     assert studio.headers["authorization"].startswith("Basic ")
     auth = next(r for r in kong.requests if r.url.path == "/auth/v1/health")
     assert auth.headers["apikey"] == ANON
+    # As supabase-js: the anon key is the Bearer token too, which PostgREST verifies.
+    rest = next(r for r in kong.requests if r.url.path == "/rest/v1/")
+    assert (rest.headers["apikey"], rest.headers["authorization"]) == (ANON, f"Bearer {ANON}")
+
+
+def test_postgrest_refusing_the_anon_key_is_an_outage_for_every_client() -> None:
+    short = "jwt_secret_key_123"
+    anon, service = weak_key("anon", short), weak_key("service_role", short)
+    kong = FakeKong(keys=(anon, service), upstreams={"rest": FakePostgREST(short)})
+    findings = run(kong, instance=make_instance(jwt_secret=short, anon_key=anon,
+                                                service_role_key=service))
+    issue = only(findings.issues, "REST_JWT_REJECTED")
+    assert issue.component == "rest" and issue.severity == "critical"
+    assert issue.repair is None
+    assert issue.evidence["status"] == 401 and issue.evidence["origin"] == "upstream"
+    assert issue.evidence["postgrest_code"] == "PGRST301"
+    assert issue.evidence["postgrest_message"] == "JWSError JWSInvalidSignature"
+    assert issue.message == (f"PostgREST rejects the anon key ({fingerprint(anon)}) on "
+                             "/rest/v1/: 401 PGRST301 JWSError JWSInvalidSignature")
+    assert codes(findings.issues) == ["REST_JWT_REJECTED"]
+    assert anon not in json.dumps(issue.to_dict())
 
 
 def test_a_refused_gateway_is_one_unreachable_issue_on_kong() -> None:

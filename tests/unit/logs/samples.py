@@ -28,26 +28,49 @@ AUTH_DB_REFUSED = (
     "migrations: couldn't start a new transaction: could not create new transaction: failed "
     "to connect to `host=db user=supabase_auth_admin database=postgres`: dial error (dial tcp "
     '172.18.0.3:5432: connect: connection refused)","time":"2026-11-30T11:50:00Z"}')
-AUTH_MIGRATION_FAILED = (
+AUTH_ROLE_MISSING = (
     '{"level":"fatal","msg":"running db migrations: Migrator: problem creating schema '
-    'migrations: ERROR: permission denied for schema auth (SQLSTATE 42501)",'
+    "migrations: couldn't start a new transaction: could not create new transaction: failed "
+    "to connect to `host=db user=supabase_auth_admin database=postgres`: server error (FATAL: "
+    'role \\"supabase_auth_admin\\" does not exist (SQLSTATE 28000))",'
     '"time":"2026-11-30T11:50:00Z"}')
+# pop v6.1.1's wording (migrator.go:213,279) when the role cannot use the auth schema
+AUTH_MIGRATION_NO_SCHEMA = (
+    '{"level":"fatal","msg":"running db migrations: Migrator: problem creating schema '
+    'migrations: could not execute CREATE TABLE \\"schema_migrations\\" (\\n\\"version\\" '
+    'VARCHAR (14) NOT NULL,\\nPRIMARY KEY(\\"version\\")\\n);\\nCREATE UNIQUE INDEX '
+    '\\"schema_migrations_version_idx\\" ON \\"schema_migrations\\" (version);: ERROR: no '
+    'schema has been selected to create in (SQLSTATE 3F000)","time":"2026-11-30T11:50:00Z"}')
+# pop's `error executing <file>, sql: <content>: <err>` (migration_box.go:38)
+AUTH_MIGRATION_FAILED = (
+    '{"level":"fatal","msg":"running db migrations: error executing '
+    'migrations/20240612123726_enable_rls_update_grants.up.sql, sql: do $$ begin\\n  alter '
+    'table auth.users enable row level security;\\nend $$;\\n: ERROR: must be owner of table '
+    'users (SQLSTATE 42501)","time":"2026-11-30T11:50:00Z"}')
+# cmd/root_cmd.go:40 logs before logging is configured: logrus's text format
+AUTH_CONFIG_EMPTY = (
+    'time="2026-11-30T11:50:00Z" level=fatal msg="Failed to load configuration: '
+    "envconfig.Process: assigning GOTRUE_EXTERNAL_EMAIL_ENABLED to Enabled: converting '' to "
+    'type bool. details: strconv.ParseBool: parsing \\"\\": invalid syntax"')
+AUTH_CONFIG_EMPTY_SECRET = (
+    'time="2026-11-30T11:50:00Z" level=fatal msg="Failed to load configuration: failed to '
+    'initialize *jwk.symmetricKey from []uint8: non-empty []byte key required"')
 AUTH_JWT_BAD_SIGNATURE = (
     '{"component":"api","error":"invalid JWT: unable to parse or verify signature, token '
     'signature is invalid: signature is invalid","level":"info","method":"POST",'
-    '"msg":"401: invalid JWT: unable to parse or verify signature, token signature is '
+    '"msg":"403: invalid JWT: unable to parse or verify signature, token signature is '
     'invalid: signature is invalid","path":"/admin/users","referer":"http://localhost:3000",'
     '"remote_addr":"172.18.0.1","request_id":"77aa","time":"2026-11-30T11:56:00Z"}')
 AUTH_JWT_EXPIRED = (
     '{"component":"api","error":"invalid JWT: unable to parse or verify signature, token has '
-    'invalid claims: token is expired","level":"info","method":"GET","msg":"401: invalid JWT: '
+    'invalid claims: token is expired","level":"info","method":"GET","msg":"403: invalid JWT: '
     'unable to parse or verify signature, token has invalid claims: token is expired",'
     '"path":"/user","referer":"","remote_addr":"172.18.0.1","request_id":"77ab",'
     '"time":"2026-11-30T11:56:00Z"}')
 AUTH_JWT_MALFORMED = (
     '{"component":"api","error":"invalid JWT: unable to parse or verify signature, token is '
     'malformed: token contains an invalid number of segments","level":"info",'
-    '"msg":"401: invalid JWT: unable to parse or verify signature, token is malformed: token '
+    '"msg":"403: invalid JWT: unable to parse or verify signature, token is malformed: token '
     'contains an invalid number of segments","time":"2026-11-30T11:56:00Z"}')
 AUTH_STARTED = (
     '{"level":"info","msg":"GoTrue API started on: 0.0.0.0:9999","time":"2026-11-30T11:58:00Z"}')

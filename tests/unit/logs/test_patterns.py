@@ -74,7 +74,11 @@ def test_ready_markers_are_for_components_with_startup_patterns() -> None:
     ("auth", samples.AUTH_LOGFMT, "DB_UNREACHABLE"),
     ("rest", samples.REST_DB_REFUSED[0], "DB_UNREACHABLE"),
     ("storage", samples.STORAGE_PINO, "DB_UNREACHABLE"),
-    ("auth", samples.AUTH_MIGRATION_FAILED, "AUTH_DB_CONNECTION_FAILED"),
+    ("auth", samples.AUTH_ROLE_MISSING, "AUTH_DB_CONNECTION_FAILED"),
+    ("auth", samples.AUTH_MIGRATION_FAILED, "AUTH_MIGRATION_FAILED"),
+    ("auth", samples.AUTH_MIGRATION_NO_SCHEMA, "AUTH_MIGRATION_FAILED"),
+    ("auth", samples.AUTH_CONFIG_EMPTY, "AUTH_CONFIG_INVALID"),
+    ("auth", samples.AUTH_CONFIG_EMPTY_SECRET, "AUTH_CONFIG_INVALID"),
     ("kong", samples.KONG_UPSTREAM_REFUSED, "GATEWAY_UPSTREAM_ERROR"),
     ("kong", samples.KONG_UPSTREAM_TIMEOUT, "GATEWAY_UPSTREAM_ERROR"),
     ("kong", samples.KONG_DNS_FAILED, "GATEWAY_UPSTREAM_ERROR"),
@@ -196,6 +200,51 @@ def test_another_components_start_resolves_nothing() -> None:
 def test_order_of_entries_does_not_matter() -> None:
     entries = parsed("auth", [samples.AUTH_PASSWORD_FATAL] * 3 + [samples.AUTH_STARTED])
     assert match_patterns(entries) == match_patterns(list(reversed(entries)))
+
+
+def test_a_login_failure_keeps_the_password_repair_a_migration_failure_has_none() -> None:
+    (login,) = match_patterns(parsed("auth", [samples.AUTH_ROLE_MISSING]))
+    assert login.code == "AUTH_DB_CONNECTION_FAILED"
+    assert login.repair is False  # the catalogue's: sync_db_role_passwords
+    assert "failed to connect to `host=db user=supabase_auth_admin" in login.message
+    (sql,) = match_patterns(parsed("auth", [samples.AUTH_MIGRATION_FAILED]))
+    assert (sql.code, sql.subject, sql.repair) == ("AUTH_MIGRATION_FAILED", "auth", None)
+    assert sql.captures == {
+        "file": ("migrations/20240612123726_enable_rls_update_grants.up.sql",),
+        "error": ("ERROR: must be owner of table users",), "sqlstate": ("42501",)}
+    assert "must be owner of table users (SQLSTATE 42501)" in sql.message
+    (schema,) = match_patterns(parsed("auth", [samples.AUTH_MIGRATION_NO_SCHEMA]))
+    assert schema.captures["sqlstate"] == ("3F000",)
+    assert "no schema has been selected to create in" in schema.message
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (samples.AUTH_CONFIG_EMPTY,
+     "GoTrue cannot start: GOTRUE_EXTERNAL_EMAIL_ENABLED is set but empty, where it needs a "
+     "value of type bool (1 failed start(s))"),
+    (samples.AUTH_CONFIG_EMPTY_SECRET,
+     "GoTrue cannot start: GOTRUE_JWT_SECRET is set but empty (1 failed start(s))"),
+    ('time="2026-11-30T11:50:00Z" level=fatal msg="Failed to load configuration: '
+     "envconfig.Process: assigning GOTRUE_SMTP_PORT to Port: converting 'x25' to type int. "
+     'details: strconv.ParseInt: parsing \\"x25\\": invalid syntax"',
+     "GoTrue cannot start: GOTRUE_SMTP_PORT='x25' is not a valid int (1 failed start(s))"),
+    ('time="2026-11-30T11:50:00Z" level=fatal msg="Failed to load configuration: required key '
+     'API_EXTERNAL_URL missing value"',
+     "GoTrue cannot start: API_EXTERNAL_URL is not set (1 failed start(s))"),
+    ('time="2026-11-30T11:50:00Z" level=fatal msg="Failed to load configuration: parse '
+     '\\"\\": empty url"',
+     'GoTrue cannot load its configuration: parse "": empty url (1 failed start(s))'),
+])
+def test_a_configuration_failure_names_the_setting_and_offers_no_restart(body: str,
+                                                                         message: str) -> None:
+    (match,) = match_patterns(parsed("auth", [body]))
+    assert (match.code, match.subject, match.severity) == ("AUTH_CONFIG_INVALID", "auth",
+                                                           "critical")
+    assert match.message == message
+    assert match.repair is None
+    assert not match.resolved
+    (over,) = match_patterns(parsed("auth", [body, samples.AUTH_STARTED]))
+    assert over.resolved
 
 
 def test_kong_duplicate_names_the_entity_and_needs_no_restart_repair() -> None:
