@@ -9,13 +9,19 @@ real state where it can, so a heal after a repair, or without a recorded break, 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import jwt
+import yaml
 from docker.errors import APIError
 from docker.models.containers import Container
 from psycopg import sql
@@ -176,46 +182,79 @@ def _set_role_password(instance: Instance, role: str, password: str) -> None:
 
 
 @dataclass(frozen=True)
-class AuthDbPasswordFault:
-    """supabase_auth_admin's password no longer matches the one auth is configured with."""
+class AuthStartFault:
+    """A change in the db that GoTrue meets at its next start: auth is restarted (same
+    container and address) and crash-loops, logging `logged`; heal reverts it."""
 
+    name: str
+    description: str
+    change: Callable[[Instance], None]
+    revert: Callable[[Instance], None]
+    logged: str
+    what: str  # what auth stops on, for the wait's message
     exclusive_group: str | None = None
+
     @property
     def spec(self) -> FaultSpec:
         """Name and description."""
-        return FaultSpec(
-            "auth-db-password",
-            "change supabase_auth_admin's DB password and restart auth, which crash-loops on "
-            "'password authentication failed' (heal: set it back, restart auth)")
+        return FaultSpec(self.name, self.description)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
-        """ALTER ROLE over a superuser connection, then restart auth."""
-        _set_role_password(ctx.instance, "supabase_auth_admin", credentials.random_secret(32))
+        """Change the db over a superuser connection, then restart auth."""
+        self.change(ctx.instance)
         since = int(time.time())
         engine.container(ctx.instance, "auth").restart(timeout=5)
         return {"since": since}
 
     def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
         """auth has crashed at least once since, logging the error."""
-        item = engine.container(ctx.instance, "auth")
-
-        def crash_logged() -> bool:
-            item.reload()
-            if engine.state_of(item).restart_count < 1:
-                return False
-            text = item.logs(since=int(data["since"])).decode("utf-8", "replace")
-            return AUTH_DB_ERROR in text.replace('\\"', '"')
-
-        engine.wait_for(crash_logged, ctx.timeout, f"{item.name} to crash-loop on its DB login",
-                        lambda: str(engine.state_of(item)))
+        _wait_auth_crash(ctx, int(data["since"]), self.logged, self.what)
 
     def undo(self, ctx: FaultContext, data: dict[str, Any] | None) -> None:
-        """Set the password back, restart auth and wait until it is healthy."""
-        _set_role_password(ctx.instance, "supabase_auth_admin",
-                           ctx.instance.credentials.postgres_password)
+        """Revert the change, restart auth and wait until it is healthy."""
+        self.revert(ctx.instance)
         if data is not None or not engine.component_state(ctx.instance, "auth").ok:
             engine.container(ctx.instance, "auth").restart(timeout=5)
         _wait_component_ok(ctx, "auth")
+
+
+def _auth_schema_rights(grant: bool) -> Callable[[Instance], None]:
+    """REVOKE or GRANT back supabase_auth_admin's rights (USAGE, CREATE) on the auth schema."""
+    statement = ("GRANT ALL ON SCHEMA auth TO supabase_auth_admin" if grant
+                 else "REVOKE ALL ON SCHEMA auth FROM supabase_auth_admin")
+
+    def apply(instance: Instance) -> None:
+        with engine.db_connect(instance) as conn:
+            conn.execute(statement)  # a constant: no input reaches it
+
+    return apply
+
+
+def _wait_auth_crash(ctx: FaultContext, since: int, logged: str, what: str) -> None:
+    """Wait until auth has crashed at least once since `since`, logging `logged`."""
+    item = engine.container(ctx.instance, "auth")
+
+    def crash_logged() -> bool:
+        item.reload()
+        if engine.state_of(item).restart_count < 1:
+            return False
+        text = item.logs(since=since).decode("utf-8", "replace")
+        return logged in text.replace('\\"', '"')
+
+    engine.wait_for(crash_logged, ctx.timeout, f"{item.name} to crash-loop on {what}",
+                    lambda: str(engine.state_of(item)))
+
+
+def _recreate(ctx: FaultContext, services: Sequence[str], *, refresh_gateway: bool) -> None:
+    """compose up --force-recreate the services, as after editing their configuration.
+
+    A recreated container usually gets a new address, which Kong 2.8 keeps cached for the
+    DNS TTL; refresh_gateway restarts kong afterwards (as an operator would after a heal),
+    so the gateway reaches the new containers at once.
+    """
+    engine.compose(ctx.instance, "up", "-d", "--no-deps", "--force-recreate", *services)
+    if refresh_gateway:
+        engine.container(ctx.instance, "kong").restart(timeout=5)
 
 
 def _replace_in_file(path: Path, old: str, new: str) -> None:
@@ -225,18 +264,55 @@ def _replace_in_file(path: Path, old: str, new: str) -> None:
     write_text(path, text.replace(old, new), mode=path.stat().st_mode & 0o777)
 
 
-def _edit_registry_key(ctx: FaultContext, key: str | None,
-                       record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Set the record's service_role_key (or the whole record); the record as it was."""
+def _edit_registry_record(ctx: FaultContext, creds: Mapping[str, str] | None = None,
+                          record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Set credentials of the record (or the whole record); the record as it was."""
     with locked(ctx.root):
         registry = json.loads(ctx.registry.read_text(encoding="utf-8"))
         before: dict[str, Any] = json.loads(json.dumps(registry[ctx.instance.id]))
         if record is not None:
             registry[ctx.instance.id] = record
-        if key is not None:
-            registry[ctx.instance.id]["credentials"]["service_role_key"] = key
+        if creds:
+            registry[ctx.instance.id]["credentials"].update(creds)
         write_registry(ctx.registry, registry)
     return before
+
+
+def _credential_files(instance: Instance) -> tuple[Path, ...]:
+    """The rendered files that hold the instance's secrets and keys."""
+    return (instance.env_file, instance.compose_file, instance.kong_file)
+
+
+def _swap_credentials(ctx: FaultContext, swaps: Mapping[str, str],
+                      record: Mapping[str, str]) -> list[str]:
+    """Stash the credential files and the registry record, then write new values wherever
+    the old ones are held; the compose services whose definition changed."""
+    ctx.stash_dir.mkdir(parents=True, exist_ok=True)
+    for path in _credential_files(ctx.instance):
+        shutil.copy2(path, ctx.stash_dir / path.name)
+    before = _edit_registry_record(ctx)
+    write_text(ctx.stash_dir / "registry-record.json", json.dumps(before), mode=0o600)
+    compose_before = ctx.instance.compose_file.read_text(encoding="utf-8")
+    for path in _credential_files(ctx.instance):
+        text = path.read_text(encoding="utf-8")
+        if not any(old in text for old in swaps):
+            raise FleetError(f"{path} holds none of the values to replace")
+        for old, new in swaps.items():
+            text = text.replace(old, new)
+        write_text(path, text, mode=path.stat().st_mode & 0o777)
+    _edit_registry_record(ctx, record)
+    compose_after = ctx.instance.compose_file.read_text(encoding="utf-8")
+    old_services = yaml.safe_load(compose_before)["services"]
+    return [name for name, spec in yaml.safe_load(compose_after)["services"].items()
+            if old_services.get(name) != spec]
+
+
+def _restore_credentials(ctx: FaultContext, stash: Path) -> None:
+    """Put the stashed credential files and registry record back."""
+    for path in _credential_files(ctx.instance):
+        write_text(path, (stash / path.name).read_text(encoding="utf-8"), mode=0o600)
+    record = json.loads((stash / "registry-record.json").read_text(encoding="utf-8"))
+    _edit_registry_record(ctx, record=record)
 
 
 def rejected_by_gotrue(response: httpx.Response) -> bool:
@@ -272,25 +348,13 @@ class ServiceKeyFault:
         """Name and description."""
         return FaultSpec(self.name, self.description)
 
-    def _files(self, ctx: FaultContext) -> tuple[Path, ...]:
-        inst = ctx.instance
-        return (inst.env_file, inst.compose_file, inst.kong_file)
-
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Stash the originals, write the bad key everywhere, recreate the key's readers."""
         creds = ctx.instance.credentials
         bad = (credentials.expired_key("service_role", creds.jwt_secret) if self.expired
                else credentials.wrong_secret_key("service_role"))
-        ctx.stash_dir.mkdir(parents=True, exist_ok=True)
-        for path in self._files(ctx):
-            shutil.copy2(path, ctx.stash_dir / path.name)
-        record = _edit_registry_key(ctx, None)
-        write_text(ctx.stash_dir / "registry-record.json", json.dumps(record), mode=0o600)
-        for path in self._files(ctx):
-            _replace_in_file(path, creds.service_role_key, bad)
-        _edit_registry_key(ctx, bad)
-        engine.compose(ctx.instance, "up", "-d", "--no-deps", "--force-recreate",
-                       *SERVICE_KEY_READERS)
+        _swap_credentials(ctx, {creds.service_role_key: bad}, {"service_role_key": bad})
+        _recreate(ctx, SERVICE_KEY_READERS, refresh_gateway=False)
         return {"stash": str(ctx.stash_dir), "key": bad}
 
     def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
@@ -311,13 +375,8 @@ class ServiceKeyFault:
         """Restore the stashed files and record, recreate, wait for the key to work."""
         if data is not None:
             stash = Path(data["stash"])
-            for path in self._files(ctx):
-                write_text(path, (stash / path.name).read_text(encoding="utf-8"),
-                           mode=0o600)
-            record = json.loads((stash / "registry-record.json").read_text(encoding="utf-8"))
-            _edit_registry_key(ctx, None, record=record)
-            engine.compose(ctx.instance, "up", "-d", "--no-deps", "--force-recreate",
-                           *SERVICE_KEY_READERS)
+            _restore_credentials(ctx, stash)
+            _recreate(ctx, SERVICE_KEY_READERS, refresh_gateway=False)
             shutil.rmtree(stash)
         _wait_key_accepted(ctx)
 
@@ -469,12 +528,143 @@ class PortTakenFault:
         _wait_component_ok(ctx, "kong")
 
 
+# The GoTrue setting the empty-setting fault empties: an int, so "" is fatal in envconfig.
+EMPTY_SETTING = "GOTRUE_SMTP_PORT"
+
+
+@dataclass(frozen=True)
+class AuthEmptySettingFault:
+    """One GOTRUE_* setting set to "" in the compose file: envconfig refuses it at start."""
+
+    setting: str = EMPTY_SETTING
+    exclusive_group: str | None = None
+
+    @property
+    def spec(self) -> FaultSpec:
+        """Name and description."""
+        return FaultSpec(
+            "auth-empty-setting",
+            f'set {self.setting} to "" in the compose file (as compose writes an empty .env '
+            "value) and recreate auth: GoTrue stops at start with 'Failed to load "
+            "configuration' and crash-loops (heal: restore the compose file, recreate auth)")
+
+    def inject(self, ctx: FaultContext) -> dict[str, Any]:
+        """Stash the compose file, empty the setting, recreate auth."""
+        path = ctx.instance.compose_file
+        ctx.stash_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, ctx.stash_dir / path.name)
+        text = path.read_text(encoding="utf-8")
+        line = re.compile(rf"^(?P<key>[ \t]+{re.escape(self.setting)}:)[ \t]*\S.*$",
+                          re.MULTILINE)
+        if not line.search(text):
+            raise FleetError(f"{path} sets no {self.setting}")
+        write_text(path, line.sub(lambda m: f'{m.group("key")} ""', text, count=1),
+                   mode=path.stat().st_mode & 0o777)
+        since = int(time.time())
+        _recreate(ctx, ("auth",), refresh_gateway=False)
+        return {"stash": str(ctx.stash_dir), "since": since}
+
+    def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
+        """The new auth container has crashed, naming the setting."""
+        _wait_auth_crash(ctx, int(data["since"]),
+                         f"Failed to load configuration: envconfig.Process: assigning "
+                         f"{self.setting} to", "its configuration")
+
+    def undo(self, ctx: FaultContext, data: dict[str, Any] | None) -> None:
+        """Restore the compose file, recreate auth, wait until the gateway reaches it."""
+        if data is not None:
+            stash = Path(data["stash"])
+            path = ctx.instance.compose_file
+            write_text(path, (stash / path.name).read_text(encoding="utf-8"), mode=0o600)
+            _recreate(ctx, ("auth",), refresh_gateway=True)
+            shutil.rmtree(stash)
+        engine.wait_healthy(ctx.instance, ctx.timeout)
+
+
+# The length of the reference registry's sample secret `jwt_secret_key_123`.
+SHORT_SECRET_LENGTH = 18
+
+
+def _short_key(role: str, secret: str) -> str:
+    """An API key as the manager signs them, with a secret PyJWT would warn about."""
+    now = datetime.now(UTC)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        return credentials.sign_key(role, secret, now, now + credentials.KEY_LIFETIME)
+
+
+@dataclass(frozen=True)
+class JwtSecretShortFault:
+    """The JWT secret replaced by an 18-byte one everywhere, the keys re-signed with it."""
+
+    exclusive_group: str | None = "service-key"
+
+    @property
+    def spec(self) -> FaultSpec:
+        """Name and description."""
+        return FaultSpec(
+            "jwt-secret-short",
+            f"replace the JWT secret by a {SHORT_SECRET_LENGTH}-character one everywhere it "
+            "is held (registry, env, compose file), re-sign the anon and service keys with it "
+            "(kong.yml too) and recreate every service whose configuration changed: GoTrue and "
+            "Kong accept the keys, PostgREST v12 rejects every request carrying one (heal: "
+            "restore the originals, recreate)")
+
+    def inject(self, ctx: FaultContext) -> dict[str, Any]:
+        """Stash the files and record, write the short secret and its keys, recreate."""
+        creds = ctx.instance.credentials
+        secret = credentials.random_secret(SHORT_SECRET_LENGTH)
+        anon, service = _short_key("anon", secret), _short_key("service_role", secret)
+        changed = _swap_credentials(
+            ctx, {creds.jwt_secret: secret, creds.anon_key: anon,
+                  creds.service_role_key: service},
+            {"jwt_secret": secret, "anon_key": anon, "service_role_key": service})
+        _recreate(ctx, changed, refresh_gateway=False)
+        return {"stash": str(ctx.stash_dir), "anon_key": anon, "services": changed}
+
+    def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
+        """GoTrue answers through Kong; PostgREST refuses the (correctly signed) anon key."""
+        anon = str(data["anon_key"])
+
+        def refused_by_rest() -> bool:
+            health = _gateway(ctx, "/auth/v1/health", anon)
+            rest = _gateway(ctx, "/rest/v1/", anon)
+            if health is None or health.status_code != 200 or rest is None:
+                return False
+            try:
+                body = rest.json()
+            except ValueError:
+                return False
+            return rest.status_code == 401 and isinstance(body, dict) \
+                and body.get("code") == "PGRST301"
+
+        engine.wait_for(refused_by_rest, ctx.timeout,
+                        "PostgREST to refuse the key signed with the short secret")
+
+    def undo(self, ctx: FaultContext, data: dict[str, Any] | None) -> None:
+        """Restore the files and record, recreate the same services, wait until healthy."""
+        if data is not None:
+            stash = Path(data["stash"])
+            _restore_credentials(ctx, stash)
+            _recreate(ctx, [str(s) for s in data["services"]], refresh_gateway=True)
+            shutil.rmtree(stash)
+        engine.wait_healthy(ctx.instance, ctx.timeout)
+
+
 def _catalogue() -> dict[str, Fault]:
     faults: list[Fault] = []
     faults += [StopFault(c) for c in COMPONENTS]
     faults += [PauseFault(c) for c in COMPONENTS]
     faults += [
-        AuthDbPasswordFault(),
+        AuthStartFault(
+            "auth-db-password",
+            "change supabase_auth_admin's DB password and restart auth, which crash-loops on "
+            "'password authentication failed' (heal: set it back, restart auth)",
+            change=lambda i: _set_role_password(i, "supabase_auth_admin",
+                                                credentials.random_secret(32)),
+            revert=lambda i: _set_role_password(i, "supabase_auth_admin",
+                                                i.credentials.postgres_password),
+            logged=AUTH_DB_ERROR, what="its DB login"),
         ServiceKeyFault("service-key-wrong-secret",
                         "replace the service_role key everywhere it is held (registry, env, "
                         "compose file, kong.yml) by one signed with another secret and "
@@ -486,6 +676,16 @@ def _catalogue() -> dict[str, Fault]:
         KongKeyMismatchFault(),
         VolumeMissingFault(),
         PortTakenFault(),
+        AuthStartFault(
+            "auth-schema-rights",
+            "revoke supabase_auth_admin's rights on the auth schema and restart auth: it logs "
+            "in, but its migrations fail ('no schema has been selected to create in', SQLSTATE "
+            "3F000) and it crash-loops; the password is right (heal: grant them back, restart "
+            "auth)",
+            change=_auth_schema_rights(grant=False), revert=_auth_schema_rights(grant=True),
+            logged="(SQLSTATE 3F000)", what="its migrations"),
+        AuthEmptySettingFault(),
+        JwtSecretShortFault(),
     ]
     return {f.spec.name: f for f in faults}
 

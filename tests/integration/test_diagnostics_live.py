@@ -87,7 +87,15 @@ MATRIX = [
     ("stop:kong", {"CONTAINER_NOT_RUNNING"}, "kong"),
     ("volume-missing", {"VOLUME_MISSING"}, None),
     ("port-taken", {"PORT_CONFLICT"}, "kong"),
+    ("auth-schema-rights", {"AUTH_MIGRATION_FAILED"}, "auth"),
+    ("auth-empty-setting", {"AUTH_CONFIG_INVALID"}, "auth"),
+    ("jwt-secret-short", {"JWT_SECRET_WEAK"}, "auth"),
 ]
+# The repair the root cause must offer, where the matrix pins it (None: no repair helps,
+# the operator must fix it), and the repairs no issue of the diagnostic may offer.
+ROOT_REPAIR = {"auth-db-password": "sync_db_role_passwords", "auth-schema-rights": None,
+               "auth-empty-setting": None, "jwt-secret-short": None}
+NEVER_OFFERED = {"auth-schema-rights": {"sync_db_role_passwords"}}
 
 
 @pytest.mark.parametrize(("fault", "codes", "component"), MATRIX,
@@ -111,6 +119,16 @@ def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: Diagnostics
         assert {"auth", "rest"} & attributed, serious(diagnostic)
     if fault == "stop:kong":
         assert any(i.code == "GATEWAY_UNREACHABLE" for i in diagnostic.issues)
+    if fault in ROOT_REPAIR:
+        assert root.issue.repair == ROOT_REPAIR[fault], serious(diagnostic)
+    offered = {i.repair for i in diagnostic.issues}
+    assert not offered & NEVER_OFFERED.get(fault, set()), serious(diagnostic)
+    if fault == "auth-empty-setting":
+        assert "GOTRUE_SMTP_PORT is set but empty" in root.issue.message
+    if fault == "jwt-secret-short":
+        # The doctor sends the anon key as supabase-js does and sees PostgREST refuse it.
+        assert any(i.code == "REST_JWT_REJECTED" and i.component == "rest"
+                   for i in root.explains), serious(diagnostic)
 
 
 def test_paused_auth_costs_one_timeout(live: Fleet, engine: DiagnosticsEngine) -> None:

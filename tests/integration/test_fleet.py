@@ -276,7 +276,8 @@ def test_fault_names() -> None:
     names = {spec.name for spec in Fleet.faults()}
     assert names == ({f"stop:{c}" for c in COMPONENTS} | {f"pause:{c}" for c in COMPONENTS}
                      | {"auth-db-password", "service-key-wrong-secret", "service-key-expired",
-                        "kong-key-mismatch", "volume-missing", "port-taken"})
+                        "kong-key-mismatch", "volume-missing", "port-taken",
+                        "auth-schema-rights", "auth-empty-setting", "jwt-secret-short"})
 
 
 def test_auth_db_password(fleet: Fleet) -> None:
