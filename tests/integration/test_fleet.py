@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -293,6 +294,62 @@ def test_auth_db_password(fleet: Fleet) -> None:
             engine.db_connect(instance, user="supabase_auth_admin").close()
     assert engine.component_state(instance, "auth").ok
     engine.db_connect(instance, user="supabase_auth_admin").close()
+
+
+def test_auth_schema_rights(fleet: Fleet) -> None:
+    instance = fleet.instances[1]
+    with fleet.broken(instance.id, "auth-schema-rights"):
+        assert engine.component_state(instance, "auth").restart_count >= 1
+        logged = engine.logs(instance, "auth").replace('\\"', '"')
+        assert ("running db migrations: Migrator: problem creating schema migrations: could not "
+                'execute CREATE TABLE "schema_migrations"') in logged
+        # The password is right: the role logs in, it just cannot use its schema.
+        engine.db_connect(instance, user="supabase_auth_admin").close()
+    assert engine.component_state(instance, "auth").ok
+    with engine.db_connect(instance) as conn:
+        row = conn.execute("SELECT has_schema_privilege('supabase_auth_admin', 'auth', "
+                           "'USAGE, CREATE')").fetchone()
+    assert row == (True,)
+
+
+def test_auth_empty_setting(fleet: Fleet) -> None:
+    instance = fleet.instances[1]
+    before = instance.compose_file.read_bytes()
+    with fleet.broken(instance.id, "auth-empty-setting"):
+        assert container_env(instance, "auth")["GOTRUE_SMTP_PORT"] == ""
+        logged = engine.logs(instance, "auth").replace('\\"', '"')
+        assert ('level=fatal msg="Failed to load configuration: envconfig.Process: assigning '
+                "GOTRUE_SMTP_PORT to Port: converting '' to type int.") in logged
+    assert instance.compose_file.read_bytes() == before
+    assert container_env(instance, "auth")["GOTRUE_SMTP_PORT"] == "2500"
+
+
+def test_jwt_secret_short(fleet: Fleet) -> None:
+    instance = fleet.instances[0]
+    creds = instance.credentials
+    files = (fleet.registry_path, instance.env_file, instance.compose_file, instance.kong_file)
+    before = {path: path.read_bytes() for path in files}
+    with fleet.broken(instance.id, "jwt-secret-short"):
+        now = registry(fleet)[instance.id]["credentials"]
+        assert len(now["jwt_secret"]) == 18
+        assert read_env(instance.env_file)["JWT_SECRET"] == now["jwt_secret"]
+        for component, variable in (("auth", "GOTRUE_JWT_SECRET"), ("rest", "PGRST_JWT_SECRET"),
+                                    ("db", "JWT_SECRET"), ("storage", "PGRST_JWT_SECRET")):
+            assert container_env(instance, component)[variable] == now["jwt_secret"]
+        assert container_env(instance, "kong")["SUPABASE_ANON_KEY"] == now["anon_key"]
+        # Only the length is wrong: the keys are signed with the secret in force.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+            assert jwt.decode(now["anon_key"], now["jwt_secret"], algorithms=["HS256"])
+        listed = httpx.get(f"{instance.gateway_url}/auth/v1/admin/users",
+                           headers=admin_headers(now["service_role_key"]))
+        assert listed.status_code == 200  # GoTrue accepts any non-empty secret
+        rest = engine.gateway_get(instance, "/rest/v1/", now["anon_key"])
+        assert rest.status_code == 401
+        assert rest.json()["message"] == "JWSError JWSInvalidSignature"
+    assert {path: path.read_bytes() for path in files} == before
+    assert container_env(instance, "rest")["PGRST_JWT_SECRET"] == creds.jwt_secret
+    assert engine.gateway_get(instance, "/rest/v1/", creds.anon_key).status_code == 200
 
 
 def test_kong_key_mismatch(fleet: Fleet) -> None:
