@@ -6,15 +6,18 @@ Healthy start-ups of each component, and the failures the pattern catalogue know
 from __future__ import annotations
 
 # --- auth: GoTrue v2 (logrus JSON) --------------------------------------------------------
+# A start with nothing to migrate, then a request (/health itself is not logged).
 AUTH_HEALTHY = [
     '{"level":"info","msg":"Go runtime metrics collection started","time":"2026-11-30T11:50:00Z"}',
+    '{"component":"pop","level":"info","msg":"Migrations already up to date, nothing to apply",'
+    '"time":"2026-11-30T11:50:00Z"}',
     '{"args":[0.006539292],"component":"pop","level":"info","msg":"%.4f seconds",'
     '"time":"2026-11-30T11:50:00Z"}',
-    '{"count":0,"level":"info","msg":"GoTrue migrations applied successfully",'
+    '{"level":"info","msg":"GoTrue migrations applied successfully",'
     '"time":"2026-11-30T11:50:01Z"}',
     '{"level":"info","msg":"GoTrue API started on: 0.0.0.0:9999","time":"2026-11-30T11:50:01Z"}',
     '{"component":"api","duration":1200345,"level":"info","method":"GET",'
-    '"msg":"request completed","path":"/health","referer":"","remote_addr":"172.18.0.9",'
+    '"msg":"request completed","path":"/settings","referer":"","remote_addr":"172.18.0.9",'
     '"request_id":"9a1b2c","status":200,"time":"2026-11-30T11:55:00Z"}',
 ]
 AUTH_PASSWORD_FATAL = (
