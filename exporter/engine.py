@@ -19,6 +19,7 @@ import httpx
 
 from exporter.checks import ALL_CHECKS, Check, CheckContext, CheckResult, Findings, checks_by_name
 from exporter.checks.base import status_of
+from exporter.checks.logs import settle_with_live_checks
 from exporter.config import INSTANCE_ID_PATTERN, Config
 from exporter.diagnostic import Diagnostic
 from exporter.discovery import CRITICAL_PATH, Discovery, Instance, discover
@@ -293,6 +294,7 @@ class DiagnosticsEngine:
         if synthetic:
             with self._lock:
                 self._last_synthetic[instance.id] = self._clock()
+        results = settle_with_live_checks(results)
         issues = order_issues([*instance.problems, *(i for r in results.values()
                                                      for i in r.issues)])
         diagnostic = Diagnostic(

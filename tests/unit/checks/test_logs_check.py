@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import httpx
 import pytest
 
-from exporter.checks.base import CheckContext, Findings, status_of
-from exporter.checks.logs import LogsCheck
+from exporter.checks.base import CheckContext, CheckResult, Findings, status_of
+from exporter.checks.logs import LogsCheck, settle_with_live_checks
 from exporter.config import DiagnosticsConfig, Thresholds
 from exporter.discovery.model import Instance
 from exporter.redaction import Redactor
@@ -201,3 +201,32 @@ def test_no_secret_survives_into_findings(http: httpx.Client) -> None:
     assert "AUTH_DB_CONNECTION_FAILED" in text
     assert PG_PASSWORD not in text
     assert "Former-Passw0rd" not in text
+
+
+def _as_result(name: str, findings: Findings) -> CheckResult:
+    return CheckResult(name, status_of(findings), 0.1, findings.issues, findings.details)
+
+
+@pytest.mark.parametrize(("state", "kept"), [("ok", False), ("password_mismatch", True)])
+def test_a_role_the_db_check_logs_in_now_shows_an_old_rejection_over(
+        http: httpx.Client, state: str, kept: bool) -> None:
+    # The password was fixed, then auth was recreated (its log with its later start is gone)
+    # and does not start for another reason: only the live login says the password works.
+    logs = healthy()
+    logs[container_id("db")] += [stamp(300, b) for b in samples.DB_PASSWORD_FATAL]
+    logs[container_id("auth")] = [stamp(20, samples.AUTH_CONFIG_EMPTY)]
+    found = run(http, logs)
+    assert ("DB_ROLE_PASSWORD_MISMATCH", "db") in codes(found)
+    database = Findings(details={"roles": {"supabase_auth_admin": state, "authenticator": "ok"}})
+    settled = settle_with_live_checks({"logs": _as_result("logs", found),
+                                       "database_connection": _as_result("database_connection",
+                                                                         database)})
+    after = settled["logs"]
+    assert any(i.code == "DB_ROLE_PASSWORD_MISMATCH" for i in after.issues) is kept
+    assert any(i.code == "AUTH_CONFIG_INVALID" for i in after.issues)
+    assert after.status == "failed"
+    if not kept:
+        assert after.details["over_by_live_checks"] == ["DB_ROLE_PASSWORD_MISMATCH"]
+    # Without the live check nothing is decided.
+    alone = settle_with_live_checks({"logs": _as_result("logs", found)})
+    assert alone["logs"].issues == found.issues
