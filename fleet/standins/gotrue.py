@@ -120,10 +120,10 @@ def pgx_error(exc: BaseException, db_url: str) -> str:
     if "timeout expired" in text:
         return f"{target}: dial error (timeout: context deadline exceeded)"
     if "FATAL:" in text:
-        fatal_text_ = " ".join(text.split("FATAL:", 1)[1].split())
+        reason = " ".join(text.split("FATAL:", 1)[1].split())
         code = fatal_sqlstate(text)
         kind = "failed SASL auth" if code == "28P01" else "server error"
-        return f"{target}: {kind} (FATAL: {fatal_text_} (SQLSTATE {code}))"
+        return f"{target}: {kind} (FATAL: {reason} (SQLSTATE {code}))"
     if isinstance(exc, psycopg.Error) and exc.sqlstate:
         primary = exc.diag.message_primary or text
         severity = exc.diag.severity_nonlocalized or "ERROR"
