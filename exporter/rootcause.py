@@ -165,9 +165,15 @@ def explains(cause: Issue, effect: Issue, rules: Sequence[Rule] = RULES) -> bool
     return any(r.explains(cause, effect) for r in rules if r.from_logs or not from_logs)
 
 
+# Log findings that may explain live ones (a service's own start-up failure, current while
+# it has not started since) rank as live ones do.
+_CURRENT_FROM_LOGS = frozenset(r.cause for r in RULES if r.from_logs)
+
+
 def _order(issue: Issue) -> tuple[int, int, int, int]:
     # Live findings before what the logs say, at any severity.
-    return (int(issue.check == "logs"), -SEVERITY_RANK[issue.severity],
+    from_logs = issue.check == "logs" and issue.code not in _CURRENT_FROM_LOGS
+    return (int(from_logs), -SEVERITY_RANK[issue.severity],
             _CODE_ORDER.get(issue.code, len(_CODE_ORDER)),
             _COMPONENT_ORDER.get(issue.component or "", 9))
 

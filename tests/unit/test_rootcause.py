@@ -149,3 +149,17 @@ def test_only_a_services_own_start_failures_explain_from_the_logs() -> None:
                         issue("CONTAINER_CRASH_LOOP", "rest", check="container_status"))
     assert not explains(issue("AUTH_DB_CONNECTION_FAILED", "auth", check="logs"), crash)
     assert not explains(crash, issue("AUTH_MIGRATION_FAILED", "auth", check="logs"))
+
+
+def test_a_start_up_failure_from_the_logs_outranks_an_unrelated_live_warning() -> None:
+    # A loaded host: the db's healthcheck is slow while auth cannot load its configuration.
+    slow_db = make_issue("CONTAINER_UNHEALTHY", check="container_status", message="slow",
+                         component="db", severity="warning")
+    config = issue("AUTH_CONFIG_INVALID", "auth", check="logs")
+    root = find_root_cause([slow_db, issue("AUTH_UNHEALTHY", "auth", check="auth_service"),
+                            config])
+    assert root is not None and root.issue is config
+    # Other log findings still come after every live one.
+    stale = issue("DB_ROLE_PASSWORD_MISMATCH", "db", check="logs")
+    root = find_root_cause([slow_db, stale])
+    assert root is not None and root.issue is slow_db
