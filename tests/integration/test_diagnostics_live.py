@@ -113,12 +113,6 @@ def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: Diagnostics
     assert root.issue.code in codes, serious(diagnostic)
     if component:
         assert root.issue.component == component, serious(diagnostic)
-    assert_others_clean(live, results, target)
-    if fault == "stop:db":
-        attributed = {i.component for i in root.explains}
-        assert {"auth", "rest"} & attributed, serious(diagnostic)
-    if fault == "stop:kong":
-        assert any(i.code == "GATEWAY_UNREACHABLE" for i in diagnostic.issues)
     if fault in ROOT_REPAIR:
         assert root.issue.repair == ROOT_REPAIR[fault], serious(diagnostic)
     offered = {i.repair for i in diagnostic.issues}
@@ -129,6 +123,12 @@ def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: Diagnostics
         # The doctor sends the anon key as supabase-js does and sees PostgREST refuse it.
         assert any(i.code == "REST_JWT_REJECTED" and i.component == "rest"
                    for i in root.explains), serious(diagnostic)
+    assert_others_clean(live, results, target)
+    if fault == "stop:db":
+        attributed = {i.component for i in root.explains}
+        assert {"auth", "rest"} & attributed, serious(diagnostic)
+    if fault == "stop:kong":
+        assert any(i.code == "GATEWAY_UNREACHABLE" for i in diagnostic.issues)
 
 
 def test_paused_auth_costs_one_timeout(live: Fleet, engine: DiagnosticsEngine) -> None:
