@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import logging
 import secrets
@@ -69,14 +70,17 @@ class Fleet:
         started = time.monotonic()
         client = engine.client()
         engine.compose_command()
-        image = images.ensure_base_image(client)
-        log.info("base image %s", image)
+        # The containers mount fleet/ read-only: byte-compile the stand-ins once here, or
+        # every start and every `kong health` would compile them again.
+        compileall.compile_dir(render.FLEET_DIR, quiet=1)
+        tags = images.ensure_images(client)
+        log.info("component images %s", ", ".join(sorted(set(tags.values()))))
         root.mkdir(parents=True, exist_ok=True)
         instances = _new_instances(root, count)
-        state.save(state.FleetState(root=root, image=image, instances=instances, faults={}))
+        state.save(state.FleetState(root=root, images=tags, instances=instances, faults={}))
         admin_token = secrets.token_urlsafe(32)
         try:
-            _render(root, image, instances, admin_token, health_interval)
+            _render(root, tags, instances, admin_token, health_interval)
             _start_all(instances, started + timeout)
         except BaseException as exc:
             if keep_on_failure:
@@ -105,9 +109,9 @@ class Fleet:
         return tuple(i.id for i in self._state.instances)
 
     @property
-    def image(self) -> str:
-        """The base image tag."""
-        return self._state.image
+    def image_tags(self) -> dict[str, str]:
+        """The image tag of each component."""
+        return dict(self._state.images)
 
     @property
     def config_path(self) -> Path:
@@ -248,10 +252,10 @@ def _new_instances(root: Path, count: int) -> tuple[Instance, ...]:
     return tuple(instances)
 
 
-def _render(root: Path, image: str, instances: tuple[Instance, ...], admin_token: str,
-            health_interval: str) -> None:
+def _render(root: Path, tags: dict[str, str], instances: tuple[Instance, ...],
+            admin_token: str, health_interval: str) -> None:
     for instance in instances:
-        values = render.template_values(instance, image=image, root=root,
+        values = render.template_values(instance, image_tags=tags, root=root,
                                         secret_key_base=random_secret(64),
                                         health_interval=health_interval)
         render.render_instance_files(instance, values)
@@ -313,8 +317,9 @@ def teardown(root: Path) -> None:
             filters={"label": f"{engine.PROJECT_LABEL}={project}"})})
     for network in networks.values():
         _remove_network(network, time.monotonic() + NETWORK_REMOVE_TIMEOUT)
-    if current and not images.remove_base_image(client, current.image):
-        log.info("image %s kept: other containers still use it", current.image)
+    for tag in sorted(set(current.images.values())) if current else []:
+        if not images.remove_image(client, tag):
+            log.info("image %s kept: other containers still use it", tag)
     shutil.rmtree(root)
     log.info("removed %s", root)
 

@@ -7,14 +7,14 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import yaml
 
-from fleet.model import Instance
+from fleet import images
+from fleet.model import COMPONENTS, Instance
 
 FLEET_DIR = Path(__file__).resolve().parent
 TEMPLATES = FLEET_DIR / "templates"
@@ -34,14 +34,19 @@ def envsubst(text: str, values: Mapping[str, str]) -> str:
     return _VARIABLE.sub(lambda m: values.get(m.group(1) or m.group(2), ""), text)
 
 
-def host_mounts() -> tuple[str, ...]:
-    """Read-only bind mounts that let an empty rootfs run the host's binaries and Python."""
-    mounts = ["/usr:/usr:ro", "/etc:/etc:ro"]
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
-        if not (prefix == "/usr" or prefix.startswith(("/usr/", "/etc/"))):
-            mounts.append(f"{prefix}:{prefix}:ro")
+def host_mounts(runtime: images.PythonRuntime | None = None) -> tuple[str, ...]:
+    """Read-only bind mounts the fleet's images run on: the host's /usr outside PATH (at
+    images.HOST_PREFIX), the Python install the stand-ins use, and the fleet's own files."""
+    mounts = [f"/usr:{images.HOST_PREFIX}/usr:ro"]
+    mounts += [f"{path}:{path}:ro"
+               for path in images.runtime_mounts(runtime or images.HostTools.python())]
     mounts.append(f"{FLEET_DIR}:{CONTAINER_FLEET_DIR}:ro")
     return tuple(mounts)
+
+
+def image_variable(component: str) -> str:
+    """The template variable naming a component's image (FLEET_IMAGE_KONG)."""
+    return f"FLEET_IMAGE_{component.upper()}"
 
 
 def _expand_mounts(text: str, mounts: Iterable[str]) -> str:
@@ -50,7 +55,8 @@ def _expand_mounts(text: str, mounts: Iterable[str]) -> str:
         lambda m: "\n".join(f"{m.group('indent')}- {item}" for item in items), text)
 
 
-def template_values(instance: Instance, *, image: str, root: Path, secret_key_base: str,
+def template_values(instance: Instance, *, image_tags: Mapping[str, str], root: Path,
+                    secret_key_base: str,
                     health_interval: str = DEFAULT_HEALTH_INTERVAL) -> dict[str, str]:
     """Every variable the env, compose and kong templates use, for one instance."""
     creds, ports = instance.credentials, instance.ports
@@ -112,8 +118,8 @@ def template_values(instance: Instance, *, image: str, root: Path, secret_key_ba
         "POOLER_DEFAULT_POOL_SIZE": "20",
         "POOLER_MAX_CLIENT_CONN": "100",
         "POOLER_PROXY_PORT_TRANSACTION": "6543",
-        "FLEET_IMAGE": image,
-        "FLEET_PYTHON": sys.executable,
+        **{image_variable(c): image_tags[c] for c in COMPONENTS},
+        "FLEET_PYTHON": images.RUNTIME_PYTHON,
         "FLEET_ROOT": str(root),
         "FLEET_HEALTH_INTERVAL": health_interval,
     }

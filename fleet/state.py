@@ -1,4 +1,4 @@
-"""The fleet's private state under DIR/.fleet: instances as created, image, active faults."""
+"""The fleet's private state under DIR/.fleet: instances as created, images, active faults."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class FleetState:
     """A snapshot of state.json."""
 
     root: Path
-    image: str
+    images: dict[str, str]  # component -> image tag
     instances: tuple[Instance, ...]
     # instance id -> fault name -> what heal needs (stash paths, holder pid, ...)
     faults: dict[str, dict[str, dict[str, Any]]]
@@ -67,7 +67,7 @@ def save(state: FleetState) -> None:
     """Write state.json atomically (mode 0600, in a 0700 dir)."""
     directory = state_dir(state.root)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = {"version": 1, "image": state.image,
+    data = {"version": 2, "images": state.images,
             "instances": [_instance_to_json(i) for i in state.instances],
             "faults": state.faults}
     write_text(directory / STATE_FILE, json.dumps(data, indent=2) + "\n", mode=0o600)
@@ -83,7 +83,9 @@ def load(root: Path) -> FleetState:
     except (OSError, ValueError) as exc:
         raise FleetError(f"cannot read {path}: {exc}") from None
     core_dir = root / "supabase-core"
-    return FleetState(root=root, image=data["image"],
+    # Version 1 had one image for every component.
+    tags = data.get("images") or {"*": data["image"]}
+    return FleetState(root=root, images=dict(tags),
                       instances=tuple(_instance_from_json(i, core_dir)
                                       for i in data["instances"]),
                       faults={k: dict(v) for k, v in data.get("faults", {}).items()})

@@ -28,12 +28,13 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Probes every "name url" pair in parallel (each in a background subshell), so a hanging
 # target costs one wait, not one per target. Prints "@@ name code rc t0 t1 why" per target:
 # code is the last HTTP status seen (or -), t0/t1 come from /proc/uptime, why classifies a
-# failure. wget -S prints the status line for busybox and GNU wget alike; GNU wget would
-# retry a timeout 20 times, hence -t 1 only when it is GNU (busybox rejects --version).
-# Some static busybox builds crash (SIGSEGV) on wget -T: then `timeout` alone bounds it,
-# and without `timeout` the tool counts as unusable rather than the target as down.
-# A name that failed to resolve quickly is tried once more a second later: Docker's
-# embedded DNS drops the odd query on a loaded host, and one miss is not an outage.
+# failure. wget -S prints the status line for busybox and GNU wget alike. The images it
+# runs in (kong, auth) have busybox only, whose `timeout` applet bounds each request; wget
+# -T is used only without `timeout` (Alpine's busybox has it, Debian's static build
+# crashes on it, and a crash counts as an unusable tool rather than the target as down).
+# GNU wget would retry a timeout 20 times, hence -t 1 when it is GNU (busybox rejects
+# --version). A name that failed to resolve quickly is tried once more a second later:
+# Docker's embedded DNS drops the odd query on a loaded host, and one miss is not an outage.
 HTTP_PROBE_SCRIPT = r"""
 set -f
 w=$1; shift
@@ -44,17 +45,18 @@ if command -v wget >/dev/null 2>&1; then tool=wget
 elif command -v curl >/dev/null 2>&1; then tool=curl
 fi
 wopt=
-if [ "$tool" = wget ] && wget --version >/dev/null 2>&1; then wopt="-t 1"; fi
+if [ "$tool" = wget ]; then
+  if wget --version >/dev/null 2>&1; then wopt="-t 1 -T $w"
+  elif [ -z "$to" ]; then wopt="-T $w"
+  fi
+fi
 while [ "$#" -ge 2 ]; do
   (
    try=1
    while :; do
     { read -r t0 _ < /proc/uptime; } 2>/dev/null || t0=-
     if [ "$tool" = wget ]; then
-      out=$($to wget $wopt -S -O /dev/null -T "$w" "$2" 2>&1); rc=$?
-      if [ "$rc" -eq 139 ] && [ -n "$to" ]; then
-        out=$($to wget $wopt -S -O /dev/null "$2" 2>&1); rc=$?
-      fi
+      out=$($to wget $wopt -S -O /dev/null "$2" 2>&1); rc=$?
     elif [ "$tool" = curl ]; then
       out=$($to curl -sS -o /dev/null -w 'HTTP/1.1 %{http_code}\n' -m "$w" "$2" 2>&1); rc=$?
     else
@@ -90,7 +92,11 @@ wait
 """
 
 # One TCP reachability test of host:port: pg_isready when present (it speaks the Postgres
-# protocol, so the server logs nothing), else nc -z; prints "@@ tool rc" or "@@ none".
+# protocol), else nc; prints "@@ tool rc" or "@@ none". The auth image has busybox only.
+# nc gets an empty stdin instead of -z, which Alpine's busybox has (NC_110_COMPAT) but
+# Debian's does not: both shut their side down at stdin's EOF (nc.c, nc_bloaty.c), so it
+# connects, sends nothing and ends when the server hangs up. PostgreSQL logs nothing for a
+# connection that sends no byte (ProcessStartupPacket), no more than for pg_isready.
 TCP_PROBE_SCRIPT = r"""
 h=$1; p=$2; w=$3
 to=
@@ -99,7 +105,7 @@ if command -v pg_isready >/dev/null 2>&1; then
   out=$($to pg_isready -h "$h" -p "$p" -t "$w" 2>&1); rc=$?
   echo "@@ pg_isready $rc"
 elif command -v nc >/dev/null 2>&1; then
-  out=$($to nc -z -w "$w" "$h" "$p" 2>&1); rc=$?
+  out=$($to nc -w "$w" "$h" "$p" </dev/null 2>&1); rc=$?
   case $out in
     *sage*|*nrecognized*|*"invalid option"*|*"illegal option"*) echo "@@ none";;
     *) echo "@@ nc $rc";;
@@ -217,7 +223,7 @@ def parse_http_probe(output: str, targets: Sequence[HttpTarget]) -> dict[str, Ht
 
 def probe_tcp(docker: DockerHost, container_id: str, host: str, port: int,
               timeout: float) -> TcpOutcome:
-    """Whether container_id reaches host:port (pg_isready or nc -z); never raises."""
+    """Whether container_id reaches host:port (pg_isready or nc); never raises."""
     if not valid_host(host) or not 0 < port < 65536:
         return TcpOutcome(None, None, "invalid target")
     argv = ["sh", "-c", TCP_PROBE_SCRIPT, "probe", host, str(port),

@@ -1,12 +1,13 @@
 """Entry point of the fleet's db container: initialise PGDATA once, then run PostgreSQL 15.
 
-Runs as root inside the container (stdlib only). On the first start it runs initdb as the
-postgres user, writes pg_hba.conf (trust on the local socket, scram-sha-256 from any
-address: clients reaching the published port arrive from the bridge gateway), applies
-init.sql and the SQL files mounted under /docker-entrypoint-initdb.d (init-scripts, then
-migrations) on a socket-only server, and stops it. Then it runs the real server, which
-logs to stderr, and turns SIGTERM into PostgreSQL's fast shutdown (SIGINT), as the official
-images do with STOPSIGNAL SIGINT.
+Runs as root inside the container (stdlib only), in the order supabase/postgres 15.1.1.78
+does it (docker-library's docker-entrypoint.sh, then the image's migrate.sh): initdb with
+postgres as the bootstrap superuser; a socket-only server with the template's arguments
+(config_file=/etc/postgresql/postgresql.conf, so the image's pg_hba.conf and
+pg_ident.conf apply); init.sql and the mounted init-scripts as postgres (peer map);
+migrations.sql, which demotes postgres, and the mounted migrations as supabase_admin
+(scram over the socket). Then it runs the real server, which logs to stderr, and turns
+SIGTERM into PostgreSQL's fast shutdown (SIGINT), as the image does with STOPSIGNAL SIGINT.
 """
 
 from __future__ import annotations
@@ -23,18 +24,14 @@ from types import FrameType
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PGDATA = Path(os.environ.get("PGDATA", "/var/lib/postgresql/data"))
-SOCKET_DIR = Path("/run/postgresql")
+SOCKET_DIR = Path("/var/run/postgresql")
 INITDB_D = Path("/docker-entrypoint-initdb.d")
-BASE_SQL = Path(__file__).with_name("init.sql")
-SUPERUSER = "supabase_admin"
+INIT_SQL = Path(__file__).with_name("init.sql")
+MIGRATIONS_SQL = Path(__file__).with_name("migrations.sql")
+BOOTSTRAP = "postgres"  # docker-entrypoint.sh's POSTGRES_USER default
+SUPERUSER = "supabase_admin"  # the image's superuser once postgres is demoted
 # Outside the bind mount (initdb wants an empty dir); survives restarts of the container.
 INCOMPLETE = PGDATA.parent / ".fleet-init-incomplete"
-PG_HBA = """\
-# TYPE  DATABASE  USER  ADDRESS    METHOD
-local   all       all              trust
-host    all       all   0.0.0.0/0  scram-sha-256
-host    all       all   ::/0       scram-sha-256
-"""
 
 
 def log(message: str) -> None:
@@ -43,7 +40,7 @@ def log(message: str) -> None:
 
 
 def postgres_user() -> tuple[int, int]:
-    """uid and gid of the postgres account (from the mounted /etc/passwd)."""
+    """uid and gid of the postgres account (from the image's /etc/passwd)."""
     entry = pwd.getpwnam("postgres")
     return entry.pw_uid, entry.pw_gid
 
@@ -75,11 +72,12 @@ def wipe_pgdata() -> None:
             child.unlink()
 
 
-def sql_files() -> list[Path]:
-    """init.sql, then the mounted init-scripts, then the mounted migrations, each sorted."""
-    files = [BASE_SQL]
-    for sub in ("init-scripts", "migrations"):
-        files += sorted((INITDB_D / sub).glob("*.sql"))
+def sql_files() -> list[tuple[str, Path]]:
+    """(user, file): init.sql and the init-scripts as postgres, then the migrations."""
+    files = [(BOOTSTRAP, INIT_SQL)]
+    files += [(BOOTSTRAP, p) for p in sorted((INITDB_D / "init-scripts").glob("*.sql"))]
+    files.append((SUPERUSER, MIGRATIONS_SQL))
+    files += [(SUPERUSER, p) for p in sorted((INITDB_D / "migrations").glob("*.sql"))]
     return files
 
 
@@ -90,7 +88,7 @@ def wait_ready(server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
         if server.poll() is not None:
             raise RuntimeError(f"postgres exited with {server.returncode} during init")
         probe = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", str(SOCKET_DIR),
-                                "-U", SUPERUSER],
+                                "-U", BOOTSTRAP],
                                check=False, stdin=subprocess.DEVNULL)
         if probe.returncode == 0:
             return
@@ -98,26 +96,36 @@ def wait_ready(server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     raise RuntimeError("postgres did not accept connections during init")
 
 
-def initialise() -> None:
-    """initdb, pg_hba.conf and the init SQL, on a server that listens on the socket only."""
+def initialise(argv: list[str]) -> None:
+    """initdb, then the init SQL on a server with the real arguments, listening on the socket."""
     log("initialising the database cluster")
     INCOMPLETE.touch()
     uid, gid = postgres_user()
-    as_postgres([str(PG_BIN / "initdb"), "-D", str(PGDATA), "-U", SUPERUSER, "-E", "UTF8",
-                 "--locale=C", "--auth=trust", "--no-sync", "--no-instructions"])
-    (PGDATA / "pg_hba.conf").write_text(PG_HBA)
-    os.chown(PGDATA / "pg_hba.conf", uid, gid)
+    password = os.environ.get("POSTGRES_PASSWORD", "")
+    pwfile = PGDATA.parent / ".fleet-initdb-pw"
+    pwfile.write_text(password + "\n")
+    os.chown(pwfile, uid, gid)
+    pwfile.chmod(0o600)
+    try:
+        as_postgres([str(PG_BIN / "initdb"), "-D", str(PGDATA), "-U", BOOTSTRAP,
+                     f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C", "--no-sync",
+                     "--no-instructions"])
+    finally:
+        pwfile.unlink(missing_ok=True)
     server = subprocess.Popen(
-        [str(PG_BIN / "postgres"), "-D", str(PGDATA), "-c", "listen_addresses=",
-         "-c", f"unix_socket_directories={SOCKET_DIR}"],
+        [*server_args(argv), "-c", "listen_addresses=", "-c",
+         f"unix_socket_directories={SOCKET_DIR}"],
         user=uid, group=gid, extra_groups=[], stdin=subprocess.DEVNULL)
     try:
         wait_ready(server)
-        env = {**os.environ, "POSTGRES_USER": os.environ.get("POSTGRES_USER", SUPERUSER)}
-        for path in sql_files():
-            log(f"running {path.name}")
+        # docker-entrypoint.sh exports POSTGRES_USER (default postgres) for the init files;
+        # the image's migrate.sh passes POSTGRES_PASSWORD as PGPASSWORD.
+        env = {**os.environ, "POSTGRES_USER": os.environ.get("POSTGRES_USER", BOOTSTRAP),
+               "PGPASSWORD": password}
+        for user, path in sql_files():
+            log(f"running {path.name} as {user}")
             as_postgres([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                         "-h", str(SOCKET_DIR), "-U", SUPERUSER, "-d", "postgres",
+                         "-h", str(SOCKET_DIR), "-U", user, "-d", "postgres",
                          "-f", str(path)], env=env)
     finally:
         server.send_signal(signal.SIGINT)
@@ -127,11 +135,16 @@ def initialise() -> None:
 
 
 def server_args(argv: list[str]) -> list[str]:
-    """The server command: the template's `postgres -c ...` with the binary and PGDATA."""
+    """The server command: the template's `postgres -c ...` with the binary's path.
+
+    Without a config_file argument the server gets PGDATA and listens everywhere itself.
+    """
     args = argv or ["postgres"]
     if args[0] == "postgres":
-        args = [str(PG_BIN / "postgres"), "-D", str(PGDATA), "-c", "listen_addresses=*",
-                *args[1:]]
+        rest = args[1:]
+        if not any(a.startswith("config_file=") for a in rest):
+            rest = ["-D", str(PGDATA), "-c", "listen_addresses=*", *rest]
+        args = [str(PG_BIN / "postgres"), *rest]
     return args
 
 
@@ -159,7 +172,7 @@ def main(argv: list[str]) -> int:
         wipe_pgdata()
     if not (PGDATA / "PG_VERSION").exists():
         try:
-            initialise()
+            initialise(argv)
         except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
             log(f"initialisation failed: {exc}")
             wipe_pgdata()

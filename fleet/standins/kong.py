@@ -1286,9 +1286,132 @@ def listeners() -> list[tuple[str, int, bool]]:
     return out
 
 
+# --- the kong command: `kong health` ----------------------------------------------------------
+# Kong 2.8.1's CLI (kong/cmd/init.lua, kong/cmd/health.lua, kong/cmd/utils/kill.lua): the
+# image's HEALTHCHECK runs `kong health`, which reads <prefix>/.kong_env (written by `kong
+# prepare` in docker-start) and checks the nginx pid in <prefix>/pids/nginx.pid with kill -0.
+
+DEFAULT_PREFIX = "/usr/local/kong"  # kong_defaults.lua: prefix = /usr/local/kong/
+KONG_COMMANDS = ("check", "config", "health", "hybrid", "migrations", "prepare", "quit",
+                 "reload", "restart", "roar", "start", "stop", "vault", "version")
+CLI_OPTIONS = " --v              verbose\n --vv             debug\n"
+CLI_USAGE = ("Usage: kong COMMAND [OPTIONS]\n\nThe available commands are:\n "
+             + "\n ".join(KONG_COMMANDS) + "\n\nOptions:\n" + CLI_OPTIONS)
+HEALTH_USAGE = ("Usage: kong health [OPTIONS]\n\nCheck if the necessary services are running "
+                "for this node.\n\nOptions:\n -p,--prefix      (optional string) prefix at "
+                "which Kong should be running\n" + CLI_OPTIONS)
+
+
+def kong_prefix(given: str | None = None) -> str:
+    """The prefix as conf_loader finds it: -p, else KONG_PREFIX, else the default."""
+    return os.path.normpath(given or env("KONG_PREFIX") or DEFAULT_PREFIX)
+
+
+def prepare_prefix() -> str:
+    """What `kong prepare -p $PREFIX` leaves for `kong health`: the dirs and .kong_env."""
+    prefix = kong_prefix()
+    for sub in ("", "pids", "logs"):
+        os.makedirs(os.path.join(prefix, sub), exist_ok=True)
+    settings = {"prefix": prefix}
+    settings.update({k[5:].lower(): v for k, v in sorted(os.environ.items())
+                     if k.startswith("KONG_") and k != "KONG_PREFIX"})
+    with open(os.path.join(prefix, ".kong_env"), "w", encoding="utf-8") as handle:
+        handle.writelines(f"{key} = {value}\n" for key, value in settings.items())
+    return prefix
+
+
+def write_pid(prefix: str) -> None:
+    """nginx writes its pid once its configuration (and init_by_lua) loaded."""
+    with open(os.path.join(prefix, "pids", "nginx.pid"), "w", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()}\n")
+
+
+def _running(pid_file: str) -> bool:
+    """kill -0 `cat pid_file`, as kill.is_running does."""
+    try:
+        with open(pid_file, encoding="utf-8") as handle:
+            os.kill(int(handle.read().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _kong_env_prefix(path: str) -> str | None:
+    """The prefix line of a .kong_env file (conf_loader's own parse of it)."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "prefix" and value.strip():
+                return value.strip()
+    return None
+
+
+def health(prefix_arg: str | None) -> int:
+    """`kong health`: nginx's pid under the prefix; Kong's messages and exit codes."""
+    prefix = kong_prefix(prefix_arg)
+    if not os.path.exists(prefix):
+        return _cli_error(f"no such prefix: {prefix}")
+    kong_env = os.path.join(prefix, ".kong_env")
+    if not os.path.exists(kong_env):
+        return _cli_error(f"Kong is not running at {prefix}")
+    # Environment variables win over the file in conf_loader, as they do here.
+    prefix = kong_prefix(prefix_arg or env("KONG_PREFIX") or _kong_env_prefix(kong_env))
+    running = _running(os.path.join(prefix, "pids", "nginx.pid"))
+    print("nginx".ljust(12, ".") + ("running" if running else "not running"))
+    print("")
+    if not running:
+        return _cli_error(f"Kong is not running at {prefix}")
+    print(f"Kong is healthy at {prefix}")
+    return 0
+
+
+def _cli_error(message: str) -> int:
+    """An error as kong/cmd/init.lua reports it (without --v), exit code 1."""
+    sys.stdout.flush()
+    sys.stderr.write(f"Error: {message}\n\n  Run with --v (verbose) or --vv (debug) for more "
+                     "details\n")
+    return 1
+
+
+def _usage_error(message: str | None, usage: str) -> int:
+    """lapp.quit: the message, then the usage, exit code 1."""
+    if message:
+        sys.stderr.write(f"{message}\n\n")
+    sys.stderr.write(usage)
+    return 1
+
+
+def cli(argv: list[str]) -> int:
+    """The `kong` command of the fleet's kong image: `health` and `version`."""
+    if not argv:
+        return _usage_error(None, CLI_USAGE)
+    command, args = argv[0], argv[1:]
+    if command not in KONG_COMMANDS:
+        return _usage_error(f"No such command: {command}", CLI_USAGE)
+    if command == "version":
+        print(KONG_VERSION)
+        return 0
+    if command != "health":
+        return _cli_error(f"'kong {command}' is not part of the fleet's kong stand-in "
+                          "(only health and version are)")
+    prefix: str | None = None
+    while args:
+        word = args.pop(0)
+        if word in ("--v", "--vv"):
+            continue
+        if word in ("-p", "--prefix") and args:
+            prefix = args.pop(0)
+        elif word.startswith("--prefix="):
+            prefix = word.split("=", 1)[1]
+        else:
+            return _usage_error(f"unrecognized parameter: {word}", HEALTH_USAGE)
+    return health(prefix)
+
+
 def main() -> None:
     """Load the config (or exit as Kong would), open the listeners, serve until SIGTERM."""
     install_signal_handlers()
+    prefix = prepare_prefix()
     gateway = load_gateway()
     Handler.gateway = gateway
     servers: list[StandinServer] = []
@@ -1307,6 +1430,7 @@ def main() -> None:
         except OSError as exc:
             err_log("emerg", f'bind() to {host}:{port} failed ({exc.errno}: {exc.strerror})')
             sys.exit(1)
+    write_pid(prefix)
     err_log("notice", 'using the "epoll" event method')
     err_log("notice", "openresty/1.19.9.1")
     err_log("notice", "start worker processes")
