@@ -39,7 +39,7 @@ from actions.operations.config_edit import apply_and_verify
 from exporter.config import INSTANCE_ID_PATTERN
 from exporter.discovery.model import Instance
 from exporter.errors import DoctorError
-from exporter.pg import instance_dbname
+from exporter.pg import ADMIN_USERS, instance_dbname
 from exporter.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -58,7 +58,6 @@ ENTRY_NAMES: Mapping[str, str] = {
     "kong_file": "kong.yml",
 }
 DB_DUMP = "db.dump"
-DB_USERS = ("supabase_admin", "postgres")  # the superusers of a Supabase database, in order
 DEFAULT_DUMP_TIMEOUT = 900.0
 _DBNAME = re.compile(r"^[A-Za-z0-9_]{1,63}$")
 _REASON_MAX = 200
@@ -230,7 +229,7 @@ class BackupStore:
         redactor = Redactor(instance.secrets())
         failures: list[str] = []
         used: str | None = None
-        for user in DB_USERS:
+        for user in ADMIN_USERS:
             argv = [binary, "--host=127.0.0.1", f"--port={port}", f"--username={user}",
                     f"--dbname={dbname}", "--format=custom", "--no-password"]
             # A clean environment: PGPASSWORD goes to pg_dump only, and no PG* variable of

@@ -15,6 +15,13 @@ from exporter.discovery.model import Instance
 
 APPLICATION_NAME = "ultrabase-doctor"
 DEFAULT_DBNAME = "postgres"
+# The logins the doctor tries with the instance's password, in order. supabase/postgres
+# makes supabase_admin its only superuser and demotes postgres (NOSUPERUSER, but BYPASSRLS
+# with pg_read_all_data and pg_monitor: migrations/db/migrations/10000000000000_demote-
+# postgres.sql and later grants), so postgres can still read everything the checks,
+# snapshots and dumps read, but cannot alter roles it does not own or read pg_authid.
+ADMIN_USERS = ("supabase_admin", "postgres")
+SUPERUSER = "supabase_admin"
 # libpq rounds connect_timeout down to whole seconds and treats anything below 2 as 2.
 _MIN_CONNECT_TIMEOUT = 2
 

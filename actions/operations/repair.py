@@ -45,7 +45,7 @@ from psycopg import sql
 from actions.files import FileSet
 from actions.operations.model import OperationError
 from exporter.checks import ALL_CHECKS
-from exporter.checks.database import SUPERUSERS, role_logins
+from exporter.checks.database import role_logins
 from exporter.diagnostic import Diagnostic
 from exporter.discovery.files import (
     FileReadError,
@@ -59,7 +59,7 @@ from exporter.dockerhost import COMPOSE_PROJECT, COMPOSE_SERVICE
 from exporter.errors import DoctorError, RegistryError
 from exporter.issues import CATALOGUE, Issue
 from exporter.jwtkeys import analyse_key, generate_keys, secret_weak
-from exporter.pg import DbLogin, LoginFailedError, connect, instance_dbname
+from exporter.pg import ADMIN_USERS, DbLogin, LoginFailedError, connect, instance_dbname
 from exporter.redaction import fingerprint
 from exporter.rootcause import explains, order_issues
 from exporter.web.params import BadRequest
@@ -816,30 +816,41 @@ def act_restart(runner: _Runner, action: RepairAction, journal: Journal,
 
 
 def _superuser(instance: Instance, timeout: float) -> psycopg.Connection[Any]:
-    """A superuser session on the published db port with the instance's password."""
+    """A superuser session on the published db port with the instance's password.
+
+    Setting role passwords needs one (pg_authid and the service roles' passwords):
+    supabase_admin on supabase/postgres, where postgres is demoted; any other admin user
+    is tried in case the instance's image still makes it a superuser.
+    """
     password = instance.credentials.postgres_password
     port = instance.endpoints.db_port
     if not password or port is None:
         raise RepairError("the instance's postgres password or db port is unknown")
     dbname = instance_dbname(instance)
-    last = ""
-    for user in SUPERUSERS:
+    failures: list[str] = []
+    for user in ADMIN_USERS:
         try:
             conn = connect(instance.endpoints.db_host, port, DbLogin(user, password, dbname),
                            timeout)
         except LoginFailedError as exc:
-            last = exc.result.reason
+            failures.append(f"{user}: {exc.result.reason}")
             continue
         try:
+            row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                               ).fetchone()
+            if not (row and row[0]):
+                conn.close()
+                failures.append(f"{user} logs in but is not a superuser")
+                continue
             # The statement carries a password: keep it out of the server's log.
             conn.execute("SET log_statement = 'none'")
             conn.execute("SET log_min_duration_statement = -1")
-        except psycopg.Error:
+        except psycopg.Error as exc:
             conn.close()
-            last = f"{user} is not a superuser"
+            failures.append(f"{user}: {str(exc).splitlines()[0][:200]}")
             continue
         return conn
-    raise RepairError(f"no superuser session on the db: {last}")
+    raise RepairError("no superuser session on the db: " + "; ".join(failures))
 
 
 def _set_password(conn: psycopg.Connection[Any], role: str, password: str | None) -> None:

@@ -48,7 +48,7 @@ from actions.operations.model import OperationError, StepFailed, utc_now
 from actions.operations.runner import Body, OperationContext, describe
 from exporter.discovery import COMPONENTS, Instance
 from exporter.dockerhost import COMPOSE_DEPENDS_ON
-from exporter.pg import DbLogin, LoginFailedError, connect, instance_dbname
+from exporter.pg import ADMIN_USERS, DbLogin, LoginFailedError, connect, instance_dbname
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ _DB_TIMEOUT = 10.0
 # Files Postgres removes on a clean shutdown: their absence after a stop is expected.
 _TRANSIENT_ENTRIES = frozenset({"postmaster.pid"})
 _DEFAULT_PGDATA = "/var/lib/postgresql/data"
-_DB_USERS = ("supabase_admin", "postgres")
 
 Condition = Literal["service_healthy", "service_started", "service_completed_successfully"]
 
@@ -394,13 +393,13 @@ def _capture(ctx: OperationContext, api: _Docker) -> InstanceState:
 
 
 def _db_counts(instance: Instance) -> DbState:
-    """auth.users rows and tables per schema, over a superuser login to the published port."""
+    """auth.users rows and tables per schema, over an admin login to the published port."""
     port = instance.endpoints.db_port
     password = instance.credentials.postgres_password
     if port is None or not password:
         return DbState(error="no published database port or password known")
     reason = "no login tried"
-    for user in _DB_USERS:
+    for user in ADMIN_USERS:
         login = DbLogin(user, password, instance_dbname(instance))
         try:
             with connect(instance.endpoints.db_host, port, login, _DB_TIMEOUT) as conn:

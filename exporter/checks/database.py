@@ -1,4 +1,4 @@
-"""database_connection: the published db port, the superuser, capacity, and service role logins."""
+"""database_connection: the published db port, an admin login, capacity, service role logins."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from exporter.checks.base import CheckContext, Findings
 from exporter.discovery.model import Instance
 from exporter.issues import Issue, make_issue
 from exporter.pg import (
+    ADMIN_USERS,
     DbLogin,
     LoginFailedError,
     LoginResult,
@@ -24,7 +25,6 @@ from exporter.pg import (
 from exporter.redaction import fingerprint
 
 NAME = "database_connection"
-SUPERUSERS = ("supabase_admin", "postgres")  # tried in this order
 REQUIRED_SCHEMA = "auth"
 
 
@@ -59,7 +59,7 @@ class RoleLogin:
 
 @dataclass(frozen=True)
 class ServerFacts:
-    """What the superuser session read."""
+    """What the admin session read."""
 
     version: str
     connections: int
@@ -69,7 +69,7 @@ class ServerFacts:
 
 
 class DatabaseConnectionCheck:
-    """Connects to the published db port as the superuser, then as each service role."""
+    """Connects to the published db port as an admin user, then as each service role."""
 
     name = NAME
 
@@ -92,7 +92,7 @@ class DatabaseConnectionCheck:
                                                       ctx.timeout)
         if facts is not None:
             details["superuser"] = list(superuser_results)[-1]
-        first = superuser_results[SUPERUSERS[0]]
+        first = superuser_results[ADMIN_USERS[0]]
         if first.outcome in ("unreachable", "unavailable"):
             issues.append(make_issue(
                 "DB_UNREACHABLE", check=NAME, component="db",
@@ -139,9 +139,12 @@ class DatabaseConnectionCheck:
 
 def _superuser_session(host: str, port: int, password: str, dbname: str, timeout: float
                        ) -> tuple[ServerFacts | None, dict[str, LoginResult]]:
-    """The server's facts as the first superuser that logs in, and each attempt's result."""
+    """The server's facts as the first admin user that logs in, and each attempt's result.
+
+    Nothing read needs a superuser: postgres, demoted on supabase/postgres, reads it too.
+    """
     results: dict[str, LoginResult] = {}
-    for user in SUPERUSERS:
+    for user in ADMIN_USERS:
         try:
             facts = _read_server(host, port, DbLogin(user, password, dbname), timeout)
         except LoginFailedError as exc:
@@ -155,7 +158,7 @@ def _superuser_session(host: str, port: int, password: str, dbname: str, timeout
 
 
 def _read_server(host: str, port: int, login: DbLogin, timeout: float) -> ServerFacts:
-    """One superuser session: version, connections, size and the auth schema."""
+    """One admin session: version, connections, size and the auth schema."""
     try:
         with connect(host, port, login, timeout) as conn:
             row = conn.execute(
@@ -218,7 +221,7 @@ def _test_roles(ctx: CheckContext, host: str, port: int, dbname: str,
                 ) -> tuple[list[Issue], dict[str, str], dict[str, str], dict[str, str]]:
     """Log each service role in concurrently; issues, states, password sources, errors."""
     tests = role_logins(ctx.instance, dbname)
-    # The superuser attempt already was supabase_admin's login with the instance password.
+    # The admin attempt already was supabase_admin's login with the instance password.
     pending = [t for t in tests if t.spec.variable is not None]
     with ThreadPoolExecutor(max_workers=len(pending)) as pool:
         futures = {t.spec.role: pool.submit(shared_login, ctx, host, port, t.login)

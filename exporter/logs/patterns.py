@@ -78,8 +78,8 @@ PATTERNS: tuple[LogPattern, ...] = (
     _p("db_superuser_password", None,
        r'password authentication failed for user \\?"(?P<role>postgres)\\?"',
        "DB_AUTH_FAILED", "critical",
-       "The database rejected the postgres superuser's password {count} time(s) "
-       "(seen in {component}'s logs)", subject="db", startup=True),
+       "The database rejected the password of postgres, an admin login of the instance, "
+       "{count} time(s) (seen in {component}'s logs)", subject="db", startup=True),
     _p("db_role_password", None,
        r'password authentication failed for user \\?"(?P<role>[^"\\]+)\\?"',
        "DB_ROLE_PASSWORD_MISMATCH", "critical",

@@ -37,7 +37,8 @@ from actions.files import (
 )
 from exporter.discovery.files import read_env_file, read_kong_file
 from exporter.discovery.model import Credentials, Endpoints, Instance, InstanceFiles
-from fleet.render import DEFAULT_HEALTH_INTERVAL
+from fleet.model import COMPONENTS
+from fleet.render import DEFAULT_HEALTH_INTERVAL, image_variable
 from tests.unit import layout
 
 REPO = Path(__file__).resolve().parents[3]
@@ -289,7 +290,8 @@ def test_compose_values_reach_the_container_literally(tmp_path: Path, template: 
         source = (FLEET_TEMPLATES / "docker-compose.yml").read_text()
         source = source.replace("- ${FLEET_HOST_MOUNTS}", "- /usr:/usr:ro")
         compose_file.write_text(layout.envsubst(source, {
-            **layout.instance_values(IID), "FLEET_IMAGE": "fleet/base", "FLEET_PYTHON": "py",
+            **layout.instance_values(IID), "FLEET_PYTHON": "py",
+            **{image_variable(c): f"fleet/{c}" for c in COMPONENTS},
             "FLEET_ROOT": "/tmp/x", "FLEET_HEALTH_INTERVAL": DEFAULT_HEALTH_INTERVAL}))
     original = compose_file.read_text()
     files = FileSet(inst)
