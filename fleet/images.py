@@ -4,10 +4,10 @@ Each image holds, in PATH, only the commands of the real image it stands for (th
 compose pins them; fleet/README.md lists each image's upstream Dockerfile): busybox applets
 for the Alpine images, a Debian or Ubuntu base for the others, the packages their
 Dockerfiles add, and nothing at all for PostgREST's. The commands are the host's: Debian's
-static busybox copied in, and symlinks into the host's /usr, which every container mounts
-read-only at HOST_PREFIX (outside PATH). The stand-ins' own runtime (the host's Python, its
-packages, the shared libraries) is reached the same way and started by absolute path
-(RUNTIME_PYTHON), so it never shows in PATH. Nothing is pulled.
+busybox copied in (scripts/setup.sh unpacks it), and symlinks into the host's /usr, which
+every container mounts read-only at HOST_PREFIX (outside PATH). The stand-ins' own runtime
+(the host's Python, its packages, the shared libraries) is reached the same way and started
+by absolute path (RUNTIME_PYTHON), so it never shows in PATH. Nothing is pulled.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 import docker
 from docker.errors import APIError, ImageNotFound
 
+from fleet.model import FleetError
+
 FLEET_LABEL = "ultrabase-fleet"
 REPOSITORY = "ultrabase-fleet"
 HOST_PREFIX = "/.fleet-host"  # the host's /usr is mounted at HOST_PREFIX/usr
@@ -36,9 +38,12 @@ RUNTIME_PYTHON = f"{RUNTIME}/bin/python"
 STANDINS = "/fleet/standins"  # where the compose file mounts fleet/ (render.CONTAINER_FLEET_DIR)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PG_BIN = "/usr/lib/postgresql/15/bin"
-BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static (scripts/setup.sh installs it)
+# Debian's dynamic busybox, unpacked by scripts/setup.sh (install_fleet_busybox): its sh
+# finds commands through PATH like Alpine's; busybox-static's runs any applet it has.
+BUSYBOX = Path(os.environ.get("FLEET_BUSYBOX_DIR", "/var/cache/ultrabase-fleet/busybox"),
+               "bin", "busybox")
 
-# The applets of Alpine's busybox: those of Debian's static build that Alpine's config
+# The applets of Alpine's busybox: those of Debian's build that Alpine's config
 # (aports main/busybox/busyboxconfig, read at busybox 1.29.2 and 1.37.0, so 1.35 and 1.36
 # between them) also enables. Alpine has more applets than Debian builds (adduser, pgrep,
 # pkill, install, split, ...): those are missing here, as fleet/README.md says.
@@ -229,7 +234,8 @@ class HostTools:
     def busybox_applets(self) -> dict[str, str]:
         """Applet name -> its usual path (from `busybox --list-full`)."""
         if not self._busybox.is_file():
-            return {}
+            raise FleetError(f"no busybox at {self._busybox} for the fleet's Alpine images: "
+                             "run scripts/setup.sh (install_fleet_busybox)")
         listed = subprocess.run([str(self._busybox), "--list-full"], capture_output=True,
                                 text=True, check=False, timeout=30).stdout
         applets: dict[str, str] = {}
@@ -454,8 +460,6 @@ def _command(fs: Rootfs, host: HostTools, name: str, at: str) -> bool:
 
 def _busybox(fs: Rootfs, host: HostTools) -> None:
     applets = host.busybox_applets()
-    if not applets:
-        return
     fs.file("/bin/busybox", host.busybox_binary(), 0o755)
     for name, path in sorted(applets.items()):
         if name != "busybox" and name not in _NOT_IN_ALPINE:

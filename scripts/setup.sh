@@ -29,6 +29,27 @@ install_packages() {
   fi
 }
 
+# The fleet's Alpine images take their applets from Debian's dynamic busybox build: its sh
+# looks commands up in PATH as Alpine's does, where busybox-static's (FEATURE_SH_STANDALONE)
+# runs any of its applets whatever PATH holds. The two packages conflict, so this one is
+# unpacked next to the system, not installed (fleet/images.py reads it from here).
+FLEET_BUSYBOX_DIR="${FLEET_BUSYBOX_DIR:-/var/cache/ultrabase-fleet/busybox}"
+install_fleet_busybox() {
+  if [[ -x "$FLEET_BUSYBOX_DIR/bin/busybox" ]]; then
+    return
+  fi
+  say "unpacking Debian's busybox for the fleet into $FLEET_BUSYBOX_DIR"
+  local tmp
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download -qq busybox 2>/dev/null); then
+    apt-get update -qq
+    (cd "$tmp" && apt-get download -qq busybox 2>/dev/null)
+  fi
+  dpkg-deb -x "$tmp"/busybox_*.deb "$tmp/root"
+  install -D -m 0755 "$tmp/root/bin/busybox" "$FLEET_BUSYBOX_DIR/bin/busybox"
+  rm -rf "$tmp"
+}
+
 install_python() {
   if [[ ! -x "$DOCTOR_VENV/bin/python" ]]; then
     say "creating virtualenv $DOCTOR_VENV"
@@ -87,6 +108,7 @@ remove_leftover_fleets() {
 
 setup_all() {
   install_packages
+  install_fleet_busybox
   install_python
   start_docker
 }

@@ -117,6 +117,10 @@ printf '%s\n' "$out"
 """
 
 
+# Exit codes of a command that `timeout` ended (TERM, KILL, or its own 124).
+_KILLED = frozenset({124, 137, 143})
+
+
 @dataclass(frozen=True)
 class HttpTarget:
     """One HTTP URL to probe from inside the compose network."""
@@ -247,6 +251,10 @@ def probe_tcp(docker: DockerHost, container_id: str, host: str, port: int,
         if rc == 2 and "no response" in detail:
             return TcpOutcome(False, tool, detail)
         return TcpOutcome(None, tool, detail or f"pg_isready exit code {rc}")
+    if rc in _KILLED:
+        # nc's own connect timeout (-w) ends it before `timeout` does: killed means it was
+        # connected and the server kept the connection open without a word (a hung server).
+        return TcpOutcome(True, tool, "connected; the server did not close the connection")
     return TcpOutcome(rc == 0, tool, detail)
 
 

@@ -33,8 +33,9 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference" / "ultrabase"
-WITH_HEALTHCHECK = {"studio", "auth", "realtime", "storage", "imgproxy", "analytics", "db",
-                    "vector", "supavisor"}
+# The reference compose's healthchecks, and the images' own: kong (kong health) and meta.
+WITH_HEALTHCHECK = {"studio", "kong", "auth", "realtime", "storage", "imgproxy", "meta",
+                    "analytics", "db", "vector", "supavisor"}
 SUPABASE_ROLES = ("supabase_admin", "postgres", "supabase_auth_admin", "authenticator",
                   "supabase_storage_admin", "anon", "authenticated", "service_role")
 
@@ -505,7 +506,7 @@ def test_down_removes_everything(fleet_factory: Callable[..., Fleet]) -> None:
     (network,) = client.networks.list(
         filters={"label": f"{engine.PROJECT_LABEL}={instance.project}"})
     stray = client.containers.run(
-        doomed.image, ["sleep", "300"], detach=True, network=network.name,
+        doomed.image_tags["kong"], ["sleep", "300"], detach=True, network=network.name,
         volumes=list(render.host_mounts()), labels={"ultrabase-fleet": "1"})
     doomed.down()
     assert not root.exists()

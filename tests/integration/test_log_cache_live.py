@@ -1,8 +1,8 @@
 """LogCache and DockerHost.logs against the real engine: cached reads equal fresh reads.
 
-A container from the fleet's base image runs `sleep`; the test writes log lines into its
-stdout and stderr through /proc/1/fd (docker exec), so nothing else writes between a
-cached read and the fresh read it is compared with.
+A container from the fleet's auth image (busybox only) runs `sleep`;
+the test writes log lines into its stdout and stderr through /proc/1/fd (docker exec), so
+nothing else writes between a cached read and the fresh read it is compared with.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from tests.unit.logs.logdocker import make_instance
 pytestmark = pytest.mark.integration
 
 PG = "2026-11-30 11:59:00.000 UTC [88] postgres@postgres"
-MOUNTS = ["/usr:/usr:ro", "/etc:/etc:ro"]
 # The engine the fleet helpers use (DOCKER_HOST or the default socket), as DockerHost takes it.
 BASE_URL = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 # Long enough for the cache to re-read only the last entries (see LogCache's JITTER).
@@ -71,11 +70,11 @@ class Logger:
 
 def _start(tty: bool = False) -> Any:
     client = engine.client()
-    image = images.ensure_base_image(client)
+    image = images.ensure_images(client, specs=[images.SPECS_BY_COMPONENT["auth"]])["auth"]
     return client.containers.run(
         image, ["sh", "-c", "echo started; exec sleep 100000"], detach=True, tty=tty,
-        name=f"ubd-log-cache-test-{uuid.uuid4().hex[:8]}", volumes=MOUNTS,
-        labels={"ubd-test": "log-cache"})
+        name=f"ubd-log-cache-test-{uuid.uuid4().hex[:8]}", labels={"ubd-test": "log-cache"},
+        volumes=[f"/usr:{images.HOST_PREFIX}/usr:ro"])
 
 
 @pytest.fixture

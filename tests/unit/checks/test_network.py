@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -281,6 +282,46 @@ def test_tcp_probe_script_runs_locally() -> None:
     assert "no response" in outcome.detail
 
 
+@pytest.fixture
+def busybox_bin(tmp_path: Path) -> str:
+    """A PATH with busybox's sh, nc and timeout only, as in the auth image."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("no busybox on this host")
+    bin_dir = tmp_path / "bb"
+    bin_dir.mkdir()
+    for applet in ("sh", "nc", "timeout"):
+        (bin_dir / applet).symlink_to(busybox)
+    return str(bin_dir)
+
+
+def test_tcp_probe_with_busybox_nc_against_real_sockets(busybox_bin: str) -> None:
+    docker = LocalExec({"PATH": busybox_bin}, shell=str(Path(busybox_bin) / "sh"))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        port = server.getsockname()[1]
+
+        def hang_up_at_eof() -> None:
+            # What PostgreSQL does with a client that sends no startup packet.
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1)
+
+        thread = threading.Thread(target=hang_up_at_eof, daemon=True)
+        thread.start()
+        up = probe_tcp(docker, "local", "127.0.0.1", port, timeout=2.0)
+        thread.join(5)
+        assert (up.tool, up.reachable) == ("nc", True)
+        # Connected, but the server never closes: a hung server, still a working link.
+        hung = probe_tcp(docker, "local", "127.0.0.1", port, timeout=2.0)
+        assert (hung.tool, hung.reachable) == ("nc", True)
+        assert "did not close" in hung.detail
+    down = probe_tcp(docker, "local", "127.0.0.1", closed_port(), timeout=2.0)
+    assert (down.tool, down.reachable) == ("nc", False)
+    assert "refused" in down.detail.lower()
+
+
 @pytest.mark.parametrize(("output", "reachable"), [
     ("@@ pg_isready 0\ndb:5432 - accepting connections\n", True),
     ("@@ pg_isready 1\ndb:5432 - rejecting connections\n", True),
@@ -290,6 +331,7 @@ def test_tcp_probe_script_runs_locally() -> None:
     ("@@ pg_isready 2\nError: pg_wrapper: cannot run\n", None),
     ("@@ nc 0\n\n", True),
     ("@@ nc 1\nnc: bad address 'db'\n", False),
+    ("@@ nc 143\n\n", True),
     ("@@ none\n", None),
     ('OCI runtime exec failed: exec: "sh": executable file not found\n', None),
 ])
