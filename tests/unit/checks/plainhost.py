@@ -9,6 +9,7 @@ real sockets on 127.0.0.1).
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -182,6 +183,17 @@ class ScriptedDocker(DockerHost):
         if self.down:
             raise DockerUnavailableError("cannot list containers")
         return list(self.listing)
+
+
+def busybox_path(directory: Path, applets: tuple[str, ...]) -> str | None:
+    """A PATH directory holding only these busybox applets, or None without busybox."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        return None
+    directory.mkdir()
+    for applet in applets:
+        (directory / applet).symlink_to(busybox)
+    return str(directory)
 
 
 class LocalExec(ScriptedDocker):

@@ -23,6 +23,7 @@ from tests.unit.checks.plainhost import (
     LocalExec,
     Ports,
     ScriptedDocker,
+    busybox_path,
     codes,
     container,
     context,
@@ -285,14 +286,10 @@ def test_tcp_probe_script_runs_locally() -> None:
 @pytest.fixture
 def busybox_bin(tmp_path: Path) -> str:
     """A PATH with busybox's sh, nc and timeout only, as in the auth image."""
-    busybox = shutil.which("busybox")
-    if busybox is None:
+    path = busybox_path(tmp_path / "bb", ("sh", "nc", "timeout"))
+    if path is None:
         pytest.skip("no busybox on this host")
-    bin_dir = tmp_path / "bb"
-    bin_dir.mkdir()
-    for applet in ("sh", "nc", "timeout"):
-        (bin_dir / applet).symlink_to(busybox)
-    return str(bin_dir)
+    return path
 
 
 def test_tcp_probe_with_busybox_nc_against_real_sockets(busybox_bin: str) -> None:

@@ -20,6 +20,7 @@ from tests.unit.checks.plainhost import (
     LocalExec,
     Ports,
     ScriptedDocker,
+    busybox_path,
     codes,
     container,
     context,
@@ -176,13 +177,9 @@ def _tool_paths(tmp_path: Path) -> list[tuple[str, dict[str, str]]]:
     out = []
     if shutil.which("wget") or shutil.which("curl"):
         out.append(("system", dict(os.environ)))
-    busybox = shutil.which("busybox")
+    busybox = busybox_path(tmp_path / "bb", ("sh", "wget", "timeout"))
     if busybox:
-        bin_dir = tmp_path / "bb"
-        bin_dir.mkdir()
-        for applet in ("sh", "wget", "timeout"):
-            (bin_dir / applet).symlink_to(busybox)
-        out.append(("busybox", {"PATH": str(bin_dir)}))
+        out.append(("busybox", {"PATH": busybox}))
     return out
 
 
