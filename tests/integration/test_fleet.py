@@ -263,8 +263,11 @@ def test_db_has_the_supabase_roles_and_schemas(fleet: Fleet) -> None:
         assert roles["authenticator"] == (True, False, False)
         assert roles["anon"][0] is False and roles["service_role"][0] is False
         assert members == {"anon", "authenticated", "service_role"}
-        assert owners["auth"] == "supabase_auth_admin"
-        assert owners["storage"] == "supabase_storage_admin"
+        # As supabase/postgres 15.1.1.78: supabase_admin is the only superuser and owns the
+        # auth and storage schemas; postgres is demoted.
+        assert roles["postgres"][:2] == (True, False)
+        assert owners["auth"] == "supabase_admin"
+        assert owners["storage"] == "supabase_admin"
         assert {"_analytics", "_realtime"} <= set(owners)
         for role in ("supabase_auth_admin", "authenticator", "supabase_storage_admin"):
             with engine.db_connect(instance, user=role):
