@@ -265,8 +265,9 @@ class HostTools:
         return relative
 
     def which(self, name: str) -> str | None:
-        """A host command's real path under /usr, searched as Debian's PATH would."""
-        for directory in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        """A Debian-installed host command's real path (what /usr/local holds is the host's
+        own business, not a package's)."""
+        for directory in ("/usr/bin", "/bin", "/usr/sbin", "/sbin"):
             found = self.real(f"{directory}/{name}")
             if found is not None and os.access(self._root / found.lstrip("/"), os.X_OK):
                 return found
