@@ -231,8 +231,10 @@ class Fleet:
 
 
 def _new_instances(root: Path, count: int) -> tuple[Instance, ...]:
-    taken = {c.labels.get(engine.PROJECT_LABEL, "")
-             for c in engine.client().containers.list(all=True)}
+    # The plain listing: containers.list() inspects each one, and on a shared host another
+    # fleet's container may be gone by then.
+    taken = {(c.get("Labels") or {}).get(engine.PROJECT_LABEL, "")
+             for c in engine.client().api.containers(all=True)}
     ids: list[str] = []
     while len(ids) < count:
         candidate = secrets.token_hex(4)
