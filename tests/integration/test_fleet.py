@@ -213,9 +213,11 @@ def test_template_keeps_the_reference_structure() -> None:
 def test_every_healthcheck_uses_the_chosen_interval() -> None:
     compose = (TEMPLATES / "docker-compose.yml").read_text()
     rendered = yaml.safe_load(envsubst(compose, {"FLEET_HEALTH_INTERVAL": "10s"}))
-    intervals = {name: spec["healthcheck"]["interval"]
+    intervals = {name: spec["healthcheck"].get("interval")
                  for name, spec in rendered["services"].items() if "healthcheck" in spec}
     assert set(intervals) == WITH_HEALTHCHECK
+    # meta's healthcheck keeps its image's interval (5 s): only its timing is the fleet's.
+    assert intervals.pop("meta") is None
     assert set(intervals.values()) == {"10s"}
 
 
