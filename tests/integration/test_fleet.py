@@ -33,9 +33,9 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference" / "ultrabase"
-# The reference compose's healthchecks, and the images' own: kong (kong health) and meta.
-WITH_HEALTHCHECK = {"studio", "kong", "auth", "realtime", "storage", "imgproxy", "meta",
-                    "analytics", "db", "vector", "supavisor"}
+# The reference compose's healthchecks, and kong's own (kong health, from its image).
+WITH_HEALTHCHECK = {"studio", "kong", "auth", "realtime", "storage", "imgproxy", "analytics",
+                    "db", "vector", "supavisor"}
 SUPABASE_ROLES = ("supabase_admin", "postgres", "supabase_auth_admin", "authenticator",
                   "supabase_storage_admin", "anon", "authenticated", "service_role")
 
@@ -213,11 +213,9 @@ def test_template_keeps_the_reference_structure() -> None:
 def test_every_healthcheck_uses_the_chosen_interval() -> None:
     compose = (TEMPLATES / "docker-compose.yml").read_text()
     rendered = yaml.safe_load(envsubst(compose, {"FLEET_HEALTH_INTERVAL": "10s"}))
-    intervals = {name: spec["healthcheck"].get("interval")
+    intervals = {name: spec["healthcheck"]["interval"]
                  for name, spec in rendered["services"].items() if "healthcheck" in spec}
     assert set(intervals) == WITH_HEALTHCHECK
-    # meta's healthcheck keeps its image's interval (5 s): only its timing is the fleet's.
-    assert intervals.pop("meta") is None
     assert set(intervals.values()) == {"10s"}
 
 
