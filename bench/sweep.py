@@ -9,7 +9,7 @@ containers, dockerd): divided by the cores, that is the shortest wall time any e
 reach on this host. Each figure is the median of --repeat sweeps, the two concurrencies
 taking turns so that load from elsewhere falls on both alike. The fleet's healthchecks run
 every --health-interval (10s, as most of the reference template's do; the test suite's
-fleets use 2s). With --fault, every instance measured first gets that fleet fault (say
+fleets use 5s). With --fault, every instance measured first gets that fleet fault (say
 pause:auth, a hanging component: the case where a diagnostic waits rather than computes),
 healed at the end. Prints a table; writes nothing into the tree.
 Run: python -m bench.sweep [--max N] [--repeat R] [--health-interval 10s] [--fault F]

@@ -21,7 +21,7 @@ TEMPLATES = FLEET_DIR / "templates"
 DBINIT = FLEET_DIR / "dbinit"
 CONTAINER_FLEET_DIR = "/fleet"  # where FLEET_DIR is mounted inside every container
 # Short, so faults and restarts show in Docker's health quickly; the reference uses 5-30s.
-DEFAULT_HEALTH_INTERVAL = "2s"
+DEFAULT_HEALTH_INTERVAL = "5s"
 HEALTH_INTERVAL = re.compile(r"^[1-9][0-9]{0,2}s$")
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")

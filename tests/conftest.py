@@ -16,6 +16,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker (also declared in pyproject.toml, for runs from elsewhere)."""
     config.addinivalue_line("markers",
                             "integration: needs a Docker engine and builds the test fleet")
+    config.addinivalue_line("markers",
+                            "fleets(*sizes): the shared test fleets a module uses")
 
 
 def in_ci() -> bool:

@@ -1,50 +1,141 @@
-"""Fixtures for integration tests: test fleets that are always torn down.
+"""Fixtures for integration tests: test fleets that live only as long as a test needs them.
 
-`fleet` is the session's shared 2-instance fleet. `fleet_factory(n)` gives the shared fleet
-of n instances (created on first use) or, with shared=False, a private one; every fleet
-made here is removed at the end of the session, whatever happened.
+`fleet` is the shared 2-instance fleet. `fleet_factory(n)` gives the shared fleet of n
+instances (made on first use); `fleet_factory.private(n)` a fleet of one fixture's own,
+removed when that fixture ends. A module that uses shared fleets says which sizes with
+`pytest.mark.fleets(2, 3)`: modules are run grouped by those sizes, and a shared fleet is
+removed as soon as no test still to run needs it. Every container healthcheck costs the
+host a `docker exec` every interval, so a fleet kept up after its last user slows every
+later test. Whatever happens, every fleet made here is removed at the end of the session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from fleet.fleet import Fleet
 from fleet.model import FleetError
 
-FleetFactory = Callable[..., Fleet]
+# Modules run grouped by the shared fleets they use, in this order, so that at most two
+# shared fleets (the monitoring test's two hosts) are up at once. Modules with no shared
+# fleet run first, before any shared fleet exists.
+FLEET_ORDER: tuple[tuple[int, ...], ...] = ((), (2,), (2, 3), (3,))
+POOL = pytest.StashKey["FleetPool"]()
+LAST_USE = pytest.StashKey[dict[int, str]]()
+
+
+class FleetPool:
+    """Fleets made on demand: shared ones by size, private ones for one fixture."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._shared: dict[int, Fleet] = {}
+        self._live: list[Fleet] = []
+
+    def _up(self, count: int) -> Fleet:
+        root = self._tmp.mktemp(f"fleet{count}-") / "root"
+        fleet = Fleet.up(root, count)
+        self._live.append(fleet)
+        return fleet
+
+    def __call__(self, count: int = 2, *, shared_fleet: bool = True) -> Fleet:
+        """The shared fleet of `count` instances, or a new one the caller must take down."""
+        if not shared_fleet:
+            return self._up(count)
+        if count not in self._shared:
+            self._shared[count] = self._up(count)
+        return self._shared[count]
+
+    @contextmanager
+    def private(self, count: int = 1) -> Iterator[Fleet]:
+        """A fleet of the caller's own, removed when the block ends."""
+        fleet = self._up(count)
+        try:
+            yield fleet
+        finally:
+            self._down(fleet)
+
+    def release(self, count: int) -> None:
+        """Remove the shared fleet of `count` instances, if one is up."""
+        fleet = self._shared.pop(count, None)
+        if fleet is not None:
+            self._down(fleet)
+
+    def _down(self, fleet: Fleet) -> None:
+        fleet.down()
+        if fleet in self._live:
+            self._live.remove(fleet)
+
+    def close(self) -> list[str]:
+        """Remove every fleet still up; the errors, one line per fleet."""
+        errors = []
+        self._shared.clear()
+        for fleet in list(self._live):
+            try:
+                self._down(fleet)
+            except (FleetError, OSError) as exc:
+                errors.append(f"{fleet.root}: {exc}")
+        return errors
+
+
+FleetFactory = FleetPool
+
+
+def _sizes(item: pytest.Item) -> tuple[int, ...]:
+    marker = item.get_closest_marker("fleets")
+    return tuple(sorted(marker.args)) if marker else ()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group modules by the shared fleets they use (a stable sort: in-module order kept)."""
+    rank = {sizes: i for i, sizes in enumerate(FLEET_ORDER)}
+    items.sort(key=lambda item: rank.get(_sizes(item), len(FLEET_ORDER)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note, for each shared fleet size, the last test that uses it."""
+    last: dict[int, str] = {}
+    for item in session.items:
+        for size in _sizes(item):
+            last[size] = item.nodeid
+    session.config.stash[LAST_USE] = last
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a shared fleet's last user and its fixtures are done, remove that fleet."""
+    yield
+    pool = item.config.stash.get(POOL, None)
+    if pool is None:
+        return
+    for size, nodeid in item.config.stash.get(LAST_USE, {}).items():
+        if nodeid == item.nodeid:
+            pool.release(size)
 
 
 @pytest.fixture(scope="session")
-def fleet_factory(docker_available: None,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetFactory]:
+def fleet_factory(docker_available: None, request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetPool]:
     """Make fleets on demand; tear every one of them down at session end."""
-    shared: dict[int, Fleet] = {}
-    made: list[Fleet] = []
-
-    def make(count: int = 2, *, shared_fleet: bool = True) -> Fleet:
-        if shared_fleet and count in shared:
-            return shared[count]
-        root = tmp_path_factory.mktemp(f"fleet{count}-") / "root"
-        fleet = Fleet.up(root, count)
-        made.append(fleet)
-        if shared_fleet:
-            shared[count] = fleet
-        return fleet
-
-    yield make
-    errors = []
-    for fleet in made:
-        try:
-            fleet.down()
-        except (FleetError, OSError) as exc:
-            errors.append(f"{fleet.root}: {exc}")
+    pool = FleetPool(tmp_path_factory)
+    request.config.stash[POOL] = pool
+    yield pool
+    del request.config.stash[POOL]
+    errors = pool.close()
     assert not errors, "fleet teardown failed:\n" + "\n".join(errors)
 
 
-@pytest.fixture(scope="session")
-def fleet(fleet_factory: FleetFactory) -> Fleet:
-    """The session's shared fleet of two healthy instances."""
+@pytest.fixture(scope="module")
+def fleet(fleet_factory: FleetPool) -> Fleet:
+    """The shared fleet of two healthy instances (modules using it: mark fleets(2))."""
     return fleet_factory(2)
+
+
+@pytest.fixture(scope="module")
+def private_fleet(fleet_factory: FleetPool) -> Iterator[Fleet]:
+    """A 1-instance fleet of the module's own (for tests that stop or break all of it)."""
+    with fleet_factory.private(1) as fleet:
+        yield fleet

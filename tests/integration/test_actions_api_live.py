@@ -35,7 +35,6 @@ import pytest
 import yaml
 
 from fleet.fleet import Fleet
-from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration
 
@@ -142,11 +141,11 @@ def alertmanager_config(path: Path, actions_port: int, token_file: Path) -> None
 
 
 @pytest.fixture(scope="module")
-def live(fleet_factory: FleetFactory, tmp_path_factory: pytest.TempPathFactory
+def live(private_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Live]:
     if not os.access(ALERTMANAGER, os.X_OK):
         pytest.skip(f"{ALERTMANAGER} is not installed (apt-get install prometheus-alertmanager)")
-    fleet = fleet_factory(1, shared_fleet=False)
+    fleet = private_fleet
     iid = fleet.ids[0]
     work = tmp_path_factory.mktemp("actions-live")
     admin_token = fleet.up_result.admin_token if fleet.up_result else ""

@@ -46,7 +46,6 @@ from exporter.discovery.model import Instance
 from exporter.engine import QuickHealth
 from exporter.issues import make_issue
 from fleet.fleet import Fleet
-from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration
 
@@ -103,9 +102,9 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(fleet_factory: FleetFactory, tmp_path_factory: pytest.TempPathFactory
+def live(private_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Live]:
-    fleet = fleet_factory(1, shared_fleet=False)
+    fleet = private_fleet
     tmp = tmp_path_factory.mktemp("config-live")
     raw = yaml.safe_load(fleet.config_path.read_text())
     raw["actions"] = {"backups_dir": str(tmp / "backups"), "backup_retention": 20,

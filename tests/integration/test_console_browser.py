@@ -37,7 +37,7 @@ from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 from tests.integration.test_actions_api_live import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleets(2)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",

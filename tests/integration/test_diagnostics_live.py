@@ -18,7 +18,7 @@ from exporter.engine import DiagnosticsEngine
 from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleets(3)]
 
 # The default: 3 s left the in-network probe 1 s per target, too little on a saturated
 # shared host (a healthy rest timed out). The hung-auth bound below scales with it.

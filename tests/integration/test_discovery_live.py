@@ -15,7 +15,7 @@ from exporter.discovery import COMPONENTS, discover
 from exporter.dockerhost import DockerHost
 from fleet.fleet import Fleet
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleets(2)]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

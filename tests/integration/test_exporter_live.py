@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleets(3)]
 
 BROKEN_FAULT = "stop:auth"
 HISTORY_LIMIT = 3

@@ -29,7 +29,7 @@ from fleet.fleet import Fleet
 from fleet.model import COMPONENTS, FleetError, Instance
 from fleet.render import TEMPLATES, envsubst
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleets(2)]
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference" / "ultrabase"

@@ -20,7 +20,7 @@ from fleet import engine, images
 from fleet.fleet import Fleet
 from fleet.model import COMPONENTS, Instance
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleets(2)]
 
 BASE_URL = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 # Commands the real image does not have (fleet/README.md names the upstream file of each).

@@ -30,7 +30,7 @@ from fleet.fleet import Fleet
 from grafana.dashboards_src import EMPTY_WHEN_HEALTHY, all_queries
 from tests.integration.conftest import FleetFactory
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleets(2, 3)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus")

@@ -39,7 +39,6 @@ from exporter.engine import DiagnosticsEngine
 from exporter.jwtkeys import analyse_key
 from exporter.store import Store
 from fleet.fleet import Fleet
-from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +65,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(fleet_factory: FleetFactory, tmp_path_factory: pytest.TempPathFactory
+def world(private_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[World]:
-    fleet = fleet_factory(1, shared_fleet=False)
+    fleet = private_fleet
     work = tmp_path_factory.mktemp("repair")
     loaded = load_config(fleet.config_path)
     config = loaded.model_copy(update={

@@ -32,7 +32,6 @@ from exporter.store import Store
 from fleet import engine as fleet_engine
 from fleet.fleet import Fleet
 from fleet.model import COMPONENTS, Instance
-from tests.integration.conftest import FleetFactory
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +41,9 @@ PIPELINE = ["backup", "capture_state", "silence", "stop", "verify_volumes", "sta
 
 
 @pytest.fixture(scope="module")
-def live(fleet_factory: FleetFactory) -> Fleet:
+def live(private_fleet: Fleet) -> Fleet:
     # Private: these tests stop the whole instance and break its auth.
-    return fleet_factory(1, shared_fleet=False)
+    return private_fleet
 
 
 class RecordingSilences:
