@@ -26,17 +26,19 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import http.client
+import itertools
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
+from kongdns import EMPTY_RECORD, NAME_ERROR, DnsClient, client_from_environment
 from standin_common import (
     HOP_BY_HOP,
     BaseHandler,
@@ -100,14 +103,23 @@ ERROR_TEMPLATES = {
     ),
 }
 UPSTREAM_ERRORS = {
+    500: "An unexpected error occurred",
     502: "An invalid response was received from the upstream server",
     503: "The upstream server is currently unavailable",
     504: "The upstream server is timing out",
 }
 
 
+# nginx's error log levels, most severe first; KONG_LOG_LEVEL (default notice) is the least
+# severe one written (kong.conf.default `log_level`; nginx_kong.lua:5 `error_log ... LOG_LEVEL`).
+LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
+
+
 def err_log(level: str, message: str) -> None:
-    """Write an nginx-style error log line to stderr."""
+    """Write an nginx-style error log line to stderr, if KONG_LOG_LEVEL lets it through."""
+    wanted = (env("KONG_LOG_LEVEL") or "notice").strip().lower()
+    if wanted in LOG_LEVELS and LOG_LEVELS.index(level) > LOG_LEVELS.index(wanted):
+        return
     log_line(f"{nginx_error_time()} [{level}] 1#0: {message}", sys.stderr)
 
 
@@ -310,6 +322,7 @@ class Service:
     read_timeout: float
     write_timeout: float
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retries: int = 5  # kong/db/schema/entities/services.lua:32
 
 
 @dataclass
@@ -457,6 +470,13 @@ class Builder:
         if not host:
             self.fail([*path, "host"], "required field missing")
             return None
+        retries = item.get("retries", 5)
+        if not isinstance(retries, int) or isinstance(retries, bool):
+            self.fail([*path, "retries"], "expected an integer")
+            return None
+        if not 0 <= retries <= 32767:
+            self.fail([*path, "retries"], "value should be between 0 and 32767")
+            return None
         secure = scheme in ("https", "wss", "grpcs", "tls")
         default = self.fallback_timeout
         return Service(
@@ -468,6 +488,7 @@ class Builder:
             connect_timeout=float(item.get("connect_timeout") or default * 1000) / 1000,
             read_timeout=float(item.get("read_timeout") or default * 1000) / 1000,
             write_timeout=float(item.get("write_timeout") or default * 1000) / 1000,
+            retries=retries,
         )
 
     def route(self, item: Any, path: list[Any], service: Service | None,
@@ -967,33 +988,66 @@ def match_route(gw: Gateway, method: str, host: str, path: str) -> tuple[Route, 
     return (best[1], best[2]) if best else None
 
 
-def resolve(host: str, timeout: float) -> str:
-    """Resolve a host name with a deadline (getaddrinfo itself has none)."""
-    result: dict[str, Any] = {}
+# musl's strerror() texts: the real image is Alpine (docker-kong alpine/Dockerfile) and nginx
+# writes strerror() into its error lines, e.g. "(113: Host is unreachable)".
+MUSL_STRERROR = {
+    errno.ECONNREFUSED: "Connection refused", errno.EHOSTUNREACH: "Host is unreachable",
+    errno.ETIMEDOUT: "Operation timed out", errno.ECONNRESET: "Connection reset by peer",
+    errno.ENETUNREACH: "Network unreachable", errno.EPIPE: "Broken pipe",
+    errno.EADDRNOTAVAIL: "Address not available", errno.ECONNABORTED: "Connection aborted",
+}
+# nginx's default proxy_next_upstream is "error timeout"; a POST, LOCK or PATCH already sent
+# is not tried again (ngx_http_upstream_next, nginx >= 1.9.13).
+NON_IDEMPOTENT = frozenset({"POST", "LOCK", "PATCH"})
+# Kong's upstream keepalive defaults (kong.conf.default:771-792), as its debug line names them.
+KEEPALIVE = "pool_size=60, idle_timeout=60, max_requests=100"
+# Only these DNS failures are "name resolution failed" (runloop/balancer/init.lua:310-319).
+NOT_FOUND = (NAME_ERROR, EMPTY_RECORD)
 
-    def work() -> None:
-        try:
-            result["info"] = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
-        except OSError as exc:
-            result["error"] = exc
 
-    # A daemon thread, so a resolver that never answers costs the timeout and nothing more.
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if "info" in result:
-        return str(result["info"][0][4][0])
-    raise result.get("error") or OSError("dns client error: timeout")
+def strerror(number: int | None) -> str:
+    """The text musl's strerror() gives for an errno."""
+    return MUSL_STRERROR.get(number or 0) or os.strerror(number or 0)
+
+
+@dataclass
+class Attempt:
+    """How one try at the upstream ended."""
+
+    kind: str  # ok, error, timeout (both tried again), aborted (client left), final
+    text: str = ""
+    sent: bool = False  # the request reached the upstream
+    response: http.client.HTTPResponse | None = None
+    payload: bytes = b""
 
 
 class Handler(BaseHandler):
     """Kong's proxy listener."""
 
     gateway: Gateway
+    dns: DnsClient
     scheme = "http"
+    _connections = itertools.count(1)
+
+    def setup(self) -> None:
+        """Number the connection as nginx does (the *N of its log lines)."""
+        self.connection_no = next(Handler._connections)
+        self.served = 0
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        """One request; an idle keepalive connection the client closes is logged at info."""
+        served = self.served
+        self.raw_requestline = b""
+        super().handle_one_request()
+        if served and not self.raw_requestline:
+            # ngx_http_keepalive_handler: no context is appended to this line.
+            err_log("info", f"*{self.connection_no} client {self.client_ip()} closed "
+                            "keepalive connection")
 
     def _dispatch(self) -> None:
         """Route, run plugins, proxy; then write the access log line."""
+        self.served += 1
         try:
             self._handle()
         except (ConnectionError, TimeoutError):
@@ -1016,12 +1070,20 @@ class Handler(BaseHandler):
         log_line(f'{self.client_ip()} - {user} [{clf_time()}] "{self.requestline}" '
                  f'{self.status_sent} {self.bytes_sent} "{referer}" "{agent}"')
 
-    def _error_line(self, text: str, upstream: str | None = None) -> None:
-        """An [error] line with the request context nginx appends."""
+    def _context_line(self, level: str, text: str, upstream: str | None = None) -> None:
+        """A line with the request context nginx appends (client, server, request, ...)."""
         tail = f', upstream: "{upstream}"' if upstream else ""
-        err_log("error", f'*{id(self) % 100000} {text}, client: {self.client_ip()}, '
+        err_log(level, f'*{self.connection_no} {text}, client: {self.client_ip()}, '
                 f'server: kong, request: "{self.requestline}"{tail}, '
                 f'host: "{self.headers.get("Host", "")}"')
+
+    def _error_line(self, text: str, upstream: str | None = None) -> None:
+        """An [error] line with the request context."""
+        self._context_line("error", text, upstream)
+
+    def _debug(self, text: str) -> None:
+        """A [debug] line from Kong's balancer (written without the request context)."""
+        err_log("debug", f"*{self.connection_no} {text}")
 
     def _exit(self, err: KongExit, extra: list[tuple[str, str]]) -> None:
         """Send a Kong-generated response: JSON {"message"}, Server and latency headers."""
@@ -1035,7 +1097,12 @@ class Handler(BaseHandler):
 
     def _upstream_error(self, status: int, extra: list[tuple[str, str]],
                         proxy_ms: int, upstream_ms: int) -> None:
-        """Kong's error page for a failed proxy attempt, negotiated on Accept."""
+        """Kong's error page for a failed proxy attempt, negotiated on Accept.
+
+        The page is served after Kong marked the request proxied (init.lua:866), so
+        header_filter sets Via and the latency headers but not Kong's Server header
+        (runloop/handler.lua:1595-1628); nginx's own `server_tokens off` Server header stays.
+        """
         accept = (self.headers.get("Accept") or self.headers.get("Content-Type") or "")
         mime = "application/json"
         for candidate in ("text/html", "application/xml", "text/plain", "application/json"):
@@ -1043,9 +1110,9 @@ class Handler(BaseHandler):
                 mime = candidate
                 break
         body = (ERROR_TEMPLATES[mime] % UPSTREAM_ERRORS[status]).encode()
-        headers = [*extra, ("X-Kong-Upstream-Latency", str(upstream_ms)),
-                   ("X-Kong-Proxy-Latency", str(proxy_ms)), ("Via", SERVER),
-                   ("Server", SERVER)]
+        headers = [("Server", "openresty"), *extra,
+                   ("X-Kong-Upstream-Latency", str(upstream_ms)),
+                   ("X-Kong-Proxy-Latency", str(proxy_ms)), ("Via", SERVER)]
         self.send_body(status, body, headers, content_type=f"{mime}; charset=utf-8")
 
     def _handle(self) -> None:
@@ -1108,81 +1175,188 @@ class Handler(BaseHandler):
 
     def _proxy(self, route: Route, service: Service, prefix: str | None, req: Request,
                after: list[tuple[str, str]]) -> None:
-        """Send the request upstream and relay the answer, or Kong's error for the failure."""
+        """Resolve through Kong's DNS cache, then up to 1 + retries tries, as Kong 2.8.1.
+
+        The first resolution runs in the access phase (runloop/handler.lua:1498): a failure is
+        Kong's own 503 (not found) or 500. Each try logs Kong's two balancer debug lines
+        (init.lua:1006, 1035) and each failed try nginx's [error] line; a retry resolves again
+        through the cache (init.lua:953). A client that leaves ends the request (499).
+        """
         target = upstream_path(service, route, req.path, prefix)
         if req.query:
             target += "?" + urlencode(req.query)
-        started = time.monotonic()
-        proxy_ms = self.elapsed_ms()
-        try:
-            address = resolve(service.host, 5.0)
-        except OSError:
-            self._error_line(
-                "[lua] balancer.lua:1064: execute(): DNS resolution failed: dns server error: "
-                f'3 name error. Tried: ["(short){service.host}:(na) - cache-miss",'
-                f'"{service.host}:1 - cache-miss/querying/dns server error: 3 name error"]')
-            self._exit(KongExit(503, "name resolution failed"), after)
+        address, found, tries = self.dns.toip(service.host, service.port)
+        if address is None:
+            self._error_line(f"[lua] init.lua:310: execute(): DNS resolution failed: {found}. "
+                             f"Tried: {tries}")
+            self._exit(KongExit(503, "name resolution failed") if found in NOT_FOUND
+                       else KongExit(500, "An unexpected error occurred"), after)
             return
         headers = self._upstream_headers(route, service, prefix, req)
-        conn: http.client.HTTPConnection
-        if service.scheme == "https":
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(address, service.port,
-                                               timeout=service.connect_timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(address, service.port,
-                                              timeout=service.connect_timeout)
-        peer = f"{service.scheme}://{address}:{service.port}{target}"
-        try:
-            try:
-                conn.connect()
-            except TimeoutError:
-                self._error_line("upstream timed out (110: Connection timed out) while "
-                                 "connecting to upstream", peer)
-                self._upstream_error(504, after, proxy_ms, self._since(started))
+        last = Attempt("error")
+        peer: str | None = None
+        balanced = time.monotonic()
+        for number in range(1, service.retries + 2):
+            if number > 1:
+                address, found, tries = self.dns.toip(service.host, service.port)
+                if address is None:
+                    self._context_line(
+                        "error", "[lua] init.lua:955: balancer(): failed to retry the "
+                        f"dns/balancer resolver for {service.host}' with: {found} while "
+                        "connecting to upstream", peer)
+                    self._upstream_error(503 if found in NOT_FOUND else 500, after,
+                                         self._ms(self.started, balanced), 0)
+                    return
+            port = int(found)
+            balanced = time.monotonic()
+            self._debug(f"[lua] init.lua:1006: balancer(): setting address (try {number}): "
+                        f"{address}:{port}")
+            pool = f"{address}|{port}" + (f"|{service.host}" if service.scheme == "https"
+                                          else "")
+            self._debug(f"[lua] init.lua:1035: balancer(): enabled connection keepalive "
+                        f"(pool={pool}, {KEEPALIVE})")
+            host = f"[{address}]" if ":" in str(address) else address
+            peer = f"{service.scheme}://{host}:{port}{target}"
+            last = self._attempt(service, str(address), port, target, headers, req)
+            if last.kind == "ok" and last.response is not None:
+                self._relay(last.response, last.payload, after,
+                            self._ms(self.started, balanced), self._ms(balanced))
                 return
-            except OSError as exc:
-                self._error_line(f"connect() failed ({exc.errno}: {exc.strerror}) while "
-                                 "connecting to upstream", peer)
-                self._upstream_error(502, after, proxy_ms, self._since(started))
+            if last.kind == "aborted":
+                self._context_line("info", "epoll_wait() reported that client prematurely "
+                                   "closed connection, so upstream connection is closed too "
+                                   f"{last.text}", peer)
+                self.status_sent, self.bytes_sent = 499, 0
+                self.close_connection = True
                 return
-            if conn.sock is not None:
-                conn.sock.settimeout(max(service.read_timeout, service.write_timeout))
-            try:
-                conn.putrequest(req.method, target, skip_host=True, skip_accept_encoding=True)
-                for name, value in headers:
-                    conn.putheader(name, value)
-                conn.endheaders(req.body if req.body else None)
-                response = conn.getresponse()
-                payload = response.read()
-            except TimeoutError:
-                self._error_line("upstream timed out (110: Connection timed out) while "
-                                 "reading response header from upstream", peer)
-                self._upstream_error(504, after, proxy_ms, self._since(started))
-                return
-            except (http.client.HTTPException, OSError) as exc:
-                reason = ("upstream prematurely closed connection" if isinstance(
-                    exc, http.client.RemoteDisconnected) else f"recv() failed ({exc})")
-                self._error_line(f"{reason} while reading response header from upstream", peer)
-                self._upstream_error(502, after, proxy_ms, self._since(started))
-                return
-        finally:
-            conn.close()
+            self._error_line(last.text, peer)
+            if last.kind == "final" or (last.sent and req.method in NON_IDEMPOTENT):
+                break
+        self._upstream_error(504 if last.kind == "timeout" else 502, after,
+                             self._ms(self.started, balanced), self._ms(balanced))
+
+    @staticmethod
+    def _ms(since: float, until: float | None = None) -> int:
+        """Milliseconds from since to until (default now)."""
+        return int(((until if until is not None else time.monotonic()) - since) * 1000)
+
+    def _relay(self, response: http.client.HTTPResponse, payload: bytes,
+               after: list[tuple[str, str]], proxy_ms: int, upstream_ms: int) -> None:
+        """Pass the upstream's answer on with Kong's proxy headers."""
         # Plugins set (not add) their response headers, replacing the upstream's.
         replaced = {name.lower() for name, _ in after} | {"content-length", "date"}
         out = [(k, v) for k, v in response.getheaders()
                if k.lower() not in HOP_BY_HOP and k.lower() not in replaced]
         out += after
-        out += [("X-Kong-Upstream-Latency", str(self._since(started))),
+        out += [("X-Kong-Upstream-Latency", str(upstream_ms)),
                 ("X-Kong-Proxy-Latency", str(proxy_ms)), ("Via", SERVER)]
         self.send_body(response.status, payload, out)
 
-    @staticmethod
-    def _since(started: float) -> int:
-        """Milliseconds since started."""
-        return int((time.monotonic() - started) * 1000)
+    def _client_left(self) -> bool:
+        """True when the client closed its side (nginx's broken-connection check)."""
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def _wait(self, sock: socket.socket, writing: bool, timeout: float) -> str:
+        """Wait for sock: "ready", "timeout", or "aborted" when the client leaves first."""
+        if not writing and isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return "ready"
+        deadline = time.monotonic() + timeout
+        # TLS records cannot be peeked at, so a TLS client's leaving is not watched.
+        watch = not isinstance(self.connection, ssl.SSLSocket)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            readers: list[Any] = [self.connection] if watch else []
+            if not writing:
+                readers.append(sock)
+            readable, writable, _ = select.select(readers, [sock] if writing else [], [],
+                                                  min(remaining, 1.0))
+            if sock in readable or sock in writable:
+                return "ready"
+            if self.connection in readable:
+                if self._client_left():
+                    return "aborted"
+                watch = False  # a pipelined request waits its turn
+
+    def _attempt(self, service: Service, address: str, port: int, target: str,
+                 headers: list[tuple[str, str]], req: Request) -> Attempt:
+        """One try: connect, send, read the answer; how it ended, in nginx's words."""
+        connecting = "while connecting to upstream"
+        reading = "while reading response header from upstream"
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        conn: http.client.HTTPConnection | None = None
+        try:
+            sock.setblocking(False)
+            code = sock.connect_ex((address, port))
+            if code not in (0, errno.EINPROGRESS):
+                return Attempt("error", f"connect() failed ({code}: {strerror(code)}) "
+                                        f"{connecting}")
+            state = self._wait(sock, True, service.connect_timeout)
+            if state != "ready":
+                return Attempt(state, connecting if state == "aborted" else
+                               f"upstream timed out (110: Operation timed out) {connecting}")
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                return Attempt("error", f"connect() failed ({code}: {strerror(code)}) "
+                                        f"{connecting}")
+            sock.setblocking(True)
+            sock.settimeout(service.write_timeout)
+            if service.scheme == "https":
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                try:
+                    sock = context.wrap_socket(sock, server_hostname=service.host)
+                except (OSError, ssl.SSLError) as exc:
+                    return Attempt("error", f"SSL_do_handshake() failed ({exc}) while SSL "
+                                            "handshaking to upstream")
+            conn = http.client.HTTPConnection(address, port)
+            conn.sock = sock
+            try:
+                conn.putrequest(req.method, target, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers:
+                    conn.putheader(name, value)
+                conn.endheaders(req.body if req.body else None)
+            except OSError as exc:
+                return Attempt("error", f"send() failed ({exc.errno}: {strerror(exc.errno)}) "
+                                        "while sending request to upstream")
+            state = self._wait(sock, False, service.read_timeout)
+            if state != "ready":
+                return Attempt(state, reading if state == "aborted" else
+                               f"upstream timed out (110: Operation timed out) {reading}",
+                               sent=True)
+            sock.settimeout(service.read_timeout)
+            try:
+                response = conn.getresponse()
+            except TimeoutError:
+                return Attempt("timeout", f"upstream timed out (110: Operation timed out) "
+                                          f"{reading}", sent=True)
+            except http.client.RemoteDisconnected:
+                return Attempt("error", f"upstream prematurely closed connection {reading}",
+                               sent=True)
+            except http.client.HTTPException:
+                return Attempt("final", f"upstream sent invalid header {reading}", sent=True)
+            except OSError as exc:
+                return Attempt("error", f"recv() failed ({exc.errno}: {strerror(exc.errno)}) "
+                                        f"{reading}", sent=True)
+            try:
+                payload = response.read()
+            except (http.client.HTTPException, OSError):
+                # The header has passed: nginx no longer tries another peer.
+                return Attempt("final", "upstream prematurely closed connection while reading "
+                                        "upstream", sent=True)
+            return Attempt("ok", sent=True, response=response, payload=payload)
+        finally:
+            if conn is not None:
+                conn.close()
+            sock.close()
 
     def _upstream_headers(self, route: Route, service: Service, prefix: str | None,
                           req: Request) -> list[tuple[str, str]]:
@@ -1414,6 +1588,7 @@ def main() -> None:
     prefix = prepare_prefix()
     gateway = load_gateway()
     Handler.gateway = gateway
+    Handler.dns = client_from_environment()
     servers: list[StandinServer] = []
     context: ssl.SSLContext | None = None
     for host, port, secure in listeners():
