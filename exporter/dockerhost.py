@@ -55,6 +55,8 @@ class ContainerSummary:
     ports: tuple[PublishedPort, ...] = ()
     mounts: tuple[Mount, ...] = ()
     networks: tuple[str, ...] = ()
+    # The IPv4 address on each network, as the listing reports it (read, never dialled).
+    addresses: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def health(self) -> str | None:
@@ -116,12 +118,15 @@ def _summary(raw: Mapping[str, Any]) -> ContainerSummary:
               not m.get("RW", True))
         for m in raw.get("Mounts") or []
     )
-    networks = tuple(((raw.get("NetworkSettings") or {}).get("Networks") or {}).keys())
+    attached = (raw.get("NetworkSettings") or {}).get("Networks") or {}
+    networks = tuple(attached.keys())
+    addresses = {name: str(net.get("IPAddress")) for name, net in attached.items()
+                 if isinstance(net, Mapping) and net.get("IPAddress")}
     return ContainerSummary(
         id=raw["Id"], name=names[0].lstrip("/"), image=raw.get("Image", ""),
         state=raw.get("State", ""), status=raw.get("Status", ""),
         created=int(raw.get("Created", 0)), labels=dict(raw.get("Labels") or {}),
-        ports=ports, mounts=mounts, networks=networks,
+        ports=ports, mounts=mounts, networks=networks, addresses=addresses,
     )
 
 

@@ -188,6 +188,12 @@ CATALOGUE: Mapping[str, IssueSpec] = {
         "differs from the one that signed the key, or (v12) when it is shorter than 32 bytes. "
         "Compare the secret rest runs with against the keys' (see JWT_SECRET_MISMATCH and "
         "JWT_SECRET_WEAK)."),
+    "GATEWAY_UPSTREAM_STALE": IssueSpec(
+        "critical", "Kong proxies to an outdated address of a service that is up",
+        "Kong keeps each DNS answer for its TTL (Docker's DNS answers with 600 s): a service "
+        "recreated since then has a new address that Kong does not know yet. Restart kong "
+        "so it resolves the name again (repair restart_component on kong), or wait out the "
+        "TTL; restarting the service itself does not help.", "restart_component"),
 }
 
 

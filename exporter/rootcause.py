@@ -130,6 +130,14 @@ RULES: tuple[Rule, ...] = (
          effect_components=frozenset({"auth", "kong", None})),
     Rule("GATEWAY_UPSTREAM_ERROR", frozenset({"AUTH_USER_CREATE_FAILED", "AUTH_UNHEALTHY"}),
          cause_component="auth"),
+    # Kong proxying to an address its upstream no longer has (a link between two healthy
+    # ends): what fails through the gateway follows, on kong and on the upstreams.
+    Rule("GATEWAY_UPSTREAM_STALE", frozenset({"GATEWAY_UPSTREAM_ERROR", "LOG_ERROR_SPIKE",
+                                              "ENDPOINT_SLOW", "COMPONENT_UNHEALTHY"}),
+         effect_components=SAME),
+    Rule("GATEWAY_UPSTREAM_STALE", frozenset({"GATEWAY_UPSTREAM_ERROR", "AUTH_UNHEALTHY",
+                                              "AUTH_USER_CREATE_FAILED", "ENDPOINT_SLOW"}),
+         effect_components=frozenset({"auth", "rest", "storage", "studio", None})),
 )
 
 # Tie-breaker, most fundamental first; codes not listed come after, in catalogue order.
@@ -139,8 +147,8 @@ RANK: tuple[str, ...] = (
     "AUTH_DB_CONNECTION_FAILED", "AUTH_MIGRATION_FAILED", "AUTH_CONFIG_INVALID",
     "CONTAINER_MISSING", "CONTAINER_OOM_KILLED",
     "CONTAINER_CRASH_LOOP", "CONTAINER_NOT_RUNNING", "NETWORK_MISSING", "GATEWAY_UNREACHABLE",
-    "GATEWAY_KEY_REJECTED", "JWT_SECRET_MISMATCH", "JWT_SECRET_WEAK", "JWT_KEY_EXPIRED",
-    "REST_JWT_REJECTED", "COMPONENT_UNREACHABLE",
+    "GATEWAY_KEY_REJECTED", "GATEWAY_UPSTREAM_STALE", "JWT_SECRET_MISMATCH", "JWT_SECRET_WEAK",
+    "JWT_KEY_EXPIRED", "REST_JWT_REJECTED", "COMPONENT_UNREACHABLE",
     "AUTH_UNHEALTHY", "GATEWAY_UPSTREAM_ERROR", "INTERNAL_LINK_DOWN", "COMPONENT_UNHEALTHY",
     "CONTAINER_UNHEALTHY", "PORT_NOT_LISTENING", "DB_SCHEMA_MISSING",
     "AUTH_USER_CREATE_FAILED", "INSTANCE_FILES_MISSING", "INSTANCE_RECORD_INVALID",

@@ -23,7 +23,8 @@ from typing import Any
 
 from exporter.checks.base import CheckContext, Findings
 from exporter.checks.database import shared_login
-from exporter.checks.endpoints import kong_file_view
+from exporter.checks.endpoints import kong_file_view, stale_kind
+from exporter.checks.upstream import upstream_view
 from exporter.gateway import GatewayCall, call
 from exporter.issues import Issue, make_issue
 from exporter.jwtkeys import (
@@ -179,13 +180,24 @@ def _probe_gotrue(ctx: CheckContext, report: _Report) -> bool:
     # Kong down or rejecting the key is the gateway's fault (api_endpoints reports it).
     failing = [c for c in (health, settings)
                if c.fault in ("timeout", "upstream_error", "upstream_unavailable")]
+    hangs = any(c.fault == "timeout" for c in (health, settings))
+    auth = ctx.instance.component("auth")
+    if failing and auth.running and all(stale_kind(c, upstream_view(ctx, "auth"))
+                                        for c in failing):
+        # GoTrue answers inside kong's network: Kong's route is at fault, not GoTrue
+        # (api_endpoints reports it as GATEWAY_UPSTREAM_STALE on kong).
+        health_details["kong_route_stale"] = True
+        return hangs
     if failing:
+        # A stopped GoTrue behind Kong's DNS cache is a timeout or a 502, not a 503.
+        prefix = ("GoTrue " if auth.running else
+                  f"GoTrue is not running ({auth.state}); through the gateway it ")
         report.issues.append(make_issue(
             "AUTH_UNHEALTHY", check=NAME, component="auth",
-            message="GoTrue " + "; ".join(_describe_fault(ctx, c) for c in failing),
+            message=prefix + "; ".join(_describe_fault(ctx, c) for c in failing),
             evidence={"probes": {c.path: {**c.summary(), "msg": _error_text(ctx.redactor, c)}
                                  for c in failing}}))
-    return any(c.fault == "timeout" for c in (health, settings))
+    return hangs
 
 
 def _describe_fault(ctx: CheckContext, c: GatewayCall) -> str:
@@ -247,6 +259,8 @@ def _synthetic_user(ctx: CheckContext, report: _Report, service: KeyAnalysis | N
     if reason is None and session is not None and swept is not None:
         _run_synthetic(report, details, session, swept)
         return
+    if auth_hangs and (report.details.get("health") or {}).get("kong_route_stale"):
+        reason = "Kong's route to GoTrue times out: Kong holds an outdated address for auth"
     details["reason"] = reason
     if service is not None and service.decodable and not service.role_valid:
         report.issues.append(_failure_issue(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from exporter.checks.base import CheckContext, Findings
+from exporter.checks.upstream import UpstreamView, upstream_view
 from exporter.discovery.model import Instance
 from exporter.gateway import GatewayCall, call
 from exporter.issues import Issue, make_issue
@@ -124,10 +125,16 @@ def _issues(ctx: CheckContext, base: str, calls: Mapping[Route, GatewayCall]) ->
             issues.append(_rest_rejected_issue(ctx, route, c))
         elif fault in ("kong_error", "upstream_error"):
             component = "kong" if fault == "kong_error" else route.upstream
+            message = (f"{route.path} through the gateway answered {c.status} from "
+                       f"{'Kong itself' if fault == 'kong_error' else route.upstream}")
+            upstream = ctx.instance.component(route.upstream)
+            if fault == "kong_error" and not upstream.running:
+                # Kong 2.8 answers 500 when looking up a missing name fails other than
+                # with "name error" (runloop/balancer/init.lua:310-319).
+                message += (f"; {route.upstream} is not running ({upstream.state}), so "
+                            "Kong's lookup of its name failed")
             issues.append(make_issue(
-                "COMPONENT_UNHEALTHY", check=NAME, component=component,
-                message=f"{route.path} through the gateway answered {c.status} from "
-                        f"{'Kong itself' if fault == 'kong_error' else route.upstream}",
+                "COMPONENT_UNHEALTHY", check=NAME, component=component, message=message,
                 evidence=_call_evidence(ctx, route, c)))
         slow = ctx.config.thresholds.endpoint_slow_seconds
         if c.answered and c.latency_seconds > slow:
@@ -148,12 +155,23 @@ def _upstream_issue(ctx: CheckContext, route: Route, c: GatewayCall) -> Issue:
             "GATEWAY_UPSTREAM_ERROR", check=NAME, component="kong",
             message=f"Kong has no route for {route.path} (kong.yml)",
             evidence={**_call_evidence(ctx, route, c), "kind": "no_route"})
-    if c.fault == "timeout":
-        message = (f"{route.path}: no answer within {ctx.timeout:g}s; "
-                   f"{route.upstream} hangs behind the gateway")
+    failed = (f"no answer within {ctx.timeout:g}s" if c.fault == "timeout"
+              else f"{c.status}: {c.verdict.message if c.verdict else ''}")
+    upstream = ctx.instance.component(route.upstream)
+    if not upstream.running:
+        # Kong keeps connecting to the address it resolved last (its DNS cache holds it
+        # for the answer's TTL), so a stopped service is a timeout or a 502 here.
+        message = (f"{route.path}: {route.upstream} is not running ({upstream.state}); "
+                   f"through the gateway: {failed}")
     else:
-        message = (f"{route.path}: Kong cannot get an answer from {route.upstream} "
-                   f"({c.status}: {c.verdict.message if c.verdict else ''})")
+        view = upstream_view(ctx, route.upstream)
+        kind = stale_kind(c, view)
+        if kind is not None:
+            return _stale_issue(ctx, route, c, view, kind, failed)
+        message = (f"{route.path}: no answer within {ctx.timeout:g}s; "
+                   f"{route.upstream} hangs behind the gateway" if c.fault == "timeout"
+                   else f"{route.path}: Kong cannot get an answer from {route.upstream} "
+                        f"({failed})")
     return make_issue("GATEWAY_UPSTREAM_ERROR", check=NAME, component=route.upstream,
                       message=message,
                       evidence={**_call_evidence(ctx, route, c), "kind": c.fault})
@@ -169,6 +187,39 @@ def _rest_rejected_issue(ctx: CheckContext, route: Route, c: GatewayCall) -> Iss
                 f"{code or ''} {ctx.redactor.text(message or '')}".rstrip(),
         evidence={**_call_evidence(ctx, route, c), "key_fingerprint": used,
                   "postgrest_code": code, "postgrest_message": message})
+
+
+def stale_kind(c: GatewayCall, view: UpstreamView) -> str | None:
+    """Whether a failed call through Kong is Kong's cached DNS answer at fault, and how.
+
+    "stale_address": Kong times out or answers 502/504 while the service answers its name
+    inside kong's network (at another address than Kong's log names, when it names one);
+    "stale_not_found": Kong answers "name resolution failed" for a name that resolves there.
+    """
+    if c.fault == "upstream_unavailable" and c.verdict is not None and \
+            (c.verdict.message or "").lower() == "name resolution failed":
+        return "stale_not_found" if view.running and view.answered_inside else None
+    if c.fault == "timeout" or (c.fault == "upstream_unavailable" and c.status in (502, 504)):
+        return "stale_address" if view.stale else None
+    return None
+
+
+def _stale_issue(ctx: CheckContext, route: Route, c: GatewayCall, view: UpstreamView,
+                 kind: str, failed: str) -> Issue:
+    name = route.upstream
+    if kind == "stale_not_found":
+        cause = (f"Kong still holds its earlier 'not found' answer for {name}, which now "
+                 "resolves")
+    elif view.kong_holds_old_address:
+        cause = (f"Kong still sends it to {view.kong_address}, an old address of {name} "
+                 f"(now {view.current_address})")
+    else:
+        cause = f"Kong still sends it to an address {name} no longer has"
+    return make_issue(
+        "GATEWAY_UPSTREAM_STALE", check=NAME, component="kong",
+        message=f"{route.path} fails through the gateway ({failed}) while {name} answers "
+                f"inside kong's network: {cause}",
+        evidence={**_call_evidence(ctx, route, c), "kind": kind, **view.evidence()})
 
 
 def _call_evidence(ctx: CheckContext, route: Route, c: GatewayCall) -> dict[str, Any]:
