@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=UP_TIMEOUT)
     up.add_argument("--health-interval", default=DEFAULT_HEALTH_INTERVAL, metavar="2s",
                     help="every Docker healthcheck's interval (the reference uses 5-30s)")
+    up.add_argument("--kong-dns-ttl", type=int, default=None, metavar="SECONDS",
+                    help="how long Kong keeps a DNS answer (fleet-only; default: Docker's "
+                         "600 s TTL, as in production)")
     up.add_argument("--keep-on-failure", action="store_true",
                     help="leave a failed fleet in place for inspection")
     for name, timeout, text in (("break", BREAK_TIMEOUT, "inject a fault"),
@@ -81,7 +84,8 @@ def run(argv: list[str]) -> int:
     if args.command == "up":
         fleet = Fleet.up(root, args.instances, timeout=args.timeout,
                          keep_on_failure=args.keep_on_failure,
-                         health_interval=args.health_interval)
+                         health_interval=args.health_interval,
+                         kong_dns_ttl=args.kong_dns_ttl)
         assert fleet.up_result is not None
         print(json.dumps(fleet.up_result.as_json()))
     elif args.command == "break":

@@ -90,6 +90,18 @@ def container(instance: Instance, component: str) -> Container:
         raise FleetError(f"{instance.container_name(component)} does not exist") from None
 
 
+def network_name(instance: Instance) -> str:
+    """The instance's compose network (the project's default network)."""
+    return f"{instance.project}_default"
+
+
+def address(item: Container, network: str) -> str | None:
+    """The container's IPv4 address on network, from a fresh inspect (never dialled)."""
+    item.reload()
+    found = (item.attrs.get("NetworkSettings", {}).get("Networks") or {}).get(network) or {}
+    return found.get("IPAddress") or None
+
+
 @dataclass(frozen=True)
 class ContainerState:
     """Docker's view of one container."""

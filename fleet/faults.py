@@ -8,8 +8,10 @@ real state where it can, so a heal after a repair, or without a recorded break, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import secrets
 import shutil
 import time
 import warnings
@@ -22,13 +24,14 @@ from typing import Any, Protocol
 import httpx
 import jwt
 import yaml
-from docker.errors import APIError
+from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 from psycopg import sql
 
-from fleet import credentials, engine, ports
+from fleet import credentials, engine, images, ports
 from fleet.model import COMPONENTS, FaultSpec, FleetError, Instance
-from fleet.render import write_registry, write_text
+from fleet.render import host_mounts, write_registry, write_text
+from fleet.state import load as load_state
 from fleet.state import locked
 
 AUTH_DB_ERROR = 'password authentication failed for user "supabase_auth_admin"'
@@ -99,21 +102,22 @@ class StopFault:
                          f"docker stop the {self.component} container (heal: start it)")
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
-        """Stop the container (unpausing it first if paused)."""
+        """Stop the container (unpausing it first if paused); remember its address."""
         item = engine.container(ctx.instance, self.component)
         status = engine.state_of(item).status
+        address = engine.address(item, engine.network_name(ctx.instance))
         if status == "paused":
             item.unpause()
         if status not in ("exited", "created", "dead"):
             item.stop(timeout=10)
-        return {}
+        return {"address": address}
 
     def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
         """The container has exited."""
         _wait_status(ctx, self.component, ("exited", "created", "dead"))
 
     def undo(self, ctx: FaultContext, data: dict[str, Any] | None) -> None:
-        """Start it unless it runs; wait until it is healthy."""
+        """Start it unless it runs; wait until it is healthy (and Kong knows where it is)."""
         item = engine.container(ctx.instance, self.component)
         status = engine.state_of(item).status
         if status == "paused":
@@ -121,6 +125,7 @@ class StopFault:
         elif status != "running":
             item.start()
         _wait_component_ok(ctx, self.component)
+        _kong_follows(ctx, self.component, (data or {}).get("address"))
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,29 @@ class PauseFault:
         if engine.state_of(item).status == "paused":
             item.unpause()
         _wait_component_ok(ctx, self.component)
+
+
+# Services Kong's routes lead to: Kong caches their addresses (fleet/standins/kongdns.py).
+KONG_UPSTREAMS = frozenset({"auth", "rest", "storage", "meta", "studio", "functions",
+                            "analytics", "realtime"})
+
+
+def _kong_follows(ctx: FaultContext, component: str, before: str | None) -> None:
+    """Restart kong when a service it proxies to came back at another address.
+
+    Docker gives a starting container the lowest free address, which is not always the
+    one it had; Kong would keep the old one for its DNS TTL (600 s), as it does in
+    production. A heal restores a healthy instance, so it restarts kong as an operator
+    would. Without the address from the break it restarts kong to be sure.
+    """
+    if component not in KONG_UPSTREAMS:
+        return
+    now = engine.address(engine.container(ctx.instance, component),
+                         engine.network_name(ctx.instance))
+    if before is not None and now == before:
+        return
+    engine.container(ctx.instance, "kong").restart(timeout=5)
+    _wait_component_ok(ctx, "kong")
 
 
 def _pause(item: Container, attempts: int = 5) -> None:
@@ -203,8 +231,10 @@ class AuthStartFault:
         """Change the db over a superuser connection, then restart auth."""
         self.change(ctx.instance)
         since = int(time.time())
-        engine.container(ctx.instance, "auth").restart(timeout=5)
-        return {"since": since}
+        item = engine.container(ctx.instance, "auth")
+        address = engine.address(item, engine.network_name(ctx.instance))
+        item.restart(timeout=5)
+        return {"since": since, "address": address}
 
     def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
         """auth has crashed at least once since, logging the error."""
@@ -216,6 +246,7 @@ class AuthStartFault:
         if data is not None or not engine.component_state(ctx.instance, "auth").ok:
             engine.container(ctx.instance, "auth").restart(timeout=5)
         _wait_component_ok(ctx, "auth")
+        _kong_follows(ctx, "auth", (data or {}).get("address"))
 
 
 def _auth_schema_rights(grant: bool) -> Callable[[Instance], None]:
@@ -651,6 +682,130 @@ class JwtSecretShortFault:
         engine.wait_healthy(ctx.instance, ctx.timeout)
 
 
+# Each recreated upstream's route through Kong (answers 200 to the anon key when it works).
+UPSTREAM_ROUTES = {"auth": "/auth/v1/health", "rest": "/rest/v1/"}
+# A log line that shows a service without a Docker healthcheck serves (PostgREST's
+# "Schema cache loaded", src/PostgREST/Observation.hs).
+_SERVING_LINES = {"rest": "Schema cache loaded"}
+HOLDER_LABEL = "ultrabase-fleet.address-holder"
+MAX_HOLDERS = 16
+
+
+def _route_answers(ctx: FaultContext, path: str) -> bool:
+    response = _gateway(ctx, path, ctx.instance.credentials.anon_key)
+    return response is not None and response.status_code == 200
+
+
+def _wait_serving(ctx: FaultContext, component: str) -> None:
+    """The component runs healthy and, without a healthcheck, has logged that it serves."""
+    line = _SERVING_LINES.get(component)
+
+    def serving() -> bool:
+        if not engine.component_state(ctx.instance, component).ok:
+            return False
+        return line is None or line in engine.logs(ctx.instance, component, tail=200)
+
+    engine.wait_for(serving, ctx.timeout, f"{ctx.instance.container_name(component)} to serve",
+                    lambda: str(engine.component_state(ctx.instance, component)))
+
+
+def _hold_address(ctx: FaultContext, address: str) -> list[Container]:
+    """Idle containers on the instance's network, started until one holds `address`.
+
+    Docker gives a starting container the lowest free address, so a recreated container
+    usually gets its old one back; holding it forces a new one. The holders carry the
+    fleet's working-dir label, so `down` removes any that outlive a failure.
+    """
+    network = engine.network_name(ctx.instance)
+    tags = load_state(ctx.root).images
+    image = tags.get("kong") or next(iter(tags.values()))
+    holders: list[Container] = []
+    try:
+        for _ in range(MAX_HOLDERS):
+            # Any fleet image runs the fleet's Python by absolute path; no healthcheck.
+            holder = engine.client().containers.run(
+                image, entrypoint=[images.RUNTIME_PYTHON, "-c", "import time; time.sleep(3600)"],
+                healthcheck={"test": ["NONE"]}, detach=True,
+                init=True, network=network, volumes=list(host_mounts()),
+                name=f"ultrabase-fleet-holder-{ctx.instance.id}-{secrets.token_hex(3)}",
+                labels={engine.WORKING_DIR_LABEL: str(ctx.instance.core_dir),
+                        HOLDER_LABEL: ctx.instance.id})
+            holders.append(holder)
+            if engine.address(holder, network) == address:
+                return holders
+    except BaseException:
+        _release(holders)
+        raise
+    _release(holders)
+    raise FleetError(f"no holder got {address} on {network} in {MAX_HOLDERS} tries")
+
+
+def _release(holders: list[Container]) -> None:
+    for holder in holders:
+        with contextlib.suppress(NotFound):
+            holder.remove(force=True)
+
+
+@dataclass(frozen=True)
+class RecreateFault:
+    """An upstream of Kong recreated with a new address while Kong keeps the old one."""
+
+    component: str
+    exclusive_group: str | None = None
+
+    @property
+    def spec(self) -> FaultSpec:
+        """Name and description."""
+        c = self.component
+        return FaultSpec(
+            f"recreate:{c}",
+            f"recreate {c} (compose up -d --force-recreate --no-deps {c}) with a new address "
+            f"while kong keeps the old one in its DNS cache: {c} serves, "
+            f"{UPSTREAM_ROUTES[c]} through the gateway times out or answers 502 until the "
+            "cached answer expires (heal: restart kong)")
+
+    def inject(self, ctx: FaultContext) -> dict[str, Any]:
+        """Restart kong and let it cache the current address, then recreate elsewhere."""
+        path = UPSTREAM_ROUTES[self.component]
+        # A fresh kong caches the address on its first request, for a full TTL: the
+        # symptom then lasts as long as Kong's own cache would keep it.
+        engine.container(ctx.instance, "kong").restart(timeout=5)
+        engine.wait_for(lambda: _route_answers(ctx, path), ctx.timeout,
+                        f"Kong to proxy {path} after its restart")
+        network = engine.network_name(ctx.instance)
+        item = engine.container(ctx.instance, self.component)
+        old = engine.address(item, network)
+        if old is None:
+            raise FleetError(f"{item.name} has no address on {network}")
+        item.stop(timeout=10)
+        holders = _hold_address(ctx, old)
+        try:
+            engine.compose(ctx.instance, "up", "-d", "--no-deps", "--force-recreate",
+                           self.component)
+        finally:
+            _release(holders)
+        new = engine.address(engine.container(ctx.instance, self.component), network)
+        if new == old:
+            raise FleetError(f"{self.component} kept its address {old}")
+        return {"old_address": old, "new_address": new}
+
+    def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
+        """The service serves again; its route through Kong does not answer."""
+        _wait_serving(ctx, self.component)
+        path = UPSTREAM_ROUTES[self.component]
+        engine.wait_for(lambda: not _route_answers(ctx, path), ctx.timeout,
+                        f"{path} to fail through Kong")
+
+    def undo(self, ctx: FaultContext, data: dict[str, Any] | None) -> None:
+        """Restart kong (it resolves again); wait until the route answers."""
+        path = UPSTREAM_ROUTES[self.component]
+        if data is not None or not _route_answers(ctx, path):
+            engine.container(ctx.instance, "kong").restart(timeout=5)
+        _wait_serving(ctx, self.component)
+        engine.wait_for(lambda: _route_answers(ctx, path), ctx.timeout,
+                        f"{path} to answer through Kong")
+
+
 def _catalogue() -> dict[str, Fault]:
     faults: list[Fault] = []
     faults += [StopFault(c) for c in COMPONENTS]
@@ -686,6 +841,7 @@ def _catalogue() -> dict[str, Fault]:
             logged="(SQLSTATE 3F000)", what="its migrations"),
         AuthEmptySettingFault(),
         JwtSecretShortFault(),
+        *(RecreateFault(c) for c in UPSTREAM_ROUTES),
     ]
     return {f.spec.name: f for f in faults}
 

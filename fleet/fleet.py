@@ -50,10 +50,13 @@ class Fleet:
     @classmethod
     def up(cls, root: Path, count: int = 2, *, timeout: float = UP_TIMEOUT,
            keep_on_failure: bool = False,
-           health_interval: str = render.DEFAULT_HEALTH_INTERVAL) -> Fleet:
+           health_interval: str = render.DEFAULT_HEALTH_INTERVAL,
+           kong_dns_ttl: int | None = None) -> Fleet:
         """Create `count` healthy instances under `root` (absent or empty); the fleet.
 
-        health_interval ("10s") is every Docker healthcheck's interval.
+        health_interval ("10s") is every Docker healthcheck's interval. kong_dns_ttl, when
+        given, is how many seconds Kong keeps a DNS answer (KONG_DNS_VALID_TTL, fleet-only);
+        without it Kong keeps Docker's answers for their TTL, 600 s, as in production.
 
         On failure everything created is removed (unless keep_on_failure) and FleetError
         carries the containers' states and log tails.
@@ -63,6 +66,8 @@ class Fleet:
             raise FleetError("a fleet needs at least one instance")
         if not render.HEALTH_INTERVAL.match(health_interval):
             raise FleetError(f"health interval {health_interval!r} is not like 2s or 10s")
+        if kong_dns_ttl is not None and not 1 <= kong_dns_ttl <= 3600:
+            raise FleetError(f"kong DNS TTL {kong_dns_ttl} is not between 1 and 3600 seconds")
         if state.is_fleet_root(root) or (root / "instances.json").exists():
             raise FleetError(f"a fleet already exists at {root}; run `down` first")
         if root.exists() and any(root.iterdir()):
@@ -80,7 +85,7 @@ class Fleet:
         state.save(state.FleetState(root=root, images=tags, instances=instances, faults={}))
         admin_token = secrets.token_urlsafe(32)
         try:
-            _render(root, tags, instances, admin_token, health_interval)
+            _render(root, tags, instances, admin_token, health_interval, kong_dns_ttl)
             _start_all(instances, started + timeout)
         except BaseException as exc:
             if keep_on_failure:
@@ -255,11 +260,12 @@ def _new_instances(root: Path, count: int) -> tuple[Instance, ...]:
 
 
 def _render(root: Path, tags: dict[str, str], instances: tuple[Instance, ...],
-            admin_token: str, health_interval: str) -> None:
+            admin_token: str, health_interval: str, kong_dns_ttl: int | None) -> None:
     for instance in instances:
         values = render.template_values(instance, image_tags=tags, root=root,
                                         secret_key_base=random_secret(64),
-                                        health_interval=health_interval)
+                                        health_interval=health_interval,
+                                        kong_dns_ttl=kong_dns_ttl)
         render.render_instance_files(instance, values)
     render.write_registry(root / "instances.json",
                           {i.id: render.registry_record(i) for i in instances})

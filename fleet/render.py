@@ -25,6 +25,8 @@ DEFAULT_HEALTH_INTERVAL = "5s"
 HEALTH_INTERVAL = re.compile(r"^[1-9][0-9]{0,2}s$")
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+# The fleet-only Kong setting, dropped when `up --kong-dns-ttl` is not given.
+_UNSET_KONG_TTL = re.compile(r"^[ \t]*KONG_DNS_VALID_TTL:[ \t]*\n", re.MULTILINE)
 _MOUNTS_LINE = re.compile(r"^(?P<indent>[ \t]*)- \$\{FLEET_HOST_MOUNTS\}[ \t]*$", re.MULTILINE)
 VOLUME_SQL = ("realtime.sql", "webhooks.sql", "roles.sql", "jwt.sql", "logs.sql")
 
@@ -56,9 +58,13 @@ def _expand_mounts(text: str, mounts: Iterable[str]) -> str:
 
 
 def template_values(instance: Instance, *, image_tags: Mapping[str, str], root: Path,
-                    secret_key_base: str,
-                    health_interval: str = DEFAULT_HEALTH_INTERVAL) -> dict[str, str]:
-    """Every variable the env, compose and kong templates use, for one instance."""
+                    secret_key_base: str, health_interval: str = DEFAULT_HEALTH_INTERVAL,
+                    kong_dns_ttl: int | None = None) -> dict[str, str]:
+    """Every variable the env, compose and kong templates use, for one instance.
+
+    kong_dns_ttl sets Kong's dns_valid_ttl (kong.conf.default:1294), a fleet-only knob: the
+    Ultrabase template does not set it, so Kong keeps Docker's answers for their TTL, 600 s.
+    """
     creds, ports = instance.credentials, instance.ports
     public = f"http://127.0.0.1:{ports.kong_http}"
     return {
@@ -122,6 +128,7 @@ def template_values(instance: Instance, *, image_tags: Mapping[str, str], root: 
         "FLEET_PYTHON": images.RUNTIME_PYTHON,
         "FLEET_ROOT": str(root),
         "FLEET_HEALTH_INTERVAL": health_interval,
+        "FLEET_KONG_DNS_VALID_TTL": "" if kong_dns_ttl is None else f'"{kong_dns_ttl}"',
     }
 
 
@@ -146,7 +153,8 @@ def render_instance_files(instance: Instance, values: Mapping[str, str]) -> None
     compose = _expand_mounts((TEMPLATES / "docker-compose.yml").read_text(), host_mounts())
     write_text(instance.env_file, envsubst((TEMPLATES / "env.template").read_text(), values),
                mode=0o600)
-    write_text(instance.compose_file, envsubst(compose, values), mode=0o600)
+    write_text(instance.compose_file, _UNSET_KONG_TTL.sub("", envsubst(compose, values)),
+               mode=0o600)
     volumes = instance.volumes_dir
     write_text(instance.kong_file, envsubst((TEMPLATES / "kong.yml").read_text(), values),
                mode=0o600)
