@@ -6,7 +6,9 @@ import base64
 import importlib.util
 import json
 import os
+import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -92,6 +94,68 @@ def render_reference(echo_port: int, refused: int) -> str:
     return text
 
 
+class FakeDns:
+    """A DNS server on 127.0.0.1 answering A queries from a table, as Docker's would.
+
+    Each name maps to ("A", address, ttl), ("rcode", n) or ("empty",); unknown names are
+    NXDOMAIN. Queries of other types get the name's rcode, or an empty NOERROR answer.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.table: dict[str, tuple[Any, ...]] = {}
+        self.queries: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def resolver(self) -> str:
+        """KONG_DNS_RESOLVER for this server."""
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def count(self, name: str, qtype: int = 1) -> int:
+        """How many queries of this name and type arrived."""
+        with self._lock:
+            return self.queries.count((name, qtype))
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(512)
+            except OSError:
+                return
+            qid, = struct.unpack(">H", data[:2])
+            labels, pos = [], 12
+            while data[pos]:
+                labels.append(data[pos + 1:pos + 1 + data[pos]].decode())
+                pos += 1 + data[pos]
+            question = data[12:pos + 5]
+            name, qtype = ".".join(labels), struct.unpack(">H", data[pos + 1:pos + 3])[0]
+            with self._lock:
+                self.queries.append((name, qtype))
+                entry = self.table.get(name, ("rcode", 3))
+            answers = b""
+            rcode = entry[1] if entry[0] == "rcode" else 0
+            if entry[0] == "A" and qtype == 1:
+                answers = (b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, entry[2], 4)
+                           + socket.inet_aton(entry[1]))
+            header = struct.pack(">HHHHHH", qid, 0x8180 | rcode, 1, 1 if answers else 0, 0, 0)
+            self.sock.sendto(header + question + answers, peer)
+
+    def close(self) -> None:
+        """Stop answering."""
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[FakeDns]:
+    """The DNS server the module's Kong stand-ins ask (KONG_DNS_RESOLVER)."""
+    server = FakeDns()
+    yield server
+    server.close()
+
+
 def kong_env(template: Path, http_port: int, https_port: int, **extra: str) -> dict[str, str]:
     """The kong service's environment from the compose template."""
     env = {
@@ -127,10 +191,12 @@ def start_kong(spawn: Spawner, directory: Path, config: str, wait: bool = True,
 
 
 @pytest.fixture(scope="module")
-def kong(module_spawn: Spawner, echo: int, tmp_path_factory: pytest.TempPathFactory) -> Proc:
+def kong(module_spawn: Spawner, echo: int, dns: FakeDns,
+         tmp_path_factory: pytest.TempPathFactory) -> Proc:
     """A Kong stand-in loaded with the Ultrabase kong.yml (duplicated rest-v1 included)."""
     directory = tmp_path_factory.mktemp("kong")
-    return start_kong(module_spawn, directory, render_reference(echo, refused_port()))
+    return start_kong(module_spawn, directory, render_reference(echo, refused_port()),
+                      KONG_DNS_RESOLVER=dns.resolver)
 
 
 def call(proc: Proc, method: str, path: str, headers: dict[str, str] | None = None,
@@ -242,33 +308,200 @@ def test_trailing_slash_matters(kong: Proc) -> None:
     assert resp.json() == {"message": "Unauthorized"}
 
 
-def test_refused_upstream_is_502(kong: Proc) -> None:
-    """A refused connection is Kong's 502 error page plus an [error] line on stderr."""
+def error_lines(proc: Proc, text: str) -> list[str]:
+    """The stand-in's stderr lines that contain text."""
+    return [line for line in proc.stderr.splitlines() if text in line]
+
+
+def test_refused_upstream_is_tried_six_times_then_502(kong: Proc) -> None:
+    """1 + retries (5) tries, each with nginx's [error] line and Kong's two debug lines; the
+    502 page comes after Kong marked the request proxied: Via and latencies, nginx's Server."""
+    before = len(error_lines(kong, "/storage/v1/status"))
     resp = call(kong, "GET", "/storage/v1/status")
     assert resp.status == 502
     assert resp.body == (b'{\n  "message":"An invalid response was received from the '
                          b'upstream server"\n}')
     assert resp.headers["Via"] == "kong/2.8.1"
-    assert "connect() failed (111: Connection refused) while connecting to upstream" in (
-        kong.stderr)
+    assert resp.headers["Server"] == "openresty"
+    assert "X-Kong-Upstream-Latency" in resp.headers
+    assert "X-Kong-Proxy-Latency" in resp.headers
+    assert "X-Kong-Response-Latency" not in resp.headers
+    refused = [line for line in error_lines(kong, "/storage/v1/status")[before:]
+               if "[error]" in line]
+    assert len(refused) == 6
+    port = refused[0].split('upstream: "http://127.0.0.1:')[1].split("/")[0]
+    for line in refused:
+        assert re.match(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[error\] 1#0: \*\d+ connect\(\) "
+                        r"failed \(111: Connection refused\) while connecting to upstream, "
+                        r'client: 127\.0\.0\.1, server: kong, request: "GET /storage/v1/status '
+                        rf'HTTP/1\.1", upstream: "http://127\.0\.0\.1:{port}/status", host: '
+                        r'"127\.0\.0\.1:\d+"$', line), line
+    connection = refused[0].split("*")[1].split(" ")[0]
+    tries = [line.split("[lua] ")[1] for line in kong.stderr.splitlines()
+             if f"[debug] 1#0: *{connection} [lua] init.lua:1006" in line]
+    assert tries == [f"init.lua:1006: balancer(): setting address (try {n}): 127.0.0.1:{port}"
+                     for n in range(1, 7)]
+    keepalive = error_lines(kong, f"*{connection} [lua] init.lua:1035: balancer(): enabled "
+                                  f"connection keepalive (pool=127.0.0.1|{port}, pool_size=60, "
+                                  "idle_timeout=60, max_requests=100)")
+    assert len(keepalive) == 6
 
 
-def test_unresolvable_upstream_is_503(kong: Proc) -> None:
-    """A service host that does not resolve is 503 name resolution failed."""
+def test_name_error_is_503_name_resolution_failed(kong: Proc, dns: FakeDns) -> None:
+    """NXDOMAIN: Kong's own 503 before proxying (Server, response latency), with the try
+    list of KONG_DNS_ORDER=LAST,A,CNAME logged by the balancer."""
     resp = call(kong, "GET", "/functions/v1/hello")
     assert resp.status == 503
     assert resp.json() == {"message": "name resolution failed"}
     assert resp.headers["Server"] == "kong/2.8.1"
+    assert "X-Kong-Response-Latency" in resp.headers
+    assert "Via" not in resp.headers
+    line = error_lines(kong, "DNS resolution failed")[-1]
+    assert ("[lua] init.lua:310: execute(): DNS resolution failed: dns server error: 3 name "
+            'error. Tried: ["(short)no-such-host.invalid:(na) - cache-miss",'
+            '"no-such-host.invalid:1 - cache-miss/scheduled/querying/dns server error: 3 '
+            'name error","no-such-host.invalid:5 - cache-miss/scheduled/querying/dns server '
+            'error: 3 name error"], client: 127.0.0.1, server: kong, request: "GET '
+            '/functions/v1/hello HTTP/1.1", host: ') in line
+    # The not-found answer is kept (dns_not_found_ttl 30 s): no second query.
+    asked = dns.count("no-such-host.invalid")
+    assert call(kong, "GET", "/functions/v1/hello").status == 503
+    assert dns.count("no-such-host.invalid") == asked
 
 
-def test_slow_upstream_is_504(kong: Proc) -> None:
-    """An upstream slower than the read timeout is 504."""
-    started = time.monotonic()
-    resp = call(kong, "GET", "/analytics/v1/health")
-    assert time.monotonic() - started < 3
+DNS_ROUTE = """
+_format_version: '2.1'
+services:
+  - name: upstream
+    url: http://{host}:{port}/
+    routes:
+      - name: upstream-all
+        paths: [/up/]
+"""
+
+
+def start_named(spawn: Spawner, tmp_path: Path, dns: FakeDns, host: str, port: int,
+                **extra: str) -> Proc:
+    """A Kong stand-in whose only service is host:port, resolved through dns."""
+    return start_kong(spawn, tmp_path, DNS_ROUTE.format(host=host, port=port),
+                      KONG_DNS_RESOLVER=dns.resolver, **extra)
+
+
+@pytest.mark.parametrize(
+    ("entry", "status", "message", "logged"),
+    [
+        (("rcode", 2), 500, "An unexpected error occurred", "dns server error: 2 server failure"),
+        (("rcode", 5), 500, "An unexpected error occurred", "dns server error: 5 refused"),
+        (("empty",), 503, "name resolution failed",
+         "dns client error: 101 empty record received"),
+    ],
+    ids=["servfail", "refused", "empty"],
+)
+def test_only_not_found_is_503(spawn: Spawner, tmp_path: Path, dns: FakeDns,
+                               entry: tuple[Any, ...], status: int, message: str,
+                               logged: str) -> None:
+    """A name error or an empty answer is 503 name resolution failed; any other DNS failure
+    is Kong's 500 "An unexpected error occurred" (runloop/balancer/init.lua:310-319)."""
+    host = f"svc-{entry[0]}-{entry[-1]}"
+    dns.table[host] = entry
+    proc = start_named(spawn, tmp_path, dns, host, 80)
+    resp = call(proc, "GET", "/up/x")
+    assert resp.status == status
+    assert resp.json() == {"message": message}
+    assert resp.headers["Server"] == "kong/2.8.1"
+    assert f"DNS resolution failed: {logged}. Tried: " in proc.stderr
+
+
+def test_answer_is_kept_for_its_ttl(spawn: Spawner, tmp_path: Path, dns: FakeDns,
+                                    echo: int) -> None:
+    """Kong proxies to the address it resolved until the answer's TTL ends: a service that
+    moved meanwhile is not followed (Docker's DNS answers with TTL 600)."""
+    dns.table["moving"] = ("A", "127.0.0.1", 600)
+    proc = start_named(spawn, tmp_path, dns, "moving", echo)
+    assert call(proc, "GET", "/up/one").status == 200
+    dns.table["moving"] = ("A", "127.0.0.2", 600)
+    assert call(proc, "GET", "/up/two").status == 200
+    assert dns.count("moving") == 1
+    assert "setting address (try 1): 127.0.0.1:" in error_lines(proc, "[debug]")[-2]
+
+
+def test_expired_answer_is_refreshed(spawn: Spawner, tmp_path: Path, dns: FakeDns,
+                                     echo: int) -> None:
+    """After the TTL the name is asked again (the stale answer serves while it is), and the
+    new address is used; here nothing listens there, so the tries are refused."""
+    dns.table["short-lived"] = ("A", "127.0.0.1", 1)
+    proc = start_named(spawn, tmp_path, dns, "short-lived", echo)
+    assert call(proc, "GET", "/up/one").status == 200
+    dns.table["short-lived"] = ("A", "127.0.0.2", 600)
+    wait_until(lambda: call(proc, "GET", "/up/two").status == 502, 15,
+               "Kong to use the new address")
+    assert dns.count("short-lived") >= 2
+    assert f'upstream: "http://127.0.0.2:{echo}/two"' in error_lines(proc, "(111:")[-1]
+
+
+def test_valid_ttl_overrides_the_answers_ttl(spawn: Spawner, tmp_path: Path, dns: FakeDns,
+                                             echo: int) -> None:
+    """KONG_DNS_VALID_TTL (the fleet's --kong-dns-ttl) replaces the answer's TTL."""
+    dns.table["overridden"] = ("A", "127.0.0.1", 600)
+    proc = start_named(spawn, tmp_path, dns, "overridden", echo, KONG_DNS_VALID_TTL="1",
+                       KONG_DNS_STALE_TTL="0")
+    assert call(proc, "GET", "/up/one").status == 200
+    wait_until(lambda: call(proc, "GET", "/up/two").status == 200
+               and dns.count("overridden") >= 2, 10, "Kong to ask again after 1 s")
+
+
+def test_timeouts_are_retried_then_504(spawn: Spawner, tmp_path: Path, echo: int) -> None:
+    """A read timeout is tried again too (nginx's proxy_next_upstream error timeout)."""
+    config = DNS_ROUTE.format(host="127.0.0.1", port=echo).replace("/up/", "/slow/").replace(
+        "url: http://127.0.0.1:" + str(echo) + "/", "url: http://127.0.0.1:" + str(echo)
+        + "/slow/")
+    proc = start_kong(spawn, tmp_path, config, KONG_UPSTREAM_TIMEOUT="0.3")
+    resp = call(proc, "GET", "/slow/x")
     assert resp.status == 504
     assert json.loads(resp.body) == {"message": "The upstream server is timing out"}
-    assert "upstream timed out (110: Connection timed out)" in kong.stderr
+    assert len(error_lines(proc, "upstream timed out (110: Operation timed out) while "
+                                 "reading response header from upstream")) == 6
+
+
+def test_post_is_not_tried_again_once_sent(spawn: Spawner, tmp_path: Path, echo: int) -> None:
+    """A POST that reached the upstream is not sent twice (nginx >= 1.9.13)."""
+    config = DNS_ROUTE.format(host="127.0.0.1", port=echo).replace(
+        "url: http://127.0.0.1:" + str(echo) + "/", "url: http://127.0.0.1:" + str(echo)
+        + "/slow/")
+    proc = start_kong(spawn, tmp_path, config, KONG_UPSTREAM_TIMEOUT="0.3")
+    assert call(proc, "POST", "/up/x", body=b"{}").status == 504
+    assert len(error_lines(proc, "upstream timed out")) == 1
+
+
+def test_client_leaving_ends_the_tries(spawn: Spawner, tmp_path: Path, echo: int) -> None:
+    """A client that gives up is logged as nginx does: an [info] line and a 499, no more
+    tries and no [error] line (Kong keeps the doctor's timeout from piling up work)."""
+    config = DNS_ROUTE.format(host="127.0.0.1", port=echo).replace(
+        "url: http://127.0.0.1:" + str(echo) + "/", "url: http://127.0.0.1:" + str(echo)
+        + "/slow/")
+    proc = start_kong(spawn, tmp_path, config, KONG_UPSTREAM_TIMEOUT="10")
+    with pytest.raises(TimeoutError):
+        http_request("GET", proc.url() + "/up/x", timeout=0.5)
+    wait_until(lambda: bool(error_lines(proc, "client prematurely closed")), 5,
+               "the [info] line")
+    line = error_lines(proc, "client prematurely closed")[0]
+    assert "[info] 1#0: *" in line
+    assert ("epoll_wait() reported that client prematurely closed connection, so upstream "
+            "connection is closed too while reading response header from upstream, client: "
+            '127.0.0.1, server: kong, request: "GET /up/x HTTP/1.1", upstream: '
+            f'"http://127.0.0.1:{echo}/slow/x", host: ') in line
+    wait_until(lambda: '"GET /up/x HTTP/1.1" 499 0' in proc.stdout, 5, "the 499 access line")
+    assert not error_lines(proc, "[error]")
+
+
+def test_log_level_notice_hides_debug_and_info(spawn: Spawner, tmp_path: Path,
+                                               echo: int) -> None:
+    """KONG_LOG_LEVEL is honoured: at notice (Kong's default) no balancer lines."""
+    proc = start_kong(spawn, tmp_path, MINIMAL.format(echo=echo), KONG_LOG_LEVEL="notice")
+    assert call(proc, "GET", "/api/x").status == 200
+    wait_until(lambda: '"GET /api/x HTTP/1.1" 200' in proc.stdout, 5, "the access line")
+    assert "start worker processes" in proc.stderr
+    assert not error_lines(proc, "[debug]") and not error_lines(proc, "[info]")
 
 
 def test_cors_preflight_needs_no_key(kong: Proc) -> None:
@@ -459,3 +692,185 @@ def test_expansion_errors(kong_module: ModuleType) -> None:
         kong_module.expand_like_entrypoint('a: "x\ny" z', {})
     assert info.value.status == 127
     assert info.value.partial == "a: x\n"
+
+
+# --- Kong's DNS client, in-process with a fake clock ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kongdns() -> ModuleType:
+    """kongdns.py imported from the stand-ins directory."""
+    spec = importlib.util.spec_from_file_location("kongdns_standin", STANDINS / "kongdns.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kongdns_standin"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Answers:
+    """The query function of a DnsClient: answers from a table, counted per name and type."""
+
+    def __init__(self, kongdns: ModuleType) -> None:
+        self.kongdns = kongdns
+        self.table: dict[tuple[str, int], Any] = {}
+        self.asked: list[tuple[str, int]] = []
+
+    def a(self, name: str, address: str, ttl: float = 600) -> None:
+        """An A answer for name."""
+        record = self.kongdns.Record(1, name, ttl, address=address)
+        self.table[(name, 1)] = self.kongdns.Answer([record])
+
+    def __call__(self, config: Any, name: str, qtype: int) -> tuple[Any, str | None]:
+        self.asked.append((name, qtype))
+        found = self.table.get((name, qtype))
+        if found is None:
+            return self.kongdns.Answer([], 3, "name error"), None
+        if isinstance(found, str):
+            return None, found
+        # A fresh copy each time, as a new answer from the server would be.
+        return self.kongdns.Answer(list(found.records), found.errcode, found.errstr), None
+
+
+def make_client(kongdns: ModuleType, answers: Answers, clock: Clock,
+                **config: Any) -> Any:
+    settings = {"nameservers": (("127.0.0.11", 53),), "ndots": 0,
+                "order": (kongdns.TYPE_LAST, kongdns.TYPE_A, kongdns.TYPE_CNAME), **config}
+    return kongdns.DnsClient(kongdns.DnsConfig(**settings), answers, clock)
+
+
+def test_dns_cache_keeps_an_answer_for_its_ttl_then_serves_it_stale(
+        kongdns: ModuleType) -> None:
+    """600 s from Docker's answer; then 4 s of stale answers while a refresh runs."""
+    clock, answers = Clock(), Answers(kongdns)
+    answers.a("auth", "172.18.0.5")
+    client = make_client(kongdns, answers, clock)
+    assert client.toip("auth", 9999)[:2] == ("172.18.0.5", 9999)
+    answers.a("auth", "172.18.0.9")
+    clock.now += 599
+    assert client.toip("auth", 9999)[0] == "172.18.0.5"
+    assert answers.asked == [("auth", 1)]
+    clock.now += 2  # expired, inside dns_stale_ttl: the old address, and a refresh starts
+    address, _, tries = client.toip("auth", 9999)
+    assert address == "172.18.0.5"
+    assert "stale" in str(tries)
+    wait_until(lambda: answers.asked.count(("auth", 1)) == 2, 5, "the background refresh")
+    wait_until(lambda: client.toip("auth", 9999)[0] == "172.18.0.9", 5, "the new address")
+
+
+def test_dns_cache_drops_an_answer_after_ttl_plus_stale_ttl(kongdns: ModuleType) -> None:
+    """Past TTL + dns_stale_ttl nothing is served from the cache: the name is asked again."""
+    clock, answers = Clock(), Answers(kongdns)
+    answers.a("rest", "172.18.0.6", ttl=600)
+    client = make_client(kongdns, answers, clock)
+    client.toip("rest", 3000)
+    answers.a("rest", "172.18.0.7", ttl=600)
+    clock.now += 605
+    assert client.toip("rest", 3000)[0] == "172.18.0.7"
+
+
+def test_valid_ttl_replaces_the_answers_ttl(kongdns: ModuleType) -> None:
+    """dns_valid_ttl (KONG_DNS_VALID_TTL) overrides the TTL of every answer."""
+    clock, answers = Clock(), Answers(kongdns)
+    answers.a("auth", "172.18.0.5")
+    client = make_client(kongdns, answers, clock, valid_ttl=20.0, stale_ttl=0.0)
+    client.toip("auth", 9999)
+    answers.a("auth", "172.18.0.9")
+    clock.now += 21
+    assert client.toip("auth", 9999)[0] == "172.18.0.9"
+
+
+def test_name_error_is_kept_30_s_and_other_errors_1_s(kongdns: ModuleType) -> None:
+    """dns_not_found_ttl 30 s for a name error; dns_error_ttl 1 s for a server failure."""
+    clock, answers = Clock(), Answers(kongdns)
+    client = make_client(kongdns, answers, clock, stale_ttl=0.0)
+    address, err, _ = client.toip("gone", 80)
+    assert (address, err) == (None, "dns server error: 3 name error")
+    asked = len(answers.asked)
+    answers.a("gone", "172.18.0.5")
+    clock.now += 29
+    assert client.toip("gone", 80)[0] is None
+    assert len(answers.asked) == asked
+    clock.now += 2
+    assert client.toip("gone", 80)[0] == "172.18.0.5"
+    answers.table[("flaky", 1)] = kongdns.Answer([], 2, "server failure")
+    answers.table[("flaky", 5)] = kongdns.Answer([], 2, "server failure")
+    assert client.toip("flaky", 80)[1] == "dns server error: 2 server failure"
+    answers.a("flaky", "172.18.0.8")
+    clock.now += 1.5
+    assert client.toip("flaky", 80)[0] == "172.18.0.8"
+
+
+def test_an_error_does_not_replace_a_held_answer(kongdns: ModuleType) -> None:
+    """A failing refresh keeps the stale records (client.lua cacheinsert)."""
+    clock, answers = Clock(), Answers(kongdns)
+    answers.a("auth", "172.18.0.5", ttl=10)
+    client = make_client(kongdns, answers, clock)
+    client.toip("auth", 9999)
+    answers.table[("auth", 1)] = kongdns.Answer([], 2, "server failure")
+    clock.now += 11
+    assert client.toip("auth", 9999)[0] == "172.18.0.5"
+    wait_until(lambda: answers.asked.count(("auth", 1)) == 2, 5, "the refresh")
+    assert client.toip("auth", 9999)[0] == "172.18.0.5"
+
+
+def test_a_server_that_never_answers_is_tried_twice(kongdns: ModuleType) -> None:
+    """No reply: the query is waited for, tried once more, then Kong's pool error."""
+    clock, answers = Clock(), Answers(kongdns)
+    answers.table[("auth", 1)] = "failed to receive reply from UDP server 127.0.0.11:53: timeout"
+    answers.table[("auth", 5)] = answers.table[("auth", 1)]
+    client = make_client(kongdns, answers, clock, attempts=1, timeout=0.05)
+    address, err, tries = client.toip("auth", 9999)
+    assert address is None
+    assert err == ("dns lookup pool exceeded retries (1): failed to receive reply from UDP "
+                   "server 127.0.0.11:53: timeout")
+    assert str(tries).startswith(
+        '["(short)auth:(na) - cache-miss","auth:1 - cache-miss/scheduled/querying/try 1 '
+        "error: failed to receive reply from UDP server 127.0.0.11:53: timeout/scheduled/"
+        "querying/try 2 error: failed to receive reply from UDP server 127.0.0.11:53: "
+        'timeout/dns lookup pool exceeded retries (1): ')
+
+
+def test_last_successful_type_is_tried_first(kongdns: ModuleType) -> None:
+    """LAST: the type that answered a name last time comes first in the order."""
+    clock, answers = Clock(), Answers(kongdns)
+    cname = kongdns.Record(5, "alias", 600, target="auth")
+    answers.table[("alias", 5)] = kongdns.Answer([cname])
+    answers.a("auth", "172.18.0.5")
+    client = make_client(kongdns, answers, clock, stale_ttl=0.0)
+    assert client.toip("alias", 80)[0] == "172.18.0.5"
+    assert answers.asked[:2] == [("alias", 1), ("alias", 5)]
+    clock.now += 700
+    answers.asked.clear()
+    client.toip("alias", 80)
+    assert answers.asked[0] == ("alias", 5)
+
+
+def test_resolv_conf_and_environment(kongdns: ModuleType) -> None:
+    """resolv.conf's nameservers and options, KONG_DNS_* settings, the hosts file."""
+    files = {"/etc/resolv.conf": "nameserver 127.0.0.11\nsearch corp.example\n"
+                                 "options ndots:0 timeout:3 attempts:2\n",
+             "/etc/hosts": "127.0.0.1 localhost\n172.18.0.3 kong-host\n::1 ip6-localhost\n"}
+    config = kongdns.config_from_env({"KONG_DNS_ORDER": "LAST,A,CNAME",
+                                      "KONG_DNS_STALE_TTL": "2"}, files.__getitem__)
+    assert config.nameservers == (("127.0.0.11", 53),)
+    assert (config.ndots, config.timeout, config.attempts) == (0, 3.0, 2)
+    assert config.search == ("corp.example",)
+    assert config.order == (kongdns.TYPE_LAST, kongdns.TYPE_A, kongdns.TYPE_CNAME)
+    assert config.stale_ttl == 2.0 and config.valid_ttl is None
+    assert ("kong-host", "172.18.0.3") in config.hosts
+    resolver = kongdns.config_from_env({"KONG_DNS_RESOLVER": "10.0.0.2:5353,10.0.0.3"},
+                                       files.__getitem__)
+    assert resolver.nameservers == (("10.0.0.2", 5353), ("10.0.0.3", 53))
+    assert resolver.order == (kongdns.TYPE_LAST, kongdns.TYPE_SRV, kongdns.TYPE_A,
+                              kongdns.TYPE_CNAME)
