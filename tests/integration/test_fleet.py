@@ -25,8 +25,9 @@ import pytest
 import yaml
 
 from fleet import engine, faults, ports, render
+from fleet.credentials import new_credentials
 from fleet.fleet import Fleet
-from fleet.model import COMPONENTS, FleetError, Instance
+from fleet.model import COMPONENTS, FleetError, Instance, Ports
 from fleet.render import TEMPLATES, envsubst
 
 pytestmark = [pytest.mark.integration, pytest.mark.fleets(2)]
@@ -204,7 +205,8 @@ def test_template_keeps_the_reference_structure() -> None:
         assert mine["container_name"] == spec["container_name"]
         assert mine.get("restart") == spec.get("restart")
         assert mine.get("depends_on") == spec.get("depends_on")
-        assert set(mine.get("environment", {})) == set(spec.get("environment", {}))
+        assert set(mine.get("environment", {})) - {"KONG_DNS_VALID_TTL"} == \
+            set(spec.get("environment", {}))
         assert mine.get("healthcheck", {}).get("test") == spec.get("healthcheck", {}).get("test")
         own_mounts = [v for v in spec.get("volumes", []) if v.startswith("./volumes-")]
         assert all(m in mine["volumes"] for m in own_mounts)
@@ -217,6 +219,29 @@ def test_every_healthcheck_uses_the_chosen_interval() -> None:
                  for name, spec in rendered["services"].items() if "healthcheck" in spec}
     assert set(intervals) == WITH_HEALTHCHECK
     assert set(intervals.values()) == {"10s"}
+
+
+@pytest.mark.parametrize("ttl", [None, 30])
+def test_kong_dns_ttl_is_set_only_when_asked(tmp_path: Path, ttl: int | None) -> None:
+    """--kong-dns-ttl sets Kong's dns_valid_ttl; without it Kong keeps Docker's 600 s."""
+    instance = Instance(id="feedbeef", name="x", created_at="2026-01-01T00:00:00Z",
+                        ports=Ports(1, 2, 3, 4, 5), credentials=new_credentials(),
+                        core_dir=tmp_path)
+    values = render.template_values(instance, image_tags={c: "img" for c in COMPONENTS},
+                                    root=tmp_path, secret_key_base="k" * 64, kong_dns_ttl=ttl)
+    render.render_instance_files(instance, values)
+    kong = yaml.safe_load(instance.compose_file.read_text())["services"]["kong"]["environment"]
+    if ttl is None:
+        assert "KONG_DNS_VALID_TTL" not in kong
+    else:
+        assert kong["KONG_DNS_VALID_TTL"] == "30"
+    assert kong["KONG_LOG_LEVEL"] == "debug"
+
+
+def test_up_refuses_a_bad_kong_dns_ttl(tmp_path: Path) -> None:
+    with pytest.raises(FleetError, match="kong DNS TTL"):
+        Fleet.up(tmp_path / "fleet", 1, kong_dns_ttl=0)
+    assert not (tmp_path / "fleet").exists()
 
 
 @pytest.mark.parametrize("interval", ["0s", "10", "1m", "2s; rm -rf /"])
@@ -284,7 +309,8 @@ def test_fault_names() -> None:
     assert names == ({f"stop:{c}" for c in COMPONENTS} | {f"pause:{c}" for c in COMPONENTS}
                      | {"auth-db-password", "service-key-wrong-secret", "service-key-expired",
                         "kong-key-mismatch", "volume-missing", "port-taken",
-                        "auth-schema-rights", "auth-empty-setting", "jwt-secret-short"})
+                        "auth-schema-rights", "auth-empty-setting", "jwt-secret-short",
+                        "recreate:auth", "recreate:rest"})
 
 
 def test_auth_db_password(fleet: Fleet) -> None:

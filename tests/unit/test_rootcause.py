@@ -55,6 +55,18 @@ SCENARIOS = {
         issue("CONTAINER_NOT_RUNNING", "kong"), issue("GATEWAY_UNREACHABLE", "kong"),
         issue("PORT_CONFLICT", "kong"), issue("AUTH_USER_CREATE_FAILED", "auth"),
     ], ("PORT_CONFLICT", "kong")),
+    "auth recreated, kong holds its old address": ([
+        issue("GATEWAY_UPSTREAM_STALE", "kong", check="api_endpoints"),
+        issue("AUTH_USER_CREATE_FAILED", "auth"), issue("ENDPOINT_SLOW", "auth"),
+        issue("GATEWAY_UPSTREAM_ERROR", "kong", check="logs"),
+        issue("LOG_ERROR_SPIKE", "kong", check="logs"),
+    ], ("GATEWAY_UPSTREAM_STALE", "kong")),
+    "auth stopped behind kong's cache": ([
+        issue("CONTAINER_NOT_RUNNING", "auth"), issue("AUTH_UNHEALTHY", "auth"),
+        issue("GATEWAY_UPSTREAM_ERROR", "auth"), issue("GATEWAY_UPSTREAM_ERROR", "kong",
+                                                       check="logs"),
+        issue("LOG_ERROR_SPIKE", "kong", check="logs"),
+    ], ("CONTAINER_NOT_RUNNING", "auth")),
     "volume removed": ([issue("VOLUME_MISSING", "storage")], ("VOLUME_MISSING", "storage")),
     # GoTrue logs in, then its migration SQL fails: only its last words say so.
     "auth migration fails": ([
@@ -163,3 +175,16 @@ def test_a_start_up_failure_from_the_logs_outranks_an_unrelated_live_warning() -
     stale = issue("DB_ROLE_PASSWORD_MISMATCH", "db", check="logs")
     root = find_root_cause([slow_db, stale])
     assert root is not None and root.issue is slow_db
+
+
+def test_a_stale_kong_route_explains_what_fails_through_the_gateway() -> None:
+    stale = issue("GATEWAY_UPSTREAM_STALE", "kong", check="api_endpoints")
+    for effect in (issue("AUTH_USER_CREATE_FAILED", "auth"), issue("AUTH_UNHEALTHY", "auth"),
+                   issue("GATEWAY_UPSTREAM_ERROR", "rest"), issue("LOG_ERROR_SPIKE", "kong")):
+        assert explains(stale, effect)
+        assert not explains(effect, stale)
+    # Nothing about the service itself: a db down is not Kong's cache.
+    assert not explains(stale, issue("DB_UNREACHABLE", "db"))
+    assert not explains(stale, issue("CONTAINER_NOT_RUNNING", "auth"))
+    root = find_root_cause([issue("CONTAINER_NOT_RUNNING", "db"), stale])
+    assert root is not None and root.issue.code == "CONTAINER_NOT_RUNNING"

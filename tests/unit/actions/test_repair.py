@@ -107,7 +107,27 @@ KONG_KEY = (issue("GATEWAY_KEY_REJECTED", "kong", "auth_service",
             issue("CONFIG_DRIFT", None, "discovery"))
 
 
+# recreate:auth: the service is healthy, Kong proxies to its old address.
+KONG_STALE = (issue("GATEWAY_UPSTREAM_STALE", "kong", "api_endpoints", upstream="auth",
+                    kind="stale_address"),
+              issue("AUTH_USER_CREATE_FAILED", "auth", "auth_service"),
+              issue("GATEWAY_UPSTREAM_ERROR", "kong", "logs"),
+              issue("LOG_ERROR_SPIKE", "kong", "logs"))
+
+
 # -- the plan per fault ---------------------------------------------------------------------
+
+
+def test_kong_holding_an_old_address_restarts_kong_and_nothing_else() -> None:
+    result = plan(*KONG_STALE)
+    assert result.root_cause == "GATEWAY_UPSTREAM_STALE"
+    assert ids(result) == ["restart_component:kong"]
+    restart = result.actions[0]
+    assert restart.issue_codes == ("GATEWAY_UPSTREAM_STALE",)
+    assert restart.verify_check == "api_endpoints"
+    assert result.manual == ()
+    assert [(c.code, c.component) for c in result.consequences] == [
+        ("AUTH_USER_CREATE_FAILED", "auth")]
 
 
 def test_role_password_mismatch_syncs_the_role_then_restarts_auth() -> None:
