@@ -760,6 +760,42 @@ def _need_container(runner: _Runner, component: str) -> Container:
     return item
 
 
+# Services Kong's routes lead to (Ultrabase's kong.yml). Kong keeps each one's address for
+# its DNS TTL (600 s with Docker's DNS), and Docker gives a starting container the lowest
+# free address, not always its old one.
+KONG_UPSTREAMS = frozenset({"auth", "rest", "storage", "meta", "studio", "functions",
+                            "analytics", "realtime"})
+
+
+def _address(runner: _Runner, component: str) -> str | None:
+    """The component's address on the instance network (from the listing, never dialled)."""
+    item = runner.container(component)
+    if item is None:
+        return None
+    networks = item.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    found = networks.get(f"{runner.ctx.instance.compose_project}_default") or {}
+    return str(found.get("IPAddress") or "") or None
+
+
+def _kong_follows(runner: _Runner, component: str, before: str | None,
+                  detail: dict[str, Any]) -> None:
+    """Restart kong when the component came back at another address than it had.
+
+    Kong would keep proxying to the old one until its DNS answer expires: restarting the
+    service alone does not reach it through the gateway (GATEWAY_UPSTREAM_STALE).
+    """
+    if component not in KONG_UPSTREAMS or before is None:
+        return
+    after = _address(runner, component)
+    kong = runner.container("kong")
+    if after in (None, before) or kong is None or not _state_of(kong).startswith("running"):
+        return
+    kong.restart(timeout=int(runner.stop_timeout))
+    runner.wait_healthy(["kong"])
+    detail["kong_restarted"] = (f"{component} moved from {before} to {after}; kong restarted "
+                                "to resolve it again")
+
+
 def act_start(runner: _Runner, action: RepairAction, journal: Journal,
               detail: dict[str, Any]) -> None:
     """Start (or unpause) the stopped container; undo: put it back as it was."""
@@ -792,8 +828,10 @@ def act_recreate(runner: _Runner, action: RepairAction, journal: Journal,
         # (detached from its network) cannot be brought back once replaced: it stays up.
         journal.services.append((f"stop the recreated {component}",
                                  lambda: _stop_if_present(runner, component)))
+    address = _address(runner, component)
     runner.ctx.compose.up(instance, [component], recreate=True)
     detail["state_after"] = runner.wait_healthy([component])[component]
+    _kong_follows(runner, component, address, detail)
 
 
 def _stop_if_present(runner: _Runner, component: str) -> None:
@@ -808,8 +846,10 @@ def act_restart(runner: _Runner, action: RepairAction, journal: Journal,
     component = str(action.component)
     item = _need_container(runner, component)
     detail["state_before"] = _state_of(item)
+    address = _address(runner, component)
     item.restart(timeout=int(runner.stop_timeout))
     detail["state_after"] = runner.wait_healthy([component])[component]
+    _kong_follows(runner, component, address, detail)
 
 
 # role passwords ----------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from actions.operations.repair import (
     RepairAction,
     RepairPlan,
     UnknownRepairAction,
+    _Runner,
+    act_restart,
     build_plan,
     plan_repairs,
     remaining_issues,
@@ -550,3 +552,58 @@ def test_journal_undo_keeps_going_after_a_failed_step() -> None:
     assert [o["what"] for o in outcome] == ["bad", "first data", "service"]
     assert [o["ok"] for o in outcome] == [False, True, True]
     assert done == ["d1", "s1"]
+
+
+# -- a container action that moves one of Kong's upstreams -----------------------------------
+
+
+class FakeContainer:
+    """An inspect-shaped container whose restart takes the address Docker would give."""
+
+    def __init__(self, service: str, address: str, next_address: str) -> None:
+        self.service, self.next_address = service, next_address
+        self.restarts = 0
+        self.attrs: dict[str, Any] = {
+            "State": {"Status": "running"},
+            "NetworkSettings": {"Networks": {"supabase-abc12345_default": {
+                "IPAddress": address}}}}
+
+    def restart(self, timeout: int) -> None:
+        self.restarts += 1
+        self.attrs["NetworkSettings"]["Networks"]["supabase-abc12345_default"][
+            "IPAddress"] = self.next_address
+
+
+class FakeContainers:
+    """docker-py's containers.list, by compose service label."""
+
+    def __init__(self, *items: FakeContainer) -> None:
+        self.items = {c.service: c for c in items}
+
+    def list(self, all: bool, filters: Mapping[str, list[str]]) -> list[FakeContainer]:
+        service = next(f.split("=", 1)[1] for f in filters["label"]
+                       if f.startswith("com.docker.compose.service="))
+        return [self.items[service]] if service in self.items else []
+
+
+AUTH_UNHEALTHY_ONLY = (issue("AUTH_UNHEALTHY", "auth", "auth_service"),)
+
+
+@pytest.mark.parametrize(("auth_after", "kong_restarts"),
+                         [("172.18.0.12", 1), ("172.18.0.9", 0)])
+def test_restarting_an_upstream_that_moves_restarts_kong(auth_after: str,
+                                                         kong_restarts: int) -> None:
+    auth = FakeContainer("auth", "172.18.0.9", auth_after)
+    kong = FakeContainer("kong", "172.18.0.8", "172.18.0.8")
+    ctx = FakeContext(FakeEngine([diagnostic()]))
+    ctx.docker = SimpleNamespace(client=SimpleNamespace(containers=FakeContainers(auth, kong)))
+    (action,) = plan(*AUTH_UNHEALTHY_ONLY).actions
+    detail: dict[str, Any] = {}
+    act_restart(_Runner(ctx), action, Journal(), detail)  # type: ignore[arg-type]
+    assert auth.restarts == 1 and kong.restarts == kong_restarts
+    if kong_restarts:
+        assert detail["kong_restarted"] == ("auth moved from 172.18.0.9 to 172.18.0.12; kong "
+                                            "restarted to resolve it again")
+    else:
+        assert "kong_restarted" not in detail
+
