@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from actions.operations.repair import build_plan
 from exporter.config import Config, load_config
 from exporter.diagnostic import Diagnostic
 from exporter.dockerhost import DockerHost
@@ -90,11 +91,15 @@ MATRIX = [
     ("auth-schema-rights", {"AUTH_MIGRATION_FAILED"}, "auth"),
     ("auth-empty-setting", {"AUTH_CONFIG_INVALID"}, "auth"),
     ("jwt-secret-short", {"JWT_SECRET_WEAK"}, "auth"),
+    # A new address while Kong's DNS cache holds the old one: the service is healthy.
+    ("recreate:auth", {"GATEWAY_UPSTREAM_STALE"}, "kong"),
+    ("recreate:rest", {"GATEWAY_UPSTREAM_STALE"}, "kong"),
 ]
 # The repair the root cause must offer, where the matrix pins it (None: no repair helps,
 # the operator must fix it), and the repairs no issue of the diagnostic may offer.
 ROOT_REPAIR = {"auth-db-password": "sync_db_role_passwords", "auth-schema-rights": None,
-               "auth-empty-setting": None, "jwt-secret-short": None}
+               "auth-empty-setting": None, "jwt-secret-short": None,
+               "recreate:auth": "restart_component", "recreate:rest": "restart_component"}
 NEVER_OFFERED = {"auth-schema-rights": {"sync_db_role_passwords"}}
 
 
@@ -106,6 +111,7 @@ def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: Diagnostics
     target = live.ids[0]
     with live.broken(target, fault):
         results = sweep(engine)
+        plan = build_plan(results[target], engine.instance(target, fresh=True))
     diagnostic = results[target]
     assert not diagnostic.healthy
     root = diagnostic.root_cause
@@ -123,6 +129,18 @@ def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: Diagnostics
         # The doctor sends the anon key as supabase-js does and sees PostgREST refuse it.
         assert any(i.code == "REST_JWT_REJECTED" and i.component == "rest"
                    for i in root.explains), serious(diagnostic)
+    if fault.startswith("recreate:"):
+        upstream = fault.split(":", 1)[1]
+        evidence = root.issue.evidence
+        assert evidence["upstream"] == upstream, serious(diagnostic)
+        assert evidence["in_network_probe"]["http_status"] < 500, evidence
+        # Kong's own log names the old address; the listing gives the new one.
+        assert evidence["kong_address"] is not None, evidence
+        assert evidence["kong_address"].rsplit(":", 1)[0] != evidence["upstream_address"]
+        # The service is not blamed: only kong is restarted.
+        assert [a.id for a in plan.actions] == ["restart_component:kong"], plan.to_dict()
+        assert not [i for i in diagnostic.issues if i.component == upstream
+                    and i.check != "logs" and i.severity == "critical"], serious(diagnostic)
     assert_others_clean(live, results, target)
     if fault == "stop:db":
         attributed = {i.component for i in root.explains}

@@ -283,3 +283,21 @@ def test_removed_auth_container_is_recreated(world: World) -> None:
     operation = repair(world, plan)
     assert_repaired(world, operation)
     assert client.containers.get(name).status == "running"
+
+
+def test_recreated_auth_is_reached_again_once_kong_restarts(world: World) -> None:
+    """recreate:auth: GoTrue is healthy at a new address Kong does not know; restarting kong,
+    the one action offered, brings the gateway route back. Last in the module: the fault
+    leaves a free address below auth's new one, where a later start would move auth."""
+    world.fleet.break_(world.iid, "recreate:auth")
+    try:
+        before, plan = plan_now(world)
+        assert before.root_cause is not None
+        assert (before.root_cause.issue.code, before.root_cause.issue.component) == (
+            "GATEWAY_UPSTREAM_STALE", "kong"), live_problems(before)
+        assert [a.id for a in plan.actions] == ["restart_component:kong"]
+        operation = repair(world, plan)
+        assert operation.steps[0].detail["state_before"].startswith("running")
+        assert_repaired(world, operation)
+    finally:
+        world.fleet.heal(world.iid, "recreate:auth")
