@@ -5,11 +5,14 @@ starts: read the mounted template (KONG_DECLARATIVE_CONFIG_TEMPLATE, default
 /home/kong/temp.yml), expand it as ``eval "echo \\"$(cat ~/temp.yml)\\""`` would, write the result
 to KONG_DECLARATIVE_CONFIG when that path is writable, then load it as Kong's declarative config.
 Other environment read: KONG_PROXY_LISTEN (default "0.0.0.0:8000, 0.0.0.0:8443 ssl"),
-KONG_PLUGINS, KONG_SSL_CERT / KONG_SSL_CERT_KEY, KONG_DATABASE (must be "off"). Two knobs exist
-only in the stand-in: KONG_UPSTREAM_TIMEOUT (seconds, default 10, used where a service sets no
-connect/read/write timeout; Kong's own default is 60) and KONG_STANDIN_STRICT_UNIQUENESS (when
-true, duplicated service/route/consumer names are rejected as Kong >= 3.4 does; Kong 2.8 accepts
-them and the last definition wins, which is the default here).
+KONG_PLUGINS, KONG_SSL_CERT / KONG_SSL_CERT_KEY, KONG_DATABASE (must be "off"), KONG_LOG_LEVEL
+(default notice) and Kong's DNS settings (KONG_DNS_RESOLVER, KONG_DNS_ORDER, KONG_DNS_VALID_TTL,
+KONG_DNS_STALE_TTL, KONG_DNS_NOT_FOUND_TTL, KONG_DNS_ERROR_TTL, KONG_DNS_NO_SYNC,
+KONG_DNS_HOSTSFILE; see kongdns.py). Two knobs exist only in the stand-in: KONG_UPSTREAM_TIMEOUT
+(seconds, default 10, used where a service sets no connect/read/write timeout; Kong's own
+default is 60) and KONG_STANDIN_STRICT_UNIQUENESS (when true, duplicated service/route/consumer
+names are rejected as Kong >= 3.4 does; Kong 2.8 accepts them and the last definition wins,
+which is the default here).
 
 TLS on the ssl listener uses a self-signed certificate made at start with the `cryptography`
 package when importable, else with the `openssl` command; if neither works the listener speaks
@@ -17,9 +20,12 @@ plain HTTP and says so on stderr.
 
 Public contract kept: routing by longest path prefix with strip_path and Kong's path joining,
 the plugins key-auth, basic-auth, acl, cors and request-transformer with their error bodies and
-headers, Kong's own errors (404 no route, 503 name resolution failed, 502 invalid upstream
-response, 504 upstream timeout), the Server/Via/X-Kong-* headers, nginx combined access lines on
-stdout and [error] lines on stderr. WebSocket upgrades and Kong's retries are not emulated.
+headers, Kong's own errors (404 no route, 503 name resolution failed, 500 for other DNS
+failures, 502 invalid upstream response, 504 upstream timeout), upstream hosts resolved through
+Kong's DNS cache (kongdns.py), 1 + retries tries per request with nginx's error line for each,
+the balancer's debug lines, a client's leaving as 499, the Server/Via/X-Kong-* headers, nginx
+combined access lines on stdout and the error log on stderr. WebSocket upgrades and the
+upstream keepalive pool are not emulated.
 """
 
 from __future__ import annotations
