@@ -13,15 +13,15 @@ another file is named):
   ndots 1 (client.lua:597-620);
 - KONG_DNS_HOSTSFILE (default /etc/hosts) entries cached for 10 years (client.lua:513);
 - the record types of KONG_DNS_ORDER (default LAST,SRV,A,CNAME, kong.conf.default:1288), each
-  tried for the bare name and the search domains (client.lua:1040-1100); LAST is the type that
-  answered last time; the error reported is the last one met (client.lua:1206-1236);
-- the cache (client.lua:155-248): records for their lowest TTL, or KONG_DNS_VALID_TTL when set
+  tried for the bare name and the search domains (client.lua:1036-1100); LAST is the type that
+  answered last time; the error reported is the last one met (client.lua:1136-1260);
+- the cache (client.lua:159-249): records for their lowest TTL, or KONG_DNS_VALID_TTL when set
   (kong.conf.default:1294); a name error or an empty answer for KONG_DNS_NOT_FOUND_TTL (30 s),
   other errors for KONG_DNS_ERROR_TTL (1 s), neither replacing records still held; every entry
   is kept KONG_DNS_STALE_TTL (4 s) past its expiry, and a stale entry is served while a
-  background query refreshes it (client.lua:924-933);
+  background query refreshes it (client.lua:905-936);
 - one query per name and type at a time (KONG_DNS_NO_SYNC off): a second caller waits for the
-  first, up to timeout x attempts, then tries once more (client.lua:641-642, 813-891);
+  first, up to timeout x attempts, then tries once more (client.lua:641-642, 819-891);
 - the try list Kong logs with a failure (client.lua:310-365) and lua-resty-dns v0.22's error
   texts (resolver.lua:79-85, 857-905).
 
