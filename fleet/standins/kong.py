@@ -1044,9 +1044,11 @@ class Handler(BaseHandler):
     def handle_one_request(self) -> None:
         """One request; an idle keepalive connection the client closes is logged at info."""
         served = self.served
-        self.raw_requestline = b""
+        # Stays None when reading the request line timed out: nginx closes an idle
+        # connection silently; b"" means the client closed it.
+        self.raw_requestline = None  # type: ignore[assignment]
         super().handle_one_request()
-        if served and not self.raw_requestline:
+        if served and self.raw_requestline == b"":
             # ngx_http_keepalive_handler: no context is appended to this line.
             err_log("info", f"*{self.connection_no} client {self.client_ip()} closed "
                             "keepalive connection")

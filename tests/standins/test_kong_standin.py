@@ -494,6 +494,17 @@ def test_client_leaving_ends_the_tries(spawn: Spawner, tmp_path: Path, echo: int
     assert not error_lines(proc, "[error]")
 
 
+def test_a_client_closing_its_connection_is_an_info_line(kong: Proc) -> None:
+    """nginx logs a keepalive connection the client closes, without request context."""
+    before = len(error_lines(kong, "closed keepalive connection"))
+    call(kong, "GET", "/auth/v1/health", {"apikey": ANON_KEY})
+    wait_until(lambda: len(error_lines(kong, "closed keepalive connection")) > before, 5,
+               "the [info] line")
+    line = error_lines(kong, "closed keepalive connection")[-1]
+    assert re.search(r"\[info\] 1#0: \*\d+ client 127\.0\.0\.1 closed keepalive connection$",
+                     line), line
+
+
 def test_log_level_notice_hides_debug_and_info(spawn: Spawner, tmp_path: Path,
                                                echo: int) -> None:
     """KONG_LOG_LEVEL is honoured: at notice (Kong's default) no balancer lines."""
