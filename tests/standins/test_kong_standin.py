@@ -657,20 +657,26 @@ def test_sigterm_stops_promptly(spawn: Spawner, echo: int, tmp_path: Path) -> No
 # --- the entrypoint's expansion, in-process ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kong_module() -> ModuleType:
-    """kong.py imported from the stand-ins directory."""
+def import_standin(script: str) -> ModuleType:
+    """A stand-in script imported from the stand-ins directory (its siblings importable)."""
+    name = f"{Path(script).stem}_standin"
     sys.path.insert(0, str(STANDINS))
     try:
-        spec = importlib.util.spec_from_file_location("kong_standin", STANDINS / "kong.py")
+        spec = importlib.util.spec_from_file_location(name, STANDINS / script)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         # dataclasses resolve their module through sys.modules while the class is created.
-        sys.modules["kong_standin"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
         return module
     finally:
         sys.path.remove(str(STANDINS))
+
+
+@pytest.fixture(scope="module")
+def kong_module() -> ModuleType:
+    """kong.py imported from the stand-ins directory."""
+    return import_standin("kong.py")
 
 
 @pytest.mark.parametrize(
@@ -711,12 +717,7 @@ def test_expansion_errors(kong_module: ModuleType) -> None:
 @pytest.fixture(scope="module")
 def kongdns() -> ModuleType:
     """kongdns.py imported from the stand-ins directory."""
-    spec = importlib.util.spec_from_file_location("kongdns_standin", STANDINS / "kongdns.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["kongdns_standin"] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_standin("kongdns.py")
 
 
 class Clock:
