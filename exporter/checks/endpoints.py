@@ -193,14 +193,14 @@ def stale_kind(c: GatewayCall, view: UpstreamView) -> str | None:
     """Whether a failed call through Kong is Kong's cached DNS answer at fault, and how.
 
     "stale_address": Kong times out or answers 502/504 while the service answers its name
-    inside kong's network (at another address than Kong's log names, when it names one);
+    inside kong's network at another address than the one Kong's log names;
     "stale_not_found": Kong answers "name resolution failed" for a name that resolves there.
     """
     if c.fault == "upstream_unavailable" and c.verdict is not None and \
             (c.verdict.message or "").lower() == "name resolution failed":
-        return "stale_not_found" if view.running and view.answered_inside else None
+        return "stale_not_found" if view.answers else None
     if c.fault == "timeout" or (c.fault == "upstream_unavailable" and c.status in (502, 504)):
-        return "stale_address" if view.stale else None
+        return "stale_address" if view.stale(c.fault != "timeout") else None
     return None
 
 

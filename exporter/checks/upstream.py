@@ -12,8 +12,9 @@ minutes while it is healthy, and a name Kong found missing stays missing for 30 
 - Kong's error log names the address it proxied the route to (`upstream: "http://ip:port/"`),
   and the container listing gives the service's address now; they differ.
 
-The first alone already places the fault on Kong's side (the route fails, the service answers
-on the same network); the second, when the log has it, names the old address.
+The second decides when the log has it. Without it, Kong's own 502/504 (it could not
+connect) to a service that answers there is enough; a timeout alone is not, since a slow
+service on a loaded host looks the same.
 """
 
 from __future__ import annotations
@@ -65,14 +66,22 @@ class UpstreamView:
         return self.kong_address.rsplit(":", 1)[0].strip("[]") != self.current_address
 
     @property
-    def stale(self) -> bool:
-        """The service runs and answers by name inside kong's network, at an address other
-        than the one Kong uses (or Kong's address is not in its log): Kong's cache is old."""
-        if not (self.running and self.answered_inside):
+    def answers(self) -> bool:
+        """The service runs and answers its name inside kong's network."""
+        return self.running and bool(self.answered_inside)
+
+    def stale(self, kong_failed_to_connect: bool) -> bool:
+        """Kong's cache is old: the service answers at an address other than Kong's.
+
+        Without Kong's address in its log, Kong's own connect failure (502/504) to a
+        service that answers still shows it; a timeout alone does not (a slow service on
+        a loaded host looks the same).
+        """
+        if not self.answers:
             return False
         if self.kong_address is not None and self.current_address is not None:
             return self.kong_holds_old_address
-        return True
+        return kong_failed_to_connect
 
     def evidence(self) -> dict[str, Any]:
         """The facts behind the verdict, as issue evidence."""

@@ -121,6 +121,16 @@ def test_a_502_without_kong_log_lines_is_stale_on_the_probe_alone() -> None:
     assert docker.log_reads == 1
 
 
+def test_a_timeout_without_kongs_address_is_not_called_stale() -> None:
+    """A slow service on a loaded host also times out through Kong while answering the
+    probe: without Kong's logged address, the service is blamed as before."""
+    docker = KongHost({"auth": (200, "-")})
+    findings = ApiEndpointsCheck().run(ctx_for(instance(), docker, hangs))
+    assert [(i.code, i.component) for i in findings.issues] == [
+        ("GATEWAY_UPSTREAM_ERROR", "auth")]
+    assert docker.log_reads == 1
+
+
 def test_a_not_found_answer_kong_still_holds_is_stale() -> None:
     docker = KongHost({"auth": (200, "-")})
     findings = ApiEndpointsCheck().run(ctx_for(instance(), docker, not_found))
