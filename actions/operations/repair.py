@@ -89,8 +89,11 @@ ROLE_SERVICES: Mapping[str, tuple[str, ...]] = {
 }
 _ROLE_USERS = frozenset(s for services in ROLE_SERVICES.values() for s in services)
 # What a verified container action must leave behind for its component: none of these.
+# A kong container that runs but does not answer yet (it is still starting) hides what it
+# was restarted for, so the gateway answering is part of it.
 _CONTAINER_DOWN = frozenset({"CONTAINER_MISSING", "CONTAINER_NOT_RUNNING",
-                             "CONTAINER_CRASH_LOOP", "CONTAINER_UNHEALTHY"})
+                             "CONTAINER_CRASH_LOOP", "CONTAINER_UNHEALTHY",
+                             "GATEWAY_UNREACHABLE"})
 _STOPPED = frozenset({"exited", "created", "dead", "paused", "removing"})
 # Env and compose variables that hold the API keys, by key name.
 _KEY_VARIABLES: Mapping[str, tuple[str, ...]] = {

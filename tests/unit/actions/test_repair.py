@@ -120,6 +120,14 @@ KONG_STALE = (issue("GATEWAY_UPSTREAM_STALE", "kong", "api_endpoints", upstream=
 # -- the plan per fault ---------------------------------------------------------------------
 
 
+def test_a_restarted_kong_that_does_not_answer_yet_is_not_verified() -> None:
+    """While kong starts, the stale route is not reported, but the gateway is unreachable."""
+    (restart,) = plan(*KONG_STALE).actions
+    starting = diagnostic(issue("GATEWAY_UNREACHABLE", "kong", "api_endpoints"))
+    assert [i.code for i in remaining_issues(restart, starting)] == ["GATEWAY_UNREACHABLE"]
+    assert remaining_issues(restart, diagnostic()) == []
+
+
 def test_kong_holding_an_old_address_restarts_kong_and_nothing_else() -> None:
     result = plan(*KONG_STALE)
     assert result.root_cause == "GATEWAY_UPSTREAM_STALE"
