@@ -69,7 +69,7 @@ class AlertmanagerClient:
     def create_silence(self, instance_id: str, *, comment: str,
                        duration_seconds: float) -> str:
         """Silence every alert labelled instance_id=<id> from now for the duration; its id."""
-        if not INSTANCE_ID_PATTERN.match(instance_id):
+        if not INSTANCE_ID_PATTERN.fullmatch(instance_id):
             raise AlertmanagerError("not an instance id")
         if not 0 < duration_seconds <= 7 * 86400:
             raise AlertmanagerError("silence duration must be between 0 and 7 days")
@@ -104,7 +104,7 @@ class AlertmanagerClient:
         """Silences known to Alertmanager, optionally only those matching this instance."""
         params = None
         if instance_id is not None:
-            if not INSTANCE_ID_PATTERN.match(instance_id):
+            if not INSTANCE_ID_PATTERN.fullmatch(instance_id):
                 raise AlertmanagerError("not an instance id")
             params = {"filter": f'{MATCHER_LABEL}="{instance_id}"'}
         data = self._call("GET", "/api/v2/silences", params=params)

@@ -138,13 +138,13 @@ class BackupStore:
     # paths
 
     def _instance_dir(self, instance_id: str) -> Path:
-        if not isinstance(instance_id, str) or not INSTANCE_ID_PATTERN.match(instance_id):
+        if not isinstance(instance_id, str) or not INSTANCE_ID_PATTERN.fullmatch(instance_id):
             raise BackupNotFound()
         return self.root / instance_id
 
     def _backup_dir(self, instance_id: str, backup_id: str) -> Path:
         # The id is checked before it touches a path: no `..`, `/`, NUL or oversize input.
-        if not isinstance(backup_id, str) or not BACKUP_ID_PATTERN.match(backup_id):
+        if not isinstance(backup_id, str) or not BACKUP_ID_PATTERN.fullmatch(backup_id):
             raise BackupNotFound()
         path = self._instance_dir(instance_id) / backup_id
         if path.is_symlink() or not path.is_dir():
@@ -275,7 +275,7 @@ class BackupStore:
             return []
         found: list[Backup] = []
         for entry in directory.iterdir():
-            if not BACKUP_ID_PATTERN.match(entry.name) or entry.is_symlink():
+            if not BACKUP_ID_PATTERN.fullmatch(entry.name) or entry.is_symlink():
                 continue
             try:
                 found.append(self._describe(instance_id, entry, _read_manifest(entry)))

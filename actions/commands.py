@@ -238,7 +238,7 @@ def find_backup(svc: ActionServices, instance_id: str, backup_id: str) -> Backup
     """One backup of this instance; BackupNotFound for anything else."""
     svc.engine.instance(instance_id)
     # Checked before anything touches a path: only the backup store's own id form passes.
-    if not BACKUP_ID_PATTERN.match(backup_id):
+    if not BACKUP_ID_PATTERN.fullmatch(backup_id):
         raise BackupNotFound()
     return svc.backups.get(instance_id, backup_id)
 
@@ -256,7 +256,7 @@ def restore(svc: ActionServices, instance_id: str, backup_id: str) -> Launch:
 
 def find_operation(svc: ActionServices, principal: Principal, op_id: str) -> Operation:
     """The operation, if the caller may see its instance; unknown and hidden read the same."""
-    if not OPERATION_ID_PATTERN.match(op_id):
+    if not OPERATION_ID_PATTERN.fullmatch(op_id):
         raise OperationNotFound()
     operation = svc.runner.get(op_id)
     if operation is None or not principal.can_see(operation.instance_id):

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Literal, TypeGuard
 
 import jwt
 
-from exporter.config import INSTANCE_ID_PATTERN, ApiConfig
+from exporter.config import INSTANCE_ID_PATTERN, ApiConfig, manager_secret_problem
 from exporter.errors import ConfigError, DoctorError
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class NotFound(AccessError):
 
     def __init__(self, instance_id: str) -> None:
         # An id that cannot be an instance id is not echoed: it is arbitrary client input.
-        if INSTANCE_ID_PATTERN.match(instance_id):
+        if INSTANCE_ID_PATTERN.fullmatch(instance_id):
             super().__init__(f"instance {instance_id} not found")
         else:
             super().__init__("instance not found")
@@ -138,8 +139,9 @@ class AccessControl:
                         "are not accepted")
         elif manager is not None and manager.secret is not None:
             secret = manager.secret.get_secret_value()
-            if not secret:
-                raise ConfigError("api.manager_jwt.secret: must not be empty")
+            problem = manager_secret_problem(secret)
+            if problem is not None:
+                raise ConfigError(f"api.manager_jwt.secret: {problem}")
             path = manager.users_file or users_file
             if path is None:
                 raise ConfigError("api.manager_jwt: needs users_file (or ultrabase.users_file) "
@@ -192,7 +194,7 @@ class AccessControl:
             raise Forbidden(needed)
         if instance_id is None:
             return
-        if (not INSTANCE_ID_PATTERN.match(instance_id)
+        if (not INSTANCE_ID_PATTERN.fullmatch(instance_id)
                 or not principal.can_see(instance_id)
                 or (known is not None and not known(instance_id))):
             raise NotFound(instance_id)
@@ -221,6 +223,7 @@ class AccessControl:
             return None
         now = self._clock()
         exp, nbf, user_id = claims.get("exp"), claims.get("nbf"), claims.get("id")
+        # A NaN or infinite exp would never expire (NaN <= now is False).
         if not _is_number(exp) or exp <= now:
             log.info("rejected a manager JWT: expired or without a valid exp")
             return None
@@ -321,4 +324,7 @@ def _bearer(authorization: str | None) -> str | None:
 
 
 def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number that is a real point in time: not a bool, NaN or infinity."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -25,7 +25,20 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "ULTRABASE_DOCTOR_CONSOLE_SECRET": ("console", "secret_key"),
 }
 
+# Match ids with fullmatch(): `$` alone also matches before a trailing newline.
 INSTANCE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+# A manager JWT secret shorter than this can be brute-forced offline from one token.
+MIN_MANAGER_SECRET_BYTES = 32
+# Secrets published with the software they configure: anyone holding one can mint an admin
+# token. The Ultrabase manager falls back to the first (fernandinhomartins40/ultrabase
+# src/server.js: `process.env.JWT_SECRET || 'ultrabase_jwt_secret_change_in_production'`);
+# the second is supabase/docker's .env.example JWT_SECRET, the third this project's example.
+PUBLIC_MANAGER_SECRETS = frozenset({
+    "ultrabase_jwt_secret_change_in_production",
+    "your-super-secret-jwt-token-with-at-least-32-characters-long",
+    "set-me-or-use-the-environment",
+})
 
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -58,7 +71,7 @@ class StaticInstance(_Section):
     @field_validator("id")
     @classmethod
     def _valid_id(cls, value: str) -> str:
-        if not INSTANCE_ID_PATTERN.match(value):
+        if not INSTANCE_ID_PATTERN.fullmatch(value):
             raise ValueError("must match ^[a-z0-9][a-z0-9_-]{0,62}$")
         return value
 
@@ -302,8 +315,29 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{path}: {error['msg']}"
 
 
+def manager_secret_problem(secret: str) -> str | None:
+    """Why `secret` must not sign manager JWTs the doctor accepts, or None when it may."""
+    if not secret:
+        return "must not be empty"
+    if secret in PUBLIC_MANAGER_SECRETS or secret.strip().lower() in PUBLIC_MANAGER_SECRETS:
+        return ("is a publicly known default: anyone could sign an admin token with it; "
+                "set the manager's JWT_SECRET to a random value (e.g. openssl rand -hex 32) "
+                "and use the same value here")
+    if len(secret.encode("utf-8")) < MIN_MANAGER_SECRET_BYTES:
+        return (f"is shorter than {MIN_MANAGER_SECRET_BYTES} bytes: a token signed with it "
+                "can be brute-forced offline; use a random value (e.g. openssl rand -hex 32)")
+    return None
+
+
 def _check_consistency(config: Config, source: str) -> None:
     problems: list[str] = []
+    manager = config.api.manager_jwt
+    if manager is not None and manager.secret is not None:
+        problem = manager_secret_problem(manager.secret.get_secret_value())
+        if problem is not None:
+            # Named with its variable too: the value usually comes from the environment.
+            problems.append(f"api.manager_jwt.secret (or ULTRABASE_DOCTOR_MANAGER_JWT_SECRET): "
+                            f"{problem}")
     thresholds = config.diagnostics.thresholds
     if thresholds.disk_critical_free_percent > thresholds.disk_low_free_percent:
         problems.append("diagnostics.thresholds.disk_critical_free_percent: must not exceed "
@@ -313,7 +347,7 @@ def _check_consistency(config: Config, source: str) -> None:
         problems.append(f"api.tokens: name {name!r} is used more than once")
     for i, token in enumerate(config.api.tokens):
         for scope in token.instances:
-            if scope != "*" and not INSTANCE_ID_PATTERN.match(scope):
+            if scope != "*" and not INSTANCE_ID_PATTERN.fullmatch(scope):
                 problems.append(f"api.tokens[{i}].instances: {scope!r} is not an instance id")
     if "static" in config.discovery.sources and not config.discovery.static:
         problems.append("discovery.static: the static source is on but lists no instance")

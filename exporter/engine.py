@@ -126,7 +126,7 @@ class DiagnosticsEngine:
 
     def instance(self, instance_id: str, fresh: bool = False) -> Instance:
         """A discovered instance; InstanceNotFoundError for unknown or invalid ids."""
-        if not isinstance(instance_id, str) or not INSTANCE_ID_PATTERN.match(instance_id):
+        if not isinstance(instance_id, str) or not INSTANCE_ID_PATTERN.fullmatch(instance_id):
             raise InstanceNotFoundError("unknown instance")
         found = self.discover(fresh).instances.get(instance_id)
         if found is None:

@@ -117,7 +117,7 @@ def _decide(svc: ActionServices, principal: Principal, instance_id: str,
             alerts: tuple[str, ...]) -> Outcome:
     """Refuse, or start the repair of, one instance."""
     # Unknown and out-of-scope read the same, as everywhere else in the API.
-    if not INSTANCE_ID_PATTERN.match(instance_id):
+    if not INSTANCE_ID_PATTERN.fullmatch(instance_id):
         # Not an id at all: it is not written to the audit log either.
         return _refuse(svc, principal, None, alerts, "unknown_instance", "unknown instance")
     if not principal.can_see(instance_id):

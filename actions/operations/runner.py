@@ -288,7 +288,7 @@ class OperationRunner:
 
     def get(self, op_id: str) -> Operation | None:
         """The operation, from the store (so also one run by the other process)."""
-        if not isinstance(op_id, str) or not OPERATION_ID_PATTERN.match(op_id):
+        if not isinstance(op_id, str) or not OPERATION_ID_PATTERN.fullmatch(op_id):
             return None
         return self.store.get_operation(op_id)
 

@@ -32,7 +32,7 @@ def compose_candidates(projects: Mapping[str, Sequence[ContainerSummary]],
     for project, containers in sorted(projects.items()):
         if project in claimed or not is_supabase_project(containers):
             continue
-        if not INSTANCE_ID_PATTERN.match(project):
+        if not INSTANCE_ID_PATTERN.fullmatch(project):
             log.warning("compose project %r runs GoTrue but its name is not a valid instance "
                         "id; skipped", project)
             continue

@@ -83,7 +83,7 @@ def parse_registry(data: Any, path: Path) -> Registry:
         record_id = key if key is not None else (item.get("id") if isinstance(item, dict)
                                                  else None)
         where = f"key {key!r}" if key is not None else f"instances[{position}]"
-        if not isinstance(record_id, str) or not INSTANCE_ID_PATTERN.match(record_id):
+        if not isinstance(record_id, str) or not INSTANCE_ID_PATTERN.fullmatch(record_id):
             orphans.append(_invalid(None, f"registry entry at {where} has no valid id",
                                     {"entry": where}))
             continue

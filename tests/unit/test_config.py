@@ -78,11 +78,13 @@ def test_invalid_yaml_and_non_mapping(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_secret_and_never_echoes_it() -> None:
-    raw = {"discovery": {"sources": ["compose"]}, "api": {"manager_jwt": {"secret": "file"}}}
-    config = parse_config(raw, environ={"ULTRABASE_DOCTOR_MANAGER_JWT_SECRET": "from-env"})
+    raw = {"discovery": {"sources": ["compose"]},
+           "api": {"manager_jwt": {"secret": "file-" + "x" * 40}}}
+    from_env = "from-env-" + "y" * 32
+    config = parse_config(raw, environ={"ULTRABASE_DOCTOR_MANAGER_JWT_SECRET": from_env})
     assert config.api.manager_jwt is not None and config.api.manager_jwt.secret is not None
-    assert config.api.manager_jwt.secret.get_secret_value() == "from-env"
-    assert "from-env" not in repr(config)
+    assert config.api.manager_jwt.secret.get_secret_value() == from_env
+    assert from_env not in repr(config)
 
 
 def test_invalid_value_is_not_echoed() -> None:
