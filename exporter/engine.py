@@ -245,10 +245,13 @@ class DiagnosticsEngine:
                                        selected)
             for i in wanted if i in found.instances])
 
-    def run_all(self, *, use_cache: bool = True,
-                trigger: str = "on_demand") -> list[RunOutcome]:
-        """run() for every instance, concurrently; unknown-meanwhile instances are skipped."""
-        ids = list(self.discover(fresh=True).instances)
+    def run_all(self, *, use_cache: bool = True, trigger: str = "on_demand",
+                only: Callable[[str], bool] | None = None) -> list[RunOutcome]:
+        """run() for every instance (those `only` admits), concurrently.
+
+        Instances unknown meanwhile are skipped; those `only` refuses are never run.
+        """
+        ids = [i for i in self.discover(fresh=True).instances if only is None or only(i)]
         return _gather("run_all", [
             self._instance_pool.submit(self.run, i, trigger=trigger, use_cache=use_cache)
             for i in ids])

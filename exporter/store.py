@@ -215,6 +215,14 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class AuditScope:
+    """What a caller narrowed to some instances may read of the audit log."""
+
+    instances: frozenset[str]
+    caller: str
+
+
+@dataclass(frozen=True)
 class StoreSnapshot:
     """What /metrics renders, read in one transaction so the parts agree.
 
@@ -673,19 +681,29 @@ class Store:
 
     def audit(self, limit: int = 100, offset: int = 0, *, instance_id: str | None = None,
               who: str | None = None, action: str | None = None,
-              since: datetime | None = None) -> list[AuditEntry]:
-        """Audit entries, newest first, filtered by any of instance, who, action and since."""
+              since: datetime | None = None,
+              scope: AuditScope | None = None) -> list[AuditEntry]:
+        """Audit entries, newest first, filtered by any of instance, who, action and since.
+
+        With `scope`, only entries about its instances, and the entries about no instance
+        that its caller wrote, are read: the rest is left out, not refused.
+        """
         if limit < 1 or offset < 0:
             raise ValueError("limit must be at least 1 and offset not negative")
-        params = {"iid": instance_id, "who": who, "action": action,
-                  "since": None if since is None else _epoch(since),
-                  "limit": limit, "offset": offset}
+        params: dict[str, Any] = {
+            "iid": instance_id, "who": who, "action": action,
+            "since": None if since is None else _epoch(since), "limit": limit,
+            "offset": offset, "scoped": scope is not None,
+            "scope": json.dumps(sorted(scope.instances) if scope is not None else []),
+            "caller": scope.caller if scope is not None else None}
         with self._read("read the audit log") as conn:
             rows = conn.execute(
                 "SELECT id, at, who, role, action, instance_id, operation_id, inputs, result, "
                 "duration_seconds, steps, error FROM audit "
                 "WHERE (:iid IS NULL OR instance_id = :iid) AND (:who IS NULL OR who = :who) "
                 "AND (:action IS NULL OR action = :action) AND (:since IS NULL OR at >= :since) "
+                "AND (NOT :scoped OR instance_id IN (SELECT value FROM json_each(:scope)) "
+                "OR (instance_id IS NULL AND who = :caller)) "
                 "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset", params).fetchall()
         return [_audit_entry(r) for r in rows]
 

@@ -20,8 +20,9 @@ failing store never fails a scrape: the last good output is served.
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 # One instance's samples of each per-instance family, in the layout's order.
 Samples = tuple[bytes, ...]
+# The instance_id label of a sample line. Label values are escaped in the exposition
+# (`\"`), so this cannot match text inside another label's value.
+_INSTANCE_LABEL = re.compile(rb'[{,]instance_id="([^"\\]*)"')
 
 
 class MetricsRenderer:
@@ -306,3 +310,18 @@ class _Fixed(Collector):
     def collect(self) -> Iterable[Metric]:
         """The given families."""
         return self._families
+
+
+def only_instances(output: bytes, instances: Container[str]) -> bytes:
+    """The exposition without the series of instances outside `instances`.
+
+    HELP and TYPE lines and series about no instance (ultrabase_up, counters) stay.
+    """
+    kept: list[bytes] = []
+    for line in output.splitlines(keepends=True):
+        if not line.startswith(b"#"):
+            found = _INSTANCE_LABEL.search(line)
+            if found is not None and found.group(1).decode("utf-8", "replace") not in instances:
+                continue
+        kept.append(line)
+    return b"".join(kept)

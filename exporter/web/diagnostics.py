@@ -62,8 +62,10 @@ def check_all_health() -> Response:
     """Every instance's health, run concurrently (cached results are reused)."""
     svc = services()
     started = datetime.now(UTC)
-    outcomes = svc.engine.run_all(use_cache=True)
-    names = {i.id: i.name for i in svc.engine.discover().instances.values()}
+    # A narrowed admin token neither runs nor sees instances outside its scope.
+    outcomes = svc.engine.run_all(use_cache=True, only=g.principal.can_see)
+    names = {i.id: i.name for i in svc.engine.discover().instances.values()
+             if g.principal.can_see(i.id)}
     results = [{
         "instance_id": o.diagnostic.instance_id,
         "instance_name": names.get(o.diagnostic.instance_id),

@@ -115,6 +115,8 @@ _TOKENS = (
     _TokenSpec("operator", "tok-operator-9d2a4c11", "operator"),
     _TokenSpec("operator-beta", "tok-operator-beta-77e0", "operator", (BETA,)),
     _TokenSpec("admin", "tok-admin-3f8e62aa", "admin"),
+    # An admin narrowed to one instance: fleet-wide routes must leave the others out.
+    _TokenSpec("admin-beta", "tok-admin-beta-51aa", "admin", (BETA,)),
 )
 
 # users.json as the manager writes it: keyed by username, which is also the id.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -52,13 +53,14 @@ ROUTES = [
 class World:
     """An app, its store and the plain Docker and checks behind it."""
 
-    def __init__(self, tmp: Path, protect_metrics: bool = False) -> None:
+    def __init__(self, tmp: Path, protect_metrics: bool = False,
+                 sections: dict[str, Any] | None = None) -> None:
         users = tmp / "users.json"
         write_matrix_users(users)
         api = matrix_api(users, protect_metrics=protect_metrics)
         self.config = parse_config({
             "discovery": {"sources": ["static"], "static": [{"id": ALPHA}, {"id": BETA}]},
-            "store": {"path": str(tmp / "store.sqlite3")},
+            "store": {"path": str(tmp / "store.sqlite3")}, **(sections or {}),
         }, environ={}).model_copy(update={"api": api})
         self.docker = PlainDocker(containers_for(ALPHA) + containers_for(BETA))
         self.store = Store(self.config.store.path)
