@@ -23,14 +23,13 @@ from exporter.web.errors import error_response, register_error_handlers
 
 log = logging.getLogger(__name__)
 
-# Request bodies are small; Alertmanager's webhook (up to 1000 alerts) is the largest.
-MAX_CONTENT_LENGTH = 256 * 1024
-
 
 def create_app(svc: ActionServices, access: AccessControl) -> Flask:
     """An app serving the action routes, /metrics, /healthz, /openapi.json and the console."""
     app = Flask("ultrabase_doctor.actions")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
+    # Alertmanager's webhook (up to 1000 alerts) is the largest body; waitress holds the
+    # same limit before Flask sees anything.
+    app.config["MAX_CONTENT_LENGTH"] = svc.config.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = svc
     app.extensions[RATE_LIMITS_EXTENSION] = RateLimits(app, svc.config.actions.rate_limit)

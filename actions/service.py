@@ -149,7 +149,7 @@ def serve(config: Config) -> int:
     running = build(config)
     return serve_until_stopped([Listener(running.app, config.actions.host, config.actions.port)],
                                label="action API", start=running.services.renderer.start,
-                               close=running.close)
+                               close=running.close, max_body=config.api.max_body_bytes)
 
 
 def serve_all(config: Config) -> int:
@@ -170,4 +170,5 @@ def serve_all(config: Config) -> int:
     return serve_until_stopped(
         [Listener(exporter.app, config.exporter.host, config.exporter.port),
          Listener(actions.app, config.actions.host, config.actions.port)],
-        label="exporter and action API", start=exporter.start, close=close)
+        label="exporter and action API", start=exporter.start, close=close,
+        max_body=config.api.max_body_bytes)

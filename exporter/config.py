@@ -150,11 +150,14 @@ class ManagerJwtConfig(_Section):
 
 
 class ApiConfig(_Section):
-    """Access control shared by both HTTP services."""
+    """Access control and request limits shared by both HTTP services."""
 
     tokens: tuple[TokenConfig, ...] = ()
     manager_jwt: ManagerJwtConfig | None = None
     protect_metrics: bool = False
+    # Largest request body taken, by the WSGI server and by Flask alike; a request that
+    # does not authenticate gets no body read at all.
+    max_body_bytes: Annotated[int, Field(ge=4096, le=64 * 1024 * 1024)] = 1024 * 1024
 
 
 class ListenConfig(_Section):

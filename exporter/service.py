@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 from flask import Flask
-from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+from waitress.server import BaseWSGIServer, MultiSocketServer
 
 from exporter.access import AccessControl
 from exporter.config import Config
@@ -25,9 +25,11 @@ from exporter.scheduler import DiagnosticScheduler
 from exporter.store import InstanceInfo, Store
 from exporter.web.app import create_app
 from exporter.web.context import Services
+from exporter.web.wsgi import Listener, create_servers
+
+__all__ = ["Listener", "Running", "build", "registry_owners", "serve", "serve_until_stopped"]
 
 log = logging.getLogger(__name__)
-_WSGI_THREADS = 8
 
 
 @dataclass
@@ -107,36 +109,24 @@ def terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@dataclass(frozen=True)
-class Listener:
-    """One app on one address."""
-
-    app: Flask
-    host: str
-    port: int
-
-
 def serve(config: Config) -> int:
     """Serve until SIGTERM or Ctrl-C; then stop the scheduler and close the store."""
     running = build(config)
     return serve_until_stopped([Listener(running.app, config.exporter.host,
                                          config.exporter.port)],
-                               label="exporter", start=running.start, close=running.close)
+                               label="exporter", start=running.start, close=running.close,
+                               max_body=config.api.max_body_bytes)
 
 
 def serve_until_stopped(listeners: Sequence[Listener], *, label: str,
-                        start: Callable[[], None], close: Callable[[], None]) -> int:
+                        start: Callable[[], None], close: Callable[[], None],
+                        max_body: int) -> int:
     """Serve every app with waitress until SIGTERM or Ctrl-C; close runs on every way out."""
     sockets: dict[int, Any] = {}  # one map: one I/O loop drives every server
-    servers: list[BaseWSGIServer | MultiSocketServer] = []
+    servers: list[BaseWSGIServer | MultiSocketServer]
     try:
-        for listener in listeners:
-            servers.append(create_server(listener.app, map=sockets, host=listener.host,
-                                         port=listener.port, threads=_WSGI_THREADS,
-                                         ident="ultrabase-doctor"))
+        servers = create_servers(listeners, sockets, max_body=max_body)
     except BaseException:
-        for server in servers:
-            server.close()
         close()
         raise
     log.warning("%s listening on %s", label,

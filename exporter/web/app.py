@@ -14,7 +14,8 @@ from exporter.web.errors import register_error_handlers
 def create_app(svc: Services, access: AccessControl) -> Flask:
     """An app serving /metrics, /healthz and the diagnostics API over these services."""
     app = Flask("ultrabase_doctor.exporter")
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    # The same limit waitress holds before Flask sees anything (api.max_body_bytes).
+    app.config["MAX_CONTENT_LENGTH"] = svc.config.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = svc
 

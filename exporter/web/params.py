@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,7 +25,8 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # str.isdigit() is also true of "²" and other non-ASCII digits, which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise BadRequest(f"{name} must be an integer from {low} to {high}")
     return int(raw)
 
@@ -55,13 +57,27 @@ def parsed_arg(name: str, default: str, parse: Callable[[str], T]) -> T:
         raise BadRequest(f"{name}: {exc}") from None
 
 
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object ({} when blank), else BadRequest."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack (e.g. 100 000 `[`).
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def json_body(max_keys: int = 20) -> dict[str, Any]:
     """The request's JSON object body ({} when empty)."""
-    if not request.data:
-        return {}
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+    body = json_object(request.get_data(cache=True))
     if len(body) > max_keys:
         raise BadRequest("the body has too many keys")
     return body

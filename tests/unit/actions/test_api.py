@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from actions.alertmanager import AlertmanagerClient, AlertmanagerError
-from actions.app import MAX_CONTENT_LENGTH, create_app
+from actions.app import create_app
 from actions.audit import AuditEntry
 from actions.backups import Backup, BackupNotFound
 from actions.blueprints.common import ActionServices, Bodies
@@ -368,7 +368,7 @@ def test_bad_bodies_are_400_and_start_nothing(client: FlaskClient, world: World,
 @pytest.mark.parametrize(("method", "path"), MUTATING)
 def test_oversized_bodies_are_413_and_start_nothing(client: FlaskClient, world: World,
                                                    method: str, path: str) -> None:
-    raw = b'{"reason": "' + b"x" * MAX_CONTENT_LENGTH + b'"}'
+    raw = b'{"reason": "' + b"x" * world.config.api.max_body_bytes + b'"}'
     response = client.open(path, method=method, data=raw, headers=ADMIN,
                            content_type="application/json")
     assert response.status_code == 413
