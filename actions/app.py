@@ -11,9 +11,11 @@ from actions.blueprints import alerts, audit, backups, config, metrics, operatio
 from actions.blueprints.common import (
     EXTENSION,
     RATE_LIMITS_EXTENSION,
+    WAIT_SLOTS_EXTENSION,
     ActionServices,
     RateLimited,
     RateLimits,
+    WaitSlots,
 )
 from actions.console import init_console
 from exporter.access import AccessControl
@@ -33,6 +35,8 @@ def create_app(svc: ActionServices, access: AccessControl) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = svc
     app.extensions[RATE_LIMITS_EXTENSION] = RateLimits(app, svc.config.actions.rate_limit)
+    app.extensions[WAIT_SLOTS_EXTENSION] = WaitSlots(svc.config.actions.max_waits,
+                                                     svc.config.actions.max_waits_per_caller)
 
     register_error_handlers(app)
     _register_action_errors(app)

@@ -180,6 +180,11 @@ class ActionsConfig(_Section):
     # healthcheck (rest, kong) are up once they run, and answer a moment later.
     settle_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0
     auto_repair_budget_per_hour: Annotated[int, Field(ge=0, le=100)] = 3
+    # `?wait=true` requests blocked at once, in total and per caller. Each holds one of the
+    # 8 worker threads, so at most half can wait: /healthz, /metrics and the webhook always
+    # find a free one. A wait beyond either limit answers at once, as without ?wait.
+    max_waits: Annotated[int, Field(ge=0, le=4)] = 4
+    max_waits_per_caller: Annotated[int, Field(ge=1, le=4)] = 2
     # flask-limiter syntax, per token and per instance on mutating routes.
     rate_limit: Annotated[str, Field(min_length=3, max_length=64)] = "30/minute"
 

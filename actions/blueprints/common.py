@@ -18,8 +18,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -61,6 +63,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "ultrabase_doctor.actions"
 RATE_LIMITS_EXTENSION = "ultrabase_doctor.actions.rate_limits"
+WAIT_SLOTS_EXTENSION = "ultrabase_doctor.actions.wait_slots"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -307,6 +310,60 @@ def rate_limits() -> RateLimits:
     return found
 
 
+# waits --------------------------------------------------------------------------------------
+
+
+class WaitSlots:
+    """How many `?wait=true` requests may block a worker thread: in total and per caller."""
+
+    def __init__(self, total: int, per_caller: int) -> None:
+        self._total = total
+        self._per_caller = per_caller
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, caller: str) -> Iterator[bool]:
+        """Take a slot for the block: yields False (and takes none) when the limits are met."""
+        with self._lock:
+            granted = (sum(self._held.values()) < self._total
+                       and self._held.get(caller, 0) < self._per_caller)
+            if granted:
+                self._held[caller] = self._held.get(caller, 0) + 1
+        try:
+            yield granted
+        finally:
+            if granted:
+                with self._lock:
+                    self._held[caller] -= 1
+                    if not self._held[caller]:
+                        del self._held[caller]
+
+    def held(self) -> int:
+        """Slots in use now."""
+        with self._lock:
+            return sum(self._held.values())
+
+
+def wait_slots() -> WaitSlots:
+    """The current app's wait slots."""
+    found: WaitSlots = current_app.extensions[WAIT_SLOTS_EXTENSION]
+    return found
+
+
+def wait_for(operation: Operation, timeout: float) -> Operation:
+    """The operation when it ends or at `timeout`; at once when no wait slot is free."""
+    if operation.status in FINISHED:
+        return operation
+    principal = current_principal()
+    with wait_slots().hold(f"{principal.source}:{principal.name}") as granted:
+        if not granted:
+            log.info("?wait=true of %s answered at once: its wait slots are all taken",
+                     principal.name)
+            return operation
+        return services().runner.wait(operation.id, timeout)
+
+
 # operations ---------------------------------------------------------------------------------
 
 
@@ -321,13 +378,12 @@ def operation_response(operation: Operation, status: int) -> Response:
 def submit(launch: Launch, wait: WaitQuery) -> Response:
     """Start an operation: 202 at once, or 200 when `wait` saw it finish."""
     svc = services()
-    runner = svc.runner
     operation = launch.start(svc, current_principal())
     if not wait.wait:
         # 202 even when a quick body already ended: the answer says "accepted", the
         # operation's own status says how far it got.
         return operation_response(operation, 202)
-    operation = runner.wait(operation.id, wait.timeout)
+    operation = wait_for(operation, wait.timeout)
     return operation_response(operation, 200 if operation.status in FINISHED else 202)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from actions import commands
-from actions.blueprints.common import endpoint, operation_response, services
+from actions.blueprints.common import endpoint, operation_response, services, wait_for
 from actions.models import ErrorBody, OperationOut, WaitQuery
 from actions.operations.model import FINISHED
 from exporter.web.access import current_principal, require
@@ -23,5 +23,5 @@ def get_operation(op_id: str, query: WaitQuery) -> Response:
     # Unknown, malformed and out-of-scope ids all read "operation not found".
     operation = commands.find_operation(svc, current_principal(), op_id)
     if query.wait and operation.status not in FINISHED:
-        operation = svc.runner.wait(op_id, query.timeout)
+        operation = wait_for(operation, query.timeout)
     return operation_response(operation, 200)
