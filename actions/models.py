@@ -9,6 +9,7 @@ breaks a client that validates against the document.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,22 @@ from exporter.config import INSTANCE_ID_PATTERN
 
 # No control characters (newline, NUL, ...) anywhere a value may end up in a file.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+# What the Ultrabase manager's own config editor accepts for the values the doctor writes
+# into its registry (fernandinhomartins40/ultrabase src/management/config-editor.js at
+# 1460089: validateName 2-50 of [a-zA-Z0-9-_\s], validateUsername 3-30 of [a-zA-Z0-9_],
+# validatePassword 4-100). Its dashboard (src/public/index.html) puts registry values into
+# innerHTML and into JavaScript strings inside onclick attributes without escaping, so
+# markup and quotes must never reach the registry: whitespace is a plain space here, and
+# the password, which the manager takes unchecked, keeps to letters, digits, space and
+# punctuation that is neither markup, a quote, nor special to kong's shell evaluation.
+INSTANCE_NAME_PATTERN = r"^[A-Za-z0-9 _-]{2,50}$"
+DASHBOARD_USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,30}$"
+DASHBOARD_PASSWORD_PATTERN = r"^[A-Za-z0-9 !#%()*+,./:;=?@\[\]^_{|}~-]{8,100}$"  # noqa: S105
+# A message, not a password:
+DASHBOARD_PASSWORD_RULE = (
+    "must be 8 to 100 letters, digits, spaces or !#%()*+,-./:;=?@[]^_{|}~ "  # noqa: S105
+    "(no quotes, markup, $, & or backslash)")
 
 
 
@@ -98,11 +115,10 @@ class RepairRequest(_Request):
 class ConfigChanges(_Request):
     """The editable settings; only those present are changed."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100,
-                                           pattern=_PRINTABLE)] | None = None
-    dashboard_username: Annotated[str, StringConstraints(min_length=1, max_length=64,
-                                                         pattern=_PRINTABLE)] | None = None
-    dashboard_password: Annotated[SecretStr, Field(min_length=1, max_length=256)] | None = None
+    name: Annotated[str, StringConstraints(pattern=INSTANCE_NAME_PATTERN)] | None = None
+    dashboard_username: Annotated[str, StringConstraints(
+        pattern=DASHBOARD_USERNAME_PATTERN)] | None = None
+    dashboard_password: Annotated[SecretStr, Field(min_length=8, max_length=100)] | None = None
     site_url: Annotated[str, StringConstraints(min_length=1, max_length=1024,
                                                pattern=_PRINTABLE)] | None = None
     disable_signup: bool | None = None
@@ -122,6 +138,14 @@ class ConfigChanges(_Request):
                                      for ch in value.get_secret_value()):
             # The message never repeats the value: it is a secret.
             raise ValueError("must not contain control characters (newline, NUL, ...)")
+        return value
+
+    @field_validator("dashboard_password")
+    @classmethod
+    def _registry_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(DASHBOARD_PASSWORD_PATTERN,
+                                                  value.get_secret_value()):
+            raise ValueError(DASHBOARD_PASSWORD_RULE)
         return value
 
     def given(self) -> dict[str, Any]:

@@ -22,6 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from actions.files import FileSet, UnsafeEdit, UnsafeValue, check_value, kong_scalar
+from actions.models import (
+    DASHBOARD_PASSWORD_PATTERN,
+    DASHBOARD_PASSWORD_RULE,
+    DASHBOARD_USERNAME_PATTERN,
+    INSTANCE_NAME_PATTERN,
+)
 from actions.operations.health import issue_key, settle_quick_health
 from actions.operations.model import OperationError, StepFailed
 from exporter.discovery.model import Instance
@@ -75,6 +81,8 @@ class FieldSpec:
     minimum: int | None = None
     maximum: int | None = None
     check: Callable[[str], str | None] | None = None
+    # How to say what `pattern` allows, for a refusal that tells the caller what to send.
+    rule: str | None = None
     registry: tuple[str, ...] | None = None  # path in the instance's registry record
     env: tuple[str, ...] = ()  # keys in the env file
     compose: tuple[tuple[str, str], ...] = ()  # (service, KEY) in the rendered compose file
@@ -97,8 +105,10 @@ class FieldSpec:
             if not low <= value <= high:
                 raise UnsafeValue(f"{self.name} must be from {self.minimum} to {self.maximum}")
             return value
-        text = check_value(value, max_length=self.max_length, pattern=self.pattern,
-                           name=self.name)
+        text = check_value(value, max_length=self.max_length,
+                           pattern=None if self.rule else self.pattern, name=self.name)
+        if self.rule and self.pattern and re.fullmatch(self.pattern, text) is None:
+            raise UnsafeValue(f"{self.name} {self.rule}")
         if len(text) < self.min_length:
             raise UnsafeValue(f"{self.name} must have at least {self.min_length} characters")
         if self.min_length and not text.strip():
@@ -133,16 +143,23 @@ class FieldSpec:
 _SMTP_RECREATE = ("auth",)
 
 EDITABLE: Mapping[str, FieldSpec] = {spec.name: spec for spec in (
+    # The three values that reach the manager's registry (and its dashboard's HTML) take
+    # only what the manager's own forms take: see actions.models.
     FieldSpec("name", "str", "The instance's display name (registry only; nothing restarts)",
-              min_length=1, max_length=100, registry=("name",)),
+              min_length=2, max_length=50, pattern=INSTANCE_NAME_PATTERN, registry=("name",),
+              rule="must be 2 to 50 letters (A-Z, a-z), digits, spaces, - or _, as the "
+                   "Ultrabase manager's own editor accepts"),
     FieldSpec("dashboard_username", "str", "Studio's basic-auth user behind Kong",
-              min_length=1, max_length=64, pattern=r"[A-Za-z0-9._@+-]+",
+              min_length=3, max_length=30, pattern=DASHBOARD_USERNAME_PATTERN,
+              rule="must be 3 to 30 letters (A-Z, a-z), digits or _, as the Ultrabase "
+                   "manager's own editor accepts",
               registry=("credentials", "dashboard_username"), env=("DASHBOARD_USERNAME",),
               compose=(("kong", "DASHBOARD_USERNAME"),),
               compose_if_present=(("studio", "DASHBOARD_USERNAME"),),
               kong="username", recreate=("kong", "studio")),
     FieldSpec("dashboard_password", "str", "Studio's basic-auth password behind Kong",
-              secret=True, min_length=8, max_length=128,
+              secret=True, min_length=8, max_length=100, pattern=DASHBOARD_PASSWORD_PATTERN,
+              rule=DASHBOARD_PASSWORD_RULE,
               registry=("credentials", "dashboard_password"), env=("DASHBOARD_PASSWORD",),
               compose=(("kong", "DASHBOARD_PASSWORD"),),
               compose_if_present=(("studio", "DASHBOARD_PASSWORD"),),

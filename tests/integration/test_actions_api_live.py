@@ -314,6 +314,10 @@ HOSTILE_CHANGES: list[dict[str, Any]] = [
     {"smtp_sender_name": "x" * 300},
     {"name": "fine", "GOTRUE_JWT_SECRET": "$x"},
     {"jwt_expiry": "3600\n"},
+    # What the manager's dashboard would render as markup (M5 of the security review).
+    {"name": "<img src=x onerror=alert(1)>"},
+    {"name": "a', 'b"},
+    {"dashboard_password": "p<script>x</script>"},
 ]
 
 
@@ -334,7 +338,7 @@ def test_traversal_injection_and_oversized_change_no_file(live: Live) -> None:
                              json={"changes": changes})
         assert response.status_code == 400, (changes, response.text)
         assert "reboot" not in response.text and "evil" not in response.text
-    huge = b'{"changes": {"name": "' + b"x" * (300 * 1024) + b'"}}'
+    huge = b'{"changes": {"name": "' + b"x" * (1024 * 1024) + b'"}}'
     response = live.call("PUT", f"/api/instances/{live.iid}/config", content=huge)
     assert response.status_code == 413, response.text
     not_json = live.call("POST", f"/api/instances/{live.iid}/safe-restart",

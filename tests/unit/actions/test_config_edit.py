@@ -205,8 +205,8 @@ def test_every_place_in_the_table_exists_in_the_templates(templates: str) -> Non
 
 
 GOOD: dict[str, Any] = {
-    "name": "Projeto Produção", "dashboard_username": "ops.admin@x", "dashboard_password":
-    "N3w pa'ss: #1!", "site_url": "https://app.example.com/cb?x=$1&y='2'",
+    "name": "Projeto Producao-2_b", "dashboard_username": "ops_admin", "dashboard_password":
+    "N3w pa[ss]: #1! ~^", "site_url": "https://app.example.com/cb?x=$1&y='2'",
     "disable_signup": True, "enable_email_autoconfirm": False, "jwt_expiry": 7200,
     "smtp_admin_email": "noreply@mail.example.com", "smtp_host": "smtp.example.com",
     "smtp_port": 587, "smtp_user": "user$name", "smtp_pass": "s3cr$t'`\"x",
@@ -226,6 +226,11 @@ def test_good_values_pass() -> None:
     ("dashboard_password", "short"), ("dashboard_password", "with$dollar"),
     ("dashboard_password", "with`tick`"), ("dashboard_password", 'with"quote'),
     ("dashboard_password", "back\\slash"), ("dashboard_password", "nul\x00inside"),
+    ("dashboard_password", "it's a quote"), ("dashboard_password", "<b>markup</b>"),
+    ("dashboard_password", "amp&ersand1"), ("dashboard_password", "x" * 101),
+    ("name", "<img src=x onerror=alert(1)>"), ("name", "Projeto Produção"), ("name", "x"),
+    ("name", "x" * 51), ("name", "tab\there"), ("dashboard_username", "ab"),
+    ("dashboard_username", "ops.admin@x"),
     ("site_url", "ftp://x"), ("site_url", "https://"), ("site_url", "https://a b"),
     ("site_url", "https://x:99999/"), ("site_url", "https://x\n"),
     ("disable_signup", "true"), ("disable_signup", 1), ("jwt_expiry", 59),
@@ -302,7 +307,7 @@ def test_other_sources_are_not_editable(tmp_path: Path, store: BackupStore) -> N
 def test_edit_writes_every_place_and_recreates_only_what_reads_it(
         instance: Instance, store: BackupStore) -> None:
     ctx = PlainContext(instance, store)
-    result = run(config_edit_body({"dashboard_password": "Fresh-pass'1 #x",
+    result = run(config_edit_body({"dashboard_password": "Fresh-pass1 #x",
                                    "name": "Renamed", "jwt_expiry": 900}), ctx)
     assert result["changed"] == ["dashboard_password", "name", "jwt_expiry"]
     assert ctx.compose.calls == [("auth", "kong", "rest")]
@@ -310,16 +315,16 @@ def test_edit_writes_every_place_and_recreates_only_what_reads_it(
     assert ctx.step_names() == ["plan:ok", "backup:ok", "baseline_health:ok",
                                 "write_files:ok", "recreate:ok", "verify_health:ok"]
     files = FileSet(instance)
-    assert files.get_registry(("credentials", "dashboard_password")) == "Fresh-pass'1 #x"
+    assert files.get_registry(("credentials", "dashboard_password")) == "Fresh-pass1 #x"
     assert files.get_registry(("name",)) == "Renamed"
-    assert files.get_env("DASHBOARD_PASSWORD") == "Fresh-pass'1 #x"
-    assert files.get_compose_env("kong", "DASHBOARD_PASSWORD") == "Fresh-pass'1 #x"
-    assert files.get_kong_basicauth() == ("supabase", "Fresh-pass'1 #x")
+    assert files.get_env("DASHBOARD_PASSWORD") == "Fresh-pass1 #x"
+    assert files.get_compose_env("kong", "DASHBOARD_PASSWORD") == "Fresh-pass1 #x"
+    assert files.get_kong_basicauth() == ("supabase", "Fresh-pass1 #x")
     assert files.get_compose_env("auth", "GOTRUE_JWT_EXP") == "900"
     assert files.get_compose_env("rest", "PGRST_APP_SETTINGS_JWT_EXP") == "900"
     assert files.get_compose_env("db", "JWT_EXP") == "3600"  # initdb only: left alone
     assert [b.id for b in store.list(IID)] == [result["backup_id"]]
-    assert "Fresh-pass'1 #x" not in ctx.redactor.text("now Fresh-pass'1 #x")
+    assert "Fresh-pass1 #x" not in ctx.redactor.text("now Fresh-pass1 #x")
 
 
 def test_secrets_of_the_edit_are_redacted_in_steps(instance: Instance,
@@ -448,7 +453,7 @@ def test_file_changed_by_the_manager_meanwhile_is_not_overwritten(
     before_registry = instance.files.registry.read_bytes() if instance.files.registry else b""
     ctx = PlainContext(instance, store)
     with pytest.raises(OperationError) as caught:
-        run(config_edit_body({"site_url": "https://new.example", "name": "n"}), ctx)
+        run(config_edit_body({"site_url": "https://new.example", "name": "nn"}), ctx)
     assert caught.value.rolled_back is False
     assert "not applied" in str(caught.value)
     assert "MANAGER_WAS_HERE=1" in env_file.read_text()
@@ -462,7 +467,7 @@ def test_registry_other_records_untouched_by_an_edit(instance: Instance,
     assert instance.files.registry is not None
     text = instance.files.registry.read_text()
     other = json.loads(text)[OTHER]
-    run(config_edit_body({"dashboard_username": "new.user"}), PlainContext(instance, store))
+    run(config_edit_body({"dashboard_username": "new_user"}), PlainContext(instance, store))
     after = instance.files.registry.read_text()
     assert json.loads(after)[OTHER] == other
     # Everything before this instance's record (the other record) is the same text.

@@ -77,7 +77,7 @@ def test_check_all_health_runs_and_shows_only_the_scope(tmp_path: Path) -> None:
         assert answer.json["total_instances"] == 1
         assert ALPHA not in answer.get_data(as_text=True)
         ran = [c.instance.id for c in world.check.contexts][len(seen_before):]
-        assert ran == [BETA]
+        assert ran == [BETA], answer.json
         # The unscoped admin still gets the whole fleet.
         full = world.app.test_client().get("/api/instances/check-all-health",
                                            headers={"Authorization": "Bearer tok-admin-3f8e62aa"})
