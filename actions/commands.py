@@ -139,9 +139,16 @@ def repair(svc: ActionServices, instance_id: str, request: RepairRequest) -> Rep
     """
     # Plan against the instance as it is now, not as it was at the last sweep or discovery.
     instance = svc.engine.instance(instance_id, fresh=True)
-    diagnostic = svc.engine.run(instance_id, trigger="operation", use_cache=False).diagnostic
+    # A dry run changes nothing, so it shares the per-instance rate limit (and single
+    # flight) of run-diagnostics: within the window it plans from the latest diagnostic.
+    outcome = svc.engine.run(instance_id, trigger="operation", use_cache=False,
+                             limited=request.dry_run)
+    diagnostic = outcome.diagnostic
     plan = svc.bodies.plan_repairs(diagnostic, instance)
     out = plan_dict(svc, instance, diagnostic, plan)
+    if outcome.rate_limited:
+        out["rate_limited"] = True
+        out["retry_after_seconds"] = round(outcome.retry_after_seconds, 1)
     if request.actions is not None:
         known = {a.id for a in plan}
         missing = [i for i in dict.fromkeys(request.actions) if i not in known]

@@ -27,10 +27,14 @@ from exporter.errors import ConfigError, DoctorError
 
 log = logging.getLogger(__name__)
 
-Role = Literal["viewer", "operator", "admin"]
+# viewer < operator < admin, each with the rights of the ones before it. webhook stands
+# apart: Alertmanager's token may call the webhook (POST /api/alerts) and nothing else;
+# operators and admins may call it too.
+Role = Literal["viewer", "operator", "admin", "webhook"]
 Source = Literal["token", "manager_jwt", "anonymous", "local"]
 
 ROLE_RANK: Mapping[Role, int] = {"viewer": 0, "operator": 1, "admin": 2}
+_WEBHOOK_CALLERS: frozenset[Role] = frozenset({"webhook", "operator", "admin"})
 
 # Longer credentials are refused unread rather than hashed: no real token comes near this.
 _MAX_CREDENTIAL_LENGTH = 8192
@@ -52,6 +56,10 @@ class Principal:
 
     def has_role(self, needed: Role) -> bool:
         """Whether this caller's role is at least `needed`."""
+        if needed == "webhook":
+            return self.role in _WEBHOOK_CALLERS
+        if self.role == "webhook":
+            return False
         return ROLE_RANK[self.role] >= ROLE_RANK[needed]
 
 

@@ -138,7 +138,8 @@ class TokenConfig(_Section):
 
     name: Annotated[str, Field(min_length=1, max_length=64)]
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    role: Literal["viewer", "operator", "admin"]
+    # webhook: Alertmanager's token, which may call POST /api/alerts and nothing else.
+    role: Literal["viewer", "operator", "admin", "webhook"]
     instances: tuple[str, ...] = ("*",)
 
 

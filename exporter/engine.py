@@ -144,14 +144,21 @@ class DiagnosticsEngine:
     # running -------------------------------------------------------------------------
 
     def run(self, instance_id: str, *, trigger: str = "on_demand", use_cache: bool = True,
-            checks: Sequence[str] | None = None) -> RunOutcome:
-        """A diagnostic, honouring cache, rate limit and single flight for on-demand runs."""
+            checks: Sequence[str] | None = None, limited: bool | None = None) -> RunOutcome:
+        """A diagnostic, honouring cache, rate limit and single flight.
+
+        `limited` says whether the per-instance rate limit applies (default: to on-demand
+        runs only). Requests that anyone with an operator token can repeat (a webhook, a
+        dry run) pass True, so they share one window with run-diagnostics: within it they
+        get the latest result, `rate_limited`, instead of another full run.
+        """
+        limited = trigger == "on_demand" if limited is None else limited
         selected = self._select(checks)
         instance = self.instance(instance_id)
-        served = self._served(instance_id, trigger, use_cache, selected)
+        served = self._served(instance_id, limited, use_cache, selected)
         if served is not None:
             return served
-        return RunOutcome(self._single_flight(instance, trigger, selected))
+        return RunOutcome(self._single_flight(instance, trigger, selected, limited=limited))
 
     def start(self, instance_id: str, *, checks: Sequence[str] | None = None) -> RunStart:
         """Begin a fresh on-demand run in the background, under run()'s rules.
@@ -161,10 +168,10 @@ class DiagnosticsEngine:
         """
         selected = self._select(checks)
         instance = self.instance(instance_id)
-        served = self._served(instance_id, "on_demand", False, selected)
+        served = self._served(instance_id, True, False, selected)
         if served is not None:
             return RunStart("rate_limited", served)
-        future, owner = self._claim(instance.id, "on_demand")
+        future, owner = self._claim(instance.id, limited=True)
         if not owner:
             return RunStart("running")
         threading.Thread(target=self._fulfil_logged, args=(instance, selected, future),
@@ -176,12 +183,12 @@ class DiagnosticsEngine:
         with self._lock:
             return instance_id in self._inflight
 
-    def _served(self, instance_id: str, trigger: str, use_cache: bool,
+    def _served(self, instance_id: str, limited: bool, use_cache: bool,
                 selected: tuple[str, ...]) -> RunOutcome | None:
-        """The cached or rate-limited answer an on-demand request gets instead of a run."""
+        """The cached or rate-limited answer a limited request gets instead of a run."""
         now = self._clock()
         latest = self.store.latest(instance_id)
-        if trigger == "on_demand" and latest is not None:
+        if limited and latest is not None:
             age = latest.age_seconds(_utc(now))
             covers = set(selected) <= set(latest.results)
             if use_cache and covers and age < self.config.diagnostics.cache_ttl_seconds:
@@ -195,21 +202,24 @@ class DiagnosticsEngine:
                                   retry_after_seconds=window - (now - last))
         return None
 
-    def _claim(self, instance_id: str, trigger: str) -> tuple[Future[Diagnostic], bool]:
-        """The instance's run in flight, or a new one owned by the caller (True)."""
+    def _claim(self, instance_id: str, *, limited: bool) -> tuple[Future[Diagnostic], bool]:
+        """The instance's run in flight, or a new one owned by the caller (True).
+
+        A new limited run opens the instance's rate-limit window.
+        """
         with self._lock:
             future = self._inflight.get(instance_id)
             if future is not None:
                 return future, False
             future = Future()
             self._inflight[instance_id] = future
-            if trigger == "on_demand":
+            if limited:
                 self._last_on_demand[instance_id] = self._clock()
             return future, True
 
     def _single_flight(self, instance: Instance, trigger: str,
-                       selected: tuple[str, ...]) -> Diagnostic:
-        future, owner = self._claim(instance.id, trigger)
+                       selected: tuple[str, ...], *, limited: bool = False) -> Diagnostic:
+        future, owner = self._claim(instance.id, limited=limited)
         if not owner:
             return future.result()
         return self._fulfil(instance, trigger, selected, future)

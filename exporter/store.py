@@ -36,6 +36,13 @@ transaction bumps it once at its end), so every writer, including one still runn
 previous release, keeps it right. A reader that rendered generation *G* re-reads only the rows
 whose ``generation`` is above *G* (``Store.snapshot(since=G)``); rows from before the
 migration hold 0.
+Version 5: ``auto_repairs(id PK, instance_id, at, operation_id)`` — the auto-repair budget,
+one row per repair the webhook started, counted and written in one ``BEGIN IMMEDIATE``
+transaction so processes sharing the store cannot overspend it (these writes do bump the
+generation: /metrics shows which instances spent their budget).
+
+Retention: ``prune`` deletes audit entries and finished operations older than their
+configured number of days, and budget rows older than a day.
 
 The version lives in ``PRAGMA user_version``. ``MIGRATIONS`` is an ordered list of SQL
 scripts; script *n* (0-based) takes the schema from version *n* to *n + 1* and runs in its
@@ -57,7 +64,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -177,9 +184,23 @@ MIGRATIONS: tuple[str, ...] = (
             WHERE instance_id = NEW.instance_id;
     END;
     """,
+    # 5: the auto-repair budget (one row per repair the webhook started), and an index to
+    # prune finished operations by age.
+    """
+    CREATE TABLE auto_repairs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id  TEXT NOT NULL,
+        at           REAL NOT NULL,
+        operation_id TEXT
+    );
+    CREATE INDEX auto_repairs_instance_time ON auto_repairs (instance_id, at);
+    CREATE INDEX operations_finished ON operations (finished_at);
+    """,
 )
 
 RUNS = "diagnostic_runs"
+# auto_repair_budget_per_hour counts the repairs started in this window.
+AUTO_REPAIR_WINDOW_SECONDS = 3600.0
 OPERATIONS = "operations"
 # A lock whose holder has not heartbeaten for this long is stale, wherever the holder runs.
 LOCK_STALE_SECONDS = 600.0
@@ -215,6 +236,14 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class BudgetUse:
+    """An instance's auto-repairs within the budget window."""
+
+    used: int
+    frees_at: float  # when the oldest of them leaves the window (Unix time)
+
+
+@dataclass(frozen=True)
 class AuditScope:
     """What a caller narrowed to some instances may read of the audit log."""
 
@@ -237,6 +266,7 @@ class StoreSnapshot:
     run_counts: Mapping[tuple[str, str], int]
     operation_counts: Mapping[tuple[str, str], int]
     meta: Mapping[str, str]
+    auto_repairs: Mapping[str, BudgetUse] = field(default_factory=dict)
 
 
 class Store:
@@ -334,12 +364,15 @@ class Store:
                 "ORDER BY timestamp DESC, id DESC LIMIT ?", (instance_id, limit)).fetchall()
         return _decode_all(instance_id, rows)
 
-    def history_since(self, instance_id: str, since: datetime) -> list[Diagnostic]:
-        """The instance's diagnostics at or after `since`, oldest first."""
+    def history_since(self, instance_id: str, since: datetime,
+                      limit: int | None = None) -> list[Diagnostic]:
+        """The instance's diagnostics at or after `since`, oldest first (the newest `limit`)."""
         with self._read("read history") as conn:
             rows = conn.execute(
-                "SELECT payload FROM history WHERE instance_id = ? AND timestamp >= ? "
-                "ORDER BY timestamp, id", (instance_id, _epoch(since))).fetchall()
+                "SELECT payload FROM (SELECT payload, timestamp, id FROM history "
+                "WHERE instance_id = ? AND timestamp >= ? ORDER BY timestamp DESC, id DESC "
+                "LIMIT ?) ORDER BY timestamp, id",
+                (instance_id, _epoch(since), -1 if limit is None else limit)).fetchall()
         return _decode_all(instance_id, rows)
 
     def last_before(self, instance_id: str, before: datetime) -> Diagnostic | None:
@@ -446,6 +479,7 @@ class Store:
                     run_counts=_counts(conn, RUNS),
                     operation_counts=_counts(conn, OPERATIONS),
                     meta={str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")},
+                    auto_repairs=_budget_rows(conn, None),
                 )
             finally:
                 conn.execute("COMMIT")
@@ -706,6 +740,69 @@ class Store:
                 "OR (instance_id IS NULL AND who = :caller)) "
                 "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset", params).fetchall()
         return [_audit_entry(r) for r in rows]
+
+    # the auto-repair budget (schema version 4) ------------------------------------------
+
+    def reserve_auto_repair(self, instance_id: str, budget: int) -> int | None:
+        """Take one unit of the instance's budget: its reservation id, or None when spent.
+
+        Counting and taking happen in one BEGIN IMMEDIATE transaction, so processes sharing
+        the store cannot both take the last unit. A reservation not followed by a started
+        repair must be released (`release_auto_repair`); one left by a crash still counts.
+        """
+        now = time.time()
+        with self._write("reserve an auto-repair") as conn:
+            used = int(conn.execute(
+                "SELECT COUNT(*) FROM auto_repairs WHERE instance_id = ? AND at >= ?",
+                (instance_id, now - AUTO_REPAIR_WINDOW_SECONDS)).fetchone()[0])
+            if used >= budget:
+                return None
+            cursor = conn.execute("INSERT INTO auto_repairs (instance_id, at) VALUES (?, ?)",
+                                  (instance_id, now))
+            return int(cursor.lastrowid or 0)
+
+    def confirm_auto_repair(self, reservation: int, operation_id: str) -> None:
+        """Record the operation a reservation started."""
+        with self._write("record an auto-repair", bump=False) as conn:
+            conn.execute("UPDATE auto_repairs SET operation_id = ? WHERE id = ?",
+                         (operation_id, reservation))
+
+    def release_auto_repair(self, reservation: int) -> None:
+        """Give a unit back: the repair it was taken for did not start."""
+        with self._write("release an auto-repair") as conn:
+            conn.execute("DELETE FROM auto_repairs WHERE id = ?", (reservation,))
+
+    def auto_repairs_used(self, instance_id: str | None = None) -> dict[str, BudgetUse]:
+        """Repairs started within the budget window, by instance (or for the one instance)."""
+        with self._read("read the auto-repair budget") as conn:
+            return _budget_rows(conn, instance_id)
+
+    # retention --------------------------------------------------------------------------
+
+    def prune(self, *, audit_days: float, operations_days: float) -> tuple[int, int]:
+        """Delete audit entries and finished operations older than their retention.
+
+        Returns how many of each went. Running operations are never touched.
+        """
+        now = time.time()
+        with self._write("prune the audit log and operations", bump=False) as conn:
+            audit = conn.execute("DELETE FROM audit WHERE at < ?",
+                                 (now - audit_days * 86400,)).rowcount
+            operations = conn.execute(
+                "DELETE FROM operations WHERE finished_at IS NOT NULL AND finished_at < ? "
+                "AND id NOT IN (SELECT op_id FROM locks)",
+                (now - operations_days * 86400,)).rowcount
+            conn.execute("DELETE FROM auto_repairs WHERE at < ?", (now - 86400,))
+        return int(audit), int(operations)
+
+
+def _budget_rows(conn: sqlite3.Connection, instance_id: str | None) -> dict[str, BudgetUse]:
+    rows = conn.execute(
+        "SELECT instance_id, COUNT(*), MIN(at) FROM auto_repairs WHERE at >= ? "
+        "AND (? IS NULL OR instance_id = ?) GROUP BY instance_id",
+        (time.time() - AUTO_REPAIR_WINDOW_SECONDS, instance_id, instance_id)).fetchall()
+    return {str(iid): BudgetUse(int(count), float(oldest) + AUTO_REPAIR_WINDOW_SECONDS)
+            for iid, count, oldest in rows}
 
 
 def _prepare_file(path: Path) -> None:

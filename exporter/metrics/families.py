@@ -51,13 +51,16 @@ class Refresh:
     sweep_interval_seconds: float
     cache_ttl_seconds: float
     sweep_enabled: bool = True
+    # actions.auto_repair_budget_per_hour, for ultrabase_auto_repair_budget_exhausted.
+    auto_repair_budget: int = 3
 
     @classmethod
     def from_config(cls, config: Config | None) -> Refresh:
         """The refresh policy of config (the defaults when None)."""
         config = config or _DEFAULT
         return cls(config.schedule.sweep_interval_seconds,
-                   config.diagnostics.cache_ttl_seconds, config.schedule.enabled)
+                   config.diagnostics.cache_ttl_seconds, config.schedule.enabled,
+                   config.actions.auto_repair_budget_per_hour)
 
     def cached(self, subject: str) -> str:
         """HELP text of a family whose values come from the latest cached diagnostic."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -31,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from exporter.config import Config
 from exporter.metrics.collector import UltrabaseCollector
+from exporter.metrics.families import Refresh
 from exporter.metrics.snapshot import (
     InstanceLabels,
     InstanceRecord,
@@ -57,6 +59,7 @@ class MetricsRenderer:
     def __init__(self, source: MetricsSource, config: Config | None = None) -> None:
         self._source = source
         self._collector = UltrabaseCollector(source, config=config)
+        self._budget = Refresh.from_config(config).auto_repair_budget
         self._layout = _Layout.of(self._collector)
         self._lock = threading.Lock()  # one refresh at a time; scrapes never take it
         # The pieces and the body made of them, replaced whole by each refresh (never
@@ -86,7 +89,12 @@ class MetricsRenderer:
                 # A cheap probe first: most polls find nothing new.
                 known = self._state
                 generation = self._source.generation()
-                if known.output is not None and generation == known.generation:
+                # An exhausted auto-repair budget frees up as time passes, with no write
+                # to the store: its series go stale then and are read again.
+                frees_at = known.fleet_snapshot.budget_frees_at(self._budget) \
+                    if known.fleet_snapshot is not None else None
+                if known.output is not None and generation == known.generation and \
+                        (frees_at is None or time.time() < frees_at):
                     return False
                 # Generations only grow: a lower one is another store (a file restored or
                 # replaced), whose changes cannot be told from ours, so start over.
@@ -222,7 +230,8 @@ class _State:
                     record[1] if record else layout.none, diagnostic or layout.none,
                     strict=True))
         fleet_snapshot = MetricsSnapshot.build((), (), content.run_counts,
-                                               content.operation_counts, content.meta)
+                                               content.operation_counts, content.meta,
+                                               content.auto_repairs)
         fleet = self.fleet
         if fleet_snapshot != self.fleet_snapshot:
             fleet = _fleet(fleet_snapshot, collector)

@@ -1,4 +1,4 @@
-"""Activity counters from the store: diagnostic runs, operations and the last sweep's time."""
+"""Activity from the store: runs, operations, the last sweep's time, spent auto-repair budgets."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _rows(counts: Mapping[tuple[str, str], int]) -> list[Row]:
 
 
 def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
-    """Diagnostic runs and operations so far, and the last sweep's duration."""
+    """Diagnostic runs and operations so far, the last sweep's duration, spent budgets."""
     sweep = snapshot.sweep_duration_seconds
     return [
         counter("ultrabase_diagnostic_runs",
@@ -30,4 +30,15 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
               "Seconds the last scheduled sweep over all instances took; sweeps run every "
               f"{refresh.sweep_interval_seconds:g} s",
               (), [] if sweep is None else [((), sweep)]),
+        gauge("ultrabase_auto_repair_budget_exhausted",
+              "For each instance with an Alertmanager-triggered repair in the last hour: 1 "
+              "while they have reached actions.auto_repair_budget_per_hour "
+              f"({refresh.auto_repair_budget}) and further auto-repair alerts are refused "
+              "until the oldest leaves the hour, else 0",
+              ("instance_id",), _exhausted(snapshot, refresh.auto_repair_budget)),
     ]
+
+
+def _exhausted(snapshot: MetricsSnapshot, budget: int) -> list[Row]:
+    return [((iid,), float(bool(budget) and use.used >= budget))
+            for iid, use in snapshot.auto_repairs.items()]

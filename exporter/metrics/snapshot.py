@@ -8,6 +8,7 @@ from typing import Protocol
 
 from exporter.diagnostic import Diagnostic
 from exporter.metrics.families import number
+from exporter.store import BudgetUse
 
 
 class InstanceRecord(Protocol):
@@ -67,6 +68,11 @@ class StoreContent(Protocol):
         """Every exporter-wide fact (docker_ok, sweep_duration_seconds, ...)."""
         ...
 
+    @property
+    def auto_repairs(self) -> Mapping[str, BudgetUse]:
+        """Auto-repairs started within the budget window, by instance."""
+        ...
+
 
 class MetricsSource(Protocol):
     """The read side of the store that /metrics needs (exporter.store.Store provides it)."""
@@ -115,6 +121,8 @@ class MetricsSnapshot:
     operation_counts: Mapping[tuple[str, str], int] = field(default_factory=dict)
     docker_ok: bool | None = None
     sweep_duration_seconds: float | None = None
+    # Instance id -> auto-repairs started within the budget window (only those with any).
+    auto_repairs: Mapping[str, BudgetUse] = field(default_factory=dict)
 
     @classmethod
     def take(cls, source: MetricsSource) -> MetricsSnapshot:
@@ -122,13 +130,21 @@ class MetricsSnapshot:
         them)."""
         content = source.snapshot()
         return cls.build(content.latest, content.instances, content.run_counts,
-                         content.operation_counts, content.meta)
+                         content.operation_counts, content.meta, content.auto_repairs)
+
+    def budget_frees_at(self, budget: int) -> float | None:
+        """When the next exhausted auto-repair budget frees up (its series then changes
+        with no write to the store), if any is exhausted."""
+        times = [use.frees_at for use in self.auto_repairs.values()
+                 if budget and use.used >= budget]
+        return min(times) if times else None
 
     @classmethod
     def build(cls, diagnostics: Iterable[Diagnostic], instances: Iterable[InstanceRecord],
               run_counts: Mapping[tuple[str, str], int],
               operation_counts: Mapping[tuple[str, str], int],
-              meta: Mapping[str, str]) -> MetricsSnapshot:
+              meta: Mapping[str, str],
+              auto_repairs: Mapping[str, BudgetUse] | None = None) -> MetricsSnapshot:
         """A snapshot from the store's raw parts, in a stable order."""
         latest = newest(diagnostics)
         return cls(
@@ -139,6 +155,7 @@ class MetricsSnapshot:
             operation_counts=dict(sorted(operation_counts.items())),
             docker_ok=_docker_ok(meta.get("docker_ok")),
             sweep_duration_seconds=_seconds(meta.get("sweep_duration_seconds")),
+            auto_repairs=dict(sorted((auto_repairs or {}).items())),
         )
 
 

@@ -117,6 +117,8 @@ _TOKENS = (
     _TokenSpec("admin", "tok-admin-3f8e62aa", "admin"),
     # An admin narrowed to one instance: fleet-wide routes must leave the others out.
     _TokenSpec("admin-beta", "tok-admin-beta-51aa", "admin", (BETA,)),
+    # Alertmanager's token: the webhook and nothing else.
+    _TokenSpec("webhook", "tok-webhook-2c4e", "webhook"),
 )
 
 # users.json as the manager writes it: keyed by username, which is also the id.
@@ -163,6 +165,15 @@ def write_matrix_users(path: Path) -> None:
     path.write_text(json.dumps(MATRIX_USERS, indent=2), encoding="utf-8")
 
 
+def _allowed(role: Role, needed: Role) -> bool:
+    """The role table as the API documents it (webhook: the webhook route only)."""
+    if needed == "webhook":
+        return role in ("webhook", "operator", "admin")
+    if role == "webhook":
+        return False
+    return ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
 def expected_status(route: Route, caller: Caller, target: Target | None, *,
                     protect_open: bool = False) -> int | None:
     """The status the request must get; None means one of route.ok."""
@@ -173,7 +184,7 @@ def expected_status(route: Route, caller: Caller, target: Target | None, *,
         needed = "viewer"
     if caller.role is None:
         return 401
-    if ROLE_RANK[caller.role] < ROLE_RANK[needed]:
+    if not _allowed(caller.role, needed):
         return 403
     if target is not None and (not target.known or not caller.sees(target.id)):
         return 404

@@ -8,6 +8,7 @@ their modules), and Docker answers from plain data.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -231,7 +232,7 @@ ACTION_ROUTES = [
     Route("POST", f"/api/instances/{{instance_id}}/backups/{BACKUP_ID}/restore" + WAIT,
           "operator", body={}),
     Route("GET", "/api/audit", "admin"),
-    Route("POST", "/api/alerts", "operator", body=webhook(alert(auto=False))),
+    Route("POST", "/api/alerts", "webhook", body=webhook(alert(auto=False))),
 ]
 
 
@@ -260,7 +261,8 @@ def test_operation_visible_only_within_scope(client: FlaskClient, world: World) 
         headers = {"Authorization": caller.authorization} if caller.authorization else {}
         response = client.get(f"/api/operations/{op_id}?wait=true&timeout=10",
                               headers=headers)
-        want = 401 if caller.role is None else 200 if caller.sees(ALPHA) else 404
+        want = (401 if caller.role is None else 403 if caller.role == "webhook"
+                else 200 if caller.sees(ALPHA) else 404)
         assert response.status_code == want, (caller.name, response.json)
         if want == 404:
             # Indistinguishable from an operation that does not exist.
@@ -582,8 +584,9 @@ def test_webhook_refusals_are_audited(client: FlaskClient, world: World) -> None
     assert reasons == [(None, "no_instance_id"), ("ghost", "unknown_instance"),
                        (None, "unknown_instance"), (BETA, "nothing_to_repair")]
     entries = world.store.audit(10, action="auto_repair")
+    # Unknown ids are refused without being written under the id.
     assert sorted((e.instance_id or "", e.result) for e in entries) == [
-        ("", "refused"), ("", "refused"), (BETA, "refused"), ("ghost", "refused")]
+        ("", "refused"), ("", "refused"), ("", "refused"), (BETA, "refused")]
     assert all(e.who == "operator" and e.error for e in entries)
     assert world.plain.calls == []
 
@@ -604,9 +607,13 @@ def test_webhook_budget_holds_and_survives_a_restart(tmp_path: Path) -> None:
     try:
         world.plain.plan = [repair_action("start_container"),
                             repair_action("regenerate_jwt_keys", None, needs_confirm=True)]
-        # An old start outside the window does not count.
+        # An old start outside the window does not count, nor does a "started" audit
+        # entry: the budget is the store's own table.
+        with sqlite3.connect(world.store.path) as conn:
+            conn.execute("INSERT INTO auto_repairs (instance_id, at) VALUES (?, ?)",
+                         (ALPHA, time.time() - 7200))
         world.store.append_audit(AuditEntry(
-            at=datetime.now(UTC) - timedelta(hours=2), who="operator", role="operator",
+            at=datetime.now(UTC), who="operator", role="operator",
             action="auto_repair", instance_id=ALPHA, inputs={}, result="started"))
         for _ in range(2):
             # Two alerts of one instance in one webhook make one repair.
@@ -625,8 +632,10 @@ def test_webhook_budget_holds_and_survives_a_restart(tmp_path: Path) -> None:
         assert [c[0] for c in world.plain.calls] == ["repair", "repair"]
         assert world.plain.calls[0][2] == {"actions": ["start_container:auth"],
                                            "confirm": False}
-        # The fresh diagnostic behind each started repair ran with trigger "operation".
-        assert world.store.run_counts()[("operation", "healthy")] == 2
+        # The diagnostic behind the first started repair ran with trigger "operation"; the
+        # second webhook came within the instance's rate-limit window and reused it.
+        assert world.store.run_counts()[("operation", "healthy")] == 1
+        assert "diagnostic_reused" not in result or result["diagnostic_reused"] is True
         store = world.store
         world.close()
         # The count lives in the store: a restarted service still refuses.

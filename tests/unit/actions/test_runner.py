@@ -484,5 +484,5 @@ def test_store_migrates_to_the_action_tables(path: Path) -> None:
     with raw(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master "
                                              "WHERE type = 'table'")}
-    assert {"operations", "audit", "locks"} <= tables
+    assert {"operations", "audit", "locks", "auto_repairs"} <= tables
     assert os.stat(path).st_mode & 0o077 == 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from bench.samples import diagnostic
 from exporter.diagnostic import Diagnostic
-from exporter.store import InstanceInfo, StoreSnapshot
+from exporter.store import BudgetUse, InstanceInfo, StoreSnapshot
 
 
 @dataclass
@@ -23,6 +23,7 @@ class MemorySource:
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
     operations: dict[tuple[str, str], int] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    budgets: dict[str, BudgetUse] = field(default_factory=dict)
     gen: int = 0
     stamps: dict[str, int] = field(default_factory=dict)
     reads: int = 0  # snapshots taken
@@ -50,7 +51,8 @@ class MemorySource:
             latest=tuple(d for d in self.diagnostics
                          if since is None or stamps[d.instance_id] > since),
             latest_generations=stamps, instances=tuple(self.infos), run_counts=dict(self.runs),
-            operation_counts=dict(self.operations), meta=dict(self.meta))
+            operation_counts=dict(self.operations), meta=dict(self.meta),
+            auto_repairs=dict(self.budgets))
 
     def generation(self) -> int:
         """The generation."""
@@ -72,4 +74,6 @@ def fleet(count: int = 3, *, broken: Sequence[str] = ("inst-001",)) -> MemorySou
         runs={("scheduled", "healthy"): 10, ("on_demand", "unhealthy"): 2},
         operations={("safe_restart", "success"): 1},
         meta={"docker_ok": "1", "sweep_duration_seconds": "3.250"},
+        # The last instance spent its auto-repair budget (frees in a far future).
+        budgets={ids[-1]: BudgetUse(used=3, frees_at=4.0e9)},
         gen=1)

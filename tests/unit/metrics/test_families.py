@@ -42,6 +42,8 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "ultrabase_diagnostic_runs": ("counter", {"trigger", "result"}),
     "ultrabase_operations": ("counter", {"operation", "result"}),
     "ultrabase_sweep_duration_seconds": ("gauge", set()),
+    # Added with the security review (M6): not in DESIGN §6, an addition to the contract.
+    "ultrabase_auto_repair_budget_exhausted": ("gauge", {ID}),
 }
 
 
