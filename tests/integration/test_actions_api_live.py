@@ -167,7 +167,7 @@ def live(private_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
     am_url = f"http://127.0.0.1:{am_port}"
 
     base = yaml.safe_load(fleet.config_path.read_text())
-    base["api"]["tokens"].append({"name": "alertmanager", "role": "operator",
+    base["api"]["tokens"].append({"name": "alertmanager", "role": "webhook",
                                   "instances": ["*"],
                                   "token_sha256": hashlib.sha256(am_token.encode()).hexdigest()})
     base["store"] = {"path": str(work / "store.sqlite3")}
@@ -279,7 +279,7 @@ def test_alertmanager_webhook_repairs_once_within_budget(live: Live) -> None:
                 break
             time.sleep(0.5)
         assert [e["result"] for e in entries] == ["started"], entries
-        assert entries[0]["who"] == "alertmanager" and entries[0]["role"] == "operator"
+        assert entries[0]["who"] == "alertmanager" and entries[0]["role"] == "webhook"
         repaired = live.wait_operation(entries[0]["operation_id"])
         assert repaired["kind"] == "repair" and repaired["status"] == "succeeded", repaired
         assert repaired["inputs"]["source"] == "alertmanager"
