@@ -128,7 +128,8 @@ def cmd_report(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise DoctorError("--days must be from 1 to 365")
     store = open_store(config)
     try:
-        report = load_report(store, args.instance_id, args.days)
+        report = load_report(store, args.instance_id, args.days,
+                             limit=config.store.max_report_diagnostics)
     finally:
         store.close()
     if args.json:

@@ -124,6 +124,9 @@ class ScheduleConfig(_Section):
 
     enabled: bool = True
     sweep_interval_seconds: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    # Per-instance schedules (PUT .../schedule) may not run more often than this: each run
+    # is a full diagnostic, synthetic user included.
+    min_instance_interval_seconds: Annotated[float, Field(ge=60, le=86400)] = 900.0
 
 
 class StoreConfig(_Section):
@@ -131,6 +134,14 @@ class StoreConfig(_Section):
 
     path: Path = Path("/var/lib/ultrabase-doctor/store.sqlite3")
     history_limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+    # Audit entries and finished operations older than this are deleted (by the exporter's
+    # sweep, and by the action API once an hour as operations end).
+    audit_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    operations_retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    # What one request may read: the largest `limit` of diagnostic-history, and the newest
+    # diagnostics a health report reads (each is a full diagnostic, 5-10 KB of JSON).
+    max_history_limit: Annotated[int, Field(ge=1, le=10_000)] = 500
+    max_report_diagnostics: Annotated[int, Field(ge=10, le=10_000)] = 2016
 
 
 class TokenConfig(_Section):

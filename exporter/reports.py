@@ -123,8 +123,9 @@ class HealthPoint(NamedTuple):
 class HistorySource(Protocol):
     """The store reads a report needs."""
 
-    def history_since(self, instance_id: str, since: datetime) -> list[Diagnostic]:
-        """Diagnostics at or after `since`, oldest first."""
+    def history_since(self, instance_id: str, since: datetime,
+                      limit: int | None = None) -> list[Diagnostic]:
+        """Diagnostics at or after `since`, oldest first (the newest `limit` of them)."""
         ...
 
     def last_before(self, instance_id: str, before: datetime) -> Diagnostic | None:
@@ -152,19 +153,26 @@ class Window:
 
 
 def load_window(store: HistorySource, instance_id: str, days: int,
-                now: datetime | None = None) -> Window:
-    """The window's history plus the state just before it, from the store."""
+                now: datetime | None = None, *, limit: int | None = None) -> Window:
+    """The window's history plus the state just before it, from the store.
+
+    With `limit`, only the newest `limit` diagnostics of the window are read; when the
+    window holds more, the report covers the stretch they span (observed_seconds says so)
+    and no state before it is known.
+    """
     days = validate_days(days)
     now = _utc(now or datetime.now(UTC))
     start = now - timedelta(days=days)
-    return Window(start, now, store.history_since(instance_id, start),
-                  store.last_before(instance_id, start))
+    history = store.history_since(instance_id, start, None if limit is None else limit + 1)
+    if limit is not None and len(history) > limit:
+        return Window(start, now, history[1:], None)
+    return Window(start, now, history, store.last_before(instance_id, start))
 
 
 def load_report(store: HistorySource, instance_id: str, days: int,
-                now: datetime | None = None) -> HealthReport:
+                now: datetime | None = None, *, limit: int | None = None) -> HealthReport:
     """The report from the store: the window's history plus the state just before it."""
-    window = load_window(store, instance_id, days, now)
+    window = load_window(store, instance_id, days, now, limit=limit)
     return health_report(instance_id, window.history, days, window.end, before=window.before)
 
 

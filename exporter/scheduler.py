@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
@@ -63,6 +63,40 @@ def cron_of(spec: str) -> str:
     return cron
 
 
+def shortest_gap_seconds(cron: str) -> float:
+    """The least time between two runs of a 5-field cron expression, over any days it runs.
+
+    Only the minute and hour fields decide it: on a day the expression runs, it runs at
+    every minute and hour they list, and two such days may follow each other. So two days
+    of the expression with its day fields as `*` show every gap it can ever have.
+    """
+    minute, hour = cron.split()[:2]
+    trigger = CronTrigger.from_crontab(f"{minute} {hour} * * *", timezone=UTC)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    end = start + timedelta(days=2)
+    shortest = float("inf")
+    previous = trigger.get_next_fire_time(None, start)
+    while previous is not None and previous < end:
+        following = trigger.get_next_fire_time(previous, previous + timedelta(microseconds=1))
+        if following is None:
+            break
+        shortest = min(shortest, (following - previous).total_seconds())
+        previous = following
+    return shortest
+
+
+def checked_cron(spec: str, minimum_seconds: float) -> str:
+    """The cron expression of a spec that never runs more often than `minimum_seconds`."""
+    cron = cron_of(spec)
+    gap = shortest_gap_seconds(cron)
+    if gap < minimum_seconds:
+        raise ScheduleError(
+            f"schedule runs as often as every {gap / 60:g} min; the least interval is "
+            f"{minimum_seconds / 60:g} min (schedule.min_instance_interval_seconds): every "
+            "run is a full diagnostic, and the sweep already covers every instance")
+    return cron
+
+
 @dataclass(frozen=True)
 class SweepSummary:
     """What one scheduled sweep did."""
@@ -97,9 +131,14 @@ class DiagnosticScheduler:
     """Runs the global sweep and per-instance schedules; jobs never overlap."""
 
     def __init__(self, engine: DiagnosticsEngine, store: SweepStore | None,
-                 sweep_interval_seconds: float, *, sweep_enabled: bool = True) -> None:
+                 sweep_interval_seconds: float, *, sweep_enabled: bool = True,
+                 min_instance_interval_seconds: float = 0.0,
+                 housekeeping: Callable[[], None] | None = None) -> None:
+        # housekeeping runs after each sweep (the store's retention).
         self._engine = engine
         self._store = store
+        self._min_interval = min_instance_interval_seconds
+        self._housekeeping = housekeeping
         self.failures = 0
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -127,7 +166,7 @@ class DiagnosticScheduler:
             if self._scheduler.get_job(job_id):
                 self._scheduler.remove_job(job_id)
             return
-        trigger = CronTrigger.from_crontab(cron_of(spec), timezone=UTC)
+        trigger = CronTrigger.from_crontab(checked_cron(spec, self._min_interval), timezone=UTC)
         self._scheduler.add_job(self._instance, trigger, args=[instance_id], id=job_id,
                                 name=f"diagnose {instance_id}", replace_existing=True)
 
@@ -141,6 +180,8 @@ class DiagnosticScheduler:
 
     def _sweep(self) -> None:
         run_sweep(self._engine, self._store)
+        if self._housekeeping is not None:
+            self._housekeeping()
 
     def _instance(self, instance_id: str) -> None:
         self._engine.sweep("scheduled", [instance_id])

@@ -22,7 +22,7 @@ from exporter.errors import DoctorError
 from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
 from exporter.scheduler import DiagnosticScheduler
-from exporter.store import InstanceInfo, Store
+from exporter.store import InstanceInfo, Store, apply_retention
 from exporter.web.app import create_app
 from exporter.web.context import Services
 from exporter.web.wsgi import Listener, create_servers
@@ -74,8 +74,11 @@ def build(config: Config, *, schedule: bool = True) -> Running:
     engine = DiagnosticsEngine(config, docker, store)
     scheduler = None
     if schedule:
-        scheduler = DiagnosticScheduler(engine, store, config.schedule.sweep_interval_seconds,
-                                        sweep_enabled=config.schedule.enabled)
+        scheduler = DiagnosticScheduler(
+            engine, store, config.schedule.sweep_interval_seconds,
+            sweep_enabled=config.schedule.enabled,
+            min_instance_interval_seconds=config.schedule.min_instance_interval_seconds,
+            housekeeping=lambda: apply_retention(store, config.store))
         for saved in store.schedules():
             if saved.enabled:
                 try:

@@ -71,6 +71,7 @@ from typing import Any
 
 from actions.audit import AuditEntry
 from actions.operations.model import Operation, Step
+from exporter.config import StoreConfig
 from exporter.diagnostic import Diagnostic
 from exporter.errors import DoctorError
 from exporter.reports import HealthPoint
@@ -233,6 +234,18 @@ class Schedule:
     enabled: bool
     updated_at: datetime
     updated_by: str | None
+
+
+def apply_retention(store: Store, config: StoreConfig) -> None:
+    """Prune the audit log and finished operations as the config says; log what went."""
+    try:
+        audit, operations = store.prune(audit_days=config.audit_retention_days,
+                                        operations_days=config.operations_retention_days)
+    except StoreError as exc:
+        log.warning("retention: %s", exc)
+        return
+    if audit or operations:
+        log.info("retention: %d audit entries and %d operations pruned", audit, operations)
 
 
 @dataclass(frozen=True)

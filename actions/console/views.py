@@ -370,7 +370,8 @@ def history(instance_id: str) -> tuple[str, int]:
     svc = services()
     days = int_arg("days", 7, 1, 365)
     # One read of the window serves the report, the chart and the list.
-    window = load_window(svc.store, instance_id, days)
+    window = load_window(svc.store, instance_id, days,
+                         limit=svc.config.store.max_report_diagnostics)
     report = health_report(instance_id, window.history, days, window.end,
                            before=window.before)
     points = [HealthPoint(d.timestamp, d.healthy, len(d.issues)) for d in window.history]

@@ -44,7 +44,7 @@ from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from exporter.errors import DoctorError
 from exporter.redaction import Redactor
-from exporter.store import Store, StoreError
+from exporter.store import Store, StoreError, apply_retention
 
 if TYPE_CHECKING:
     from actions.alertmanager import AlertmanagerClient
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 30.0
 # How often wait() looks at the store for an operation run by another process.
 _POLL_SECONDS = 0.2
+# The store's retention is applied at most this often, as operations end.
+_RETENTION_SECONDS = 3600.0
 
 
 class OperationContext:
@@ -262,6 +264,7 @@ class OperationRunner:
         self._lock = threading.Lock()
         self._done: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._retained_at = float("-inf")
         # Operations left behind by a process that died are closed now, not at the next
         # request for their instance.
         for instance_id in store.reap_stale_locks():
@@ -410,6 +413,17 @@ class OperationRunner:
                 event.set()
             log.info("operation %s (%s on %s) %s in %.1fs", operation.id, operation.kind,
                      operation.instance_id, operation.status, operation.duration_seconds or 0)
+            self._retention()
+
+    def _retention(self) -> None:
+        """Apply the store's retention, at most once an hour (the action API alone has no
+        sweep to do it)."""
+        with self._lock:
+            due = time.monotonic() - self._retained_at >= _RETENTION_SECONDS
+            if due:
+                self._retained_at = time.monotonic()
+        if due:
+            apply_retention(self.store, self.config.store)
 
     def _audit(self, entry: AuditEntry) -> None:
         try:

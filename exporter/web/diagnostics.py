@@ -103,7 +103,7 @@ def diagnostic_history(instance_id: str) -> Response:
     """Stored diagnostics, newest first."""
     svc = services()
     svc.engine.instance(instance_id)
-    limit = int_arg("limit", 10, 1, 10_000)  # more than is kept just returns all
+    limit = int_arg("limit", 10, 1, svc.config.store.max_history_limit)
     history = svc.store.history(instance_id, limit)
     return jsonify({"instance_id": instance_id, "count": len(history),
                     "history": [d.to_dict(cached=True) for d in history]})
@@ -116,4 +116,5 @@ def report(instance_id: str) -> Response:
     svc = services()
     svc.engine.instance(instance_id)
     days = int_arg("days", 7, 1, 365)
-    return jsonify(load_report(svc.store, instance_id, days).to_dict())
+    return jsonify(load_report(svc.store, instance_id, days,
+                               limit=svc.config.store.max_report_diagnostics).to_dict())

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, g, jsonify
 
-from exporter.scheduler import INTERVALS, ScheduleError, cron_of
+from exporter.scheduler import INTERVALS, ScheduleError, checked_cron, cron_of
 from exporter.store import Schedule
 from exporter.web.access import require
 from exporter.web.context import services
@@ -64,7 +64,7 @@ def put_schedule(instance_id: str) -> Response:
     if not isinstance(spec, str) or len(spec) > 100:
         raise BadRequest("schedule must be a string")
     try:
-        cron_of(spec)
+        checked_cron(spec, svc.config.schedule.min_instance_interval_seconds)
     except ScheduleError as exc:
         raise BadRequest(str(exc)) from None
     schedule = Schedule(instance_id=instance_id, spec=spec.strip(), enabled=enabled,
