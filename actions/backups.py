@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import time
 from builtins import list as _list
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ from actions.operations.config_edit import apply_and_verify
 from exporter.config import INSTANCE_ID_PATTERN
 from exporter.discovery.model import Instance
 from exporter.errors import DoctorError
-from exporter.pg import ADMIN_USERS, instance_dbname
+from exporter.pg import ADMIN_USERS, REQUIRE_AUTH, DbLogin, LoginResult, instance_dbname, try_login
 from exporter.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ _DBNAME = re.compile(r"^[A-Za-z0-9_]{1,63}$")
 _REASON_MAX = 200
 _STALE_TEMP_SECONDS = 3600.0
 _CHUNK = 1 << 20
+# (host, port, login, timeout) -> how a login went: exporter.pg.try_login.
+LoginCheck = Callable[[str, int, DbLogin, float], LoginResult]
 
 
 class BackupNotFound(DoctorError):
@@ -126,13 +128,16 @@ class BackupStore:
     """Backups under one root directory, per instance, with a retention count."""
 
     def __init__(self, root: Path, retention: int = 10, *, pg_dump: str | None = None,
-                 dump_timeout: float = DEFAULT_DUMP_TIMEOUT) -> None:
+                 dump_timeout: float = DEFAULT_DUMP_TIMEOUT,
+                 login_check: LoginCheck = try_login) -> None:
         """root/<instance_id>/<backup_id>/; the oldest beyond `retention` are pruned."""
+        # login_check: the SCRAM-only login that precedes each pg_dump (see _dump_database).
         if retention < 1:
             raise ValueError("retention must be at least 1")
         self.root = Path(root)
         self.retention = retention
         self._pg_dump = pg_dump
+        self._login_check = login_check
         self.dump_timeout = dump_timeout
 
     # paths
@@ -230,12 +235,22 @@ class BackupStore:
         failures: list[str] = []
         used: str | None = None
         for user in ADMIN_USERS:
+            # pg_dump's libpq takes PGREQUIREAUTH from version 16 on and silently ignores it
+            # before (Debian 12 ships 15). So the port is first asked with a SCRAM-only
+            # login: a listener that wants the password in clear (or MD5) gets nothing,
+            # and pg_dump is not run.
+            checked = self._login_check(instance.endpoints.db_host, port,
+                                        DbLogin(user, password, dbname), 10.0)
+            if checked.outcome == "unreachable":
+                failures.append(f"{user}: {redactor.text(checked.reason or 'no answer')}")
+                break
             argv = [binary, "--host=127.0.0.1", f"--port={port}", f"--username={user}",
                     f"--dbname={dbname}", "--format=custom", "--no-password"]
             # A clean environment: PGPASSWORD goes to pg_dump only, and no PG* variable of
             # this process (PGHOST, PGSERVICE, ...) can redirect it.
             env = {"PATH": os.defpath, "LC_ALL": "C", "PGPASSWORD": password,
-                   "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "ultrabase-doctor-backup"}
+                   "PGREQUIREAUTH": REQUIRE_AUTH, "PGCONNECT_TIMEOUT": "10",
+                   "PGAPPNAME": "ultrabase-doctor-backup"}
             target.unlink(missing_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:

@@ -14,6 +14,8 @@ import psycopg
 from exporter.discovery.model import Instance
 
 APPLICATION_NAME = "ultrabase-doctor"
+# libpq's require_auth (libpq 16+; psycopg's binary wheel bundles a newer libpq).
+REQUIRE_AUTH = "scram-sha-256"
 DEFAULT_DBNAME = "postgres"
 # The logins the doctor tries with the instance's password, in order. supabase/postgres
 # makes supabase_admin its only superuser and demotes postgres (NOSUPERUSER, but BYPASSRLS
@@ -120,6 +122,13 @@ def connect(host: str, port: int, login: DbLogin, timeout: float) -> psycopg.Con
             application_name=APPLICATION_NAME,
             # Explicit values so PG* variables of the exporter's own environment never apply.
             sslmode="prefer", gssencmode="disable",
+            # Only SCRAM: the password never crosses the wire, so whatever holds the port
+            # (a process that took it while the db container was down) learns nothing. A
+            # server asking for a cleartext or MD5 password, or none, is refused by libpq
+            # before anything is sent; that reads as "unreachable" (no database answered).
+            # Supabase's postgres takes SCRAM from every address but its own loopback
+            # (supabase/postgres ansible/files/postgresql_config/pg_hba.conf.j2).
+            require_auth=REQUIRE_AUTH,
             options=f"-c statement_timeout={int(timeout * 1000)}",
             autocommit=True,
         )

@@ -27,6 +27,7 @@ from actions.backups import (
 from actions.files import FileSet, registry_record_span
 from actions.operations.model import OperationError
 from exporter.discovery.model import Instance
+from exporter.pg import DbLogin, LoginResult
 from tests.unit import layout
 from tests.unit.actions.test_config_edit import PlainCompose, PlainContext, PlainEngine, run
 from tests.unit.actions.test_files import (
@@ -253,6 +254,12 @@ sys.stdout.buffer.write(b"PGDMP" + b"\\x00" * 100)
     return stub
 
 
+def _database_says_yes(host: str, port: int, login: DbLogin, timeout: float) -> LoginResult:
+    # The SCRAM-only login before pg_dump, answered as a database that took it would
+    # (tests/unit/security/test_db_auth.py runs it against a listener that does not).
+    return LoginResult("ok")
+
+
 def _calls(tmp_path: Path) -> list[dict[str, Any]]:
     lines = (tmp_path / "pg_dump_calls.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -262,7 +269,8 @@ def test_db_dump_password_only_in_env(instance: Instance, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGHOST", "evil.example")
     monkeypatch.setenv("PGSERVICEFILE", "/tmp/evil")
-    store = BackupStore(tmp_path / "b", pg_dump=str(_pg_dump_stub(tmp_path)))
+    store = BackupStore(tmp_path / "b", pg_dump=str(_pg_dump_stub(tmp_path)),
+                        login_check=_database_says_yes)
     backup = store.create(instance, "with db", db_dump=True)
     assert backup.has_db_dump and DB_DUMP in backup.files
     [call] = _calls(tmp_path)
@@ -270,7 +278,8 @@ def test_db_dump_password_only_in_env(instance: Instance, tmp_path: Path,
     assert all(password not in arg for arg in call["argv"])
     assert call["env"]["PGPASSWORD"] == password
     assert not {k for k in call["env"] if k.startswith("PG")} - {
-        "PGPASSWORD", "PGCONNECT_TIMEOUT", "PGAPPNAME"}
+        "PGPASSWORD", "PGCONNECT_TIMEOUT", "PGAPPNAME", "PGREQUIREAUTH"}
+    assert call["env"]["PGREQUIREAUTH"] == "scram-sha-256"
     assert "--host=127.0.0.1" in call["argv"] and "--port=5433" in call["argv"]
     assert "--username=supabase_admin" in call["argv"] and "--format=custom" in call["argv"]
     dump = tmp_path / "b" / IID / backup.id / DB_DUMP
@@ -284,14 +293,15 @@ def test_db_dump_password_only_in_env(instance: Instance, tmp_path: Path,
 def test_db_dump_falls_back_to_postgres_when_supabase_admin_is_refused(
         instance: Instance, tmp_path: Path) -> None:
     store = BackupStore(tmp_path / "b", pg_dump=str(_pg_dump_stub(
-        tmp_path, refuse=("supabase_admin",))))
+        tmp_path, refuse=("supabase_admin",))), login_check=_database_says_yes)
     store.create(instance, "with db", db_dump=True)
     users = [next(a for a in c["argv"] if a.startswith("--username=")) for c in _calls(tmp_path)]
     assert users == ["--username=supabase_admin", "--username=postgres"]
 
 
 def test_db_dump_failure_keeps_no_backup(instance: Instance, tmp_path: Path) -> None:
-    store = BackupStore(tmp_path / "b", pg_dump=str(_pg_dump_stub(tmp_path, fail=True)))
+    store = BackupStore(tmp_path / "b", pg_dump=str(_pg_dump_stub(tmp_path, fail=True)),
+                        login_check=_database_says_yes)
     with pytest.raises(BackupFailed, match="permission denied"):
         store.create(instance, "with db", db_dump=True)
     assert list((tmp_path / "b" / IID).iterdir()) == []
