@@ -203,15 +203,24 @@ class BackupStore:
         return self.get(instance.id, backup_id)
 
     def _copy_files(self, fileset: FileSet, temp: Path) -> dict[str, dict[str, Any]]:
+        linked = fileset.linked()
+        if linked:
+            # A link in the instance's files is not followed: backing up without that file
+            # would make a backup that silently lacks it.
+            raise BackupFailed(f"cannot back up {fileset.instance_id}: its "
+                               f"{', '.join(k.replace('_', ' ') for k in linked)} is a "
+                               "symbolic link or is reached through one, which the doctor "
+                               "does not follow")
         entries: dict[str, dict[str, Any]] = {}
         for key, path in fileset.paths().items():
             try:
                 if key == "registry":
                     data = fileset.registry_record_text().encode("utf-8")
                 else:
-                    data = path.read_bytes()
+                    # Read without following a link anywhere below the instance's root.
+                    data = fileset.read_bytes(key)
             except UnsafeEdit as exc:
-                raise BackupFailed(f"cannot back up the registry record: {exc}") from None
+                raise BackupFailed(f"cannot back up {path.name}: {exc}") from None
             name = ENTRY_NAMES[key]
             _write_private(temp / name, data)
             entries[key] = {"name": name, "source": path.name, "size": len(data),

@@ -25,14 +25,11 @@ How values are written (each rule has a round-trip test in tests/unit/actions/te
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import os
 import re
-import stat
-import tempfile
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -45,6 +42,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter.discovery.model import Instance, InstanceFiles
 from exporter.errors import DoctorError
+from exporter.safefs import SymlinkRefused, kind, replace_file, within
+from exporter.safefs import read_bytes as safe_read
 from exporter.web.params import BadRequest
 
 __all__ = [
@@ -172,40 +171,21 @@ def _check_file_value(value: str, name: str) -> str:
 # --- atomic writes ----------------------------------------------------------------------
 
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None) -> None:
+def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None,
+                 root: Path | None = None) -> None:
     """Replace path's content: temp file in the same dir, fsync, rename, fsync the dir.
 
     The original mode (and owner, when allowed) is kept unless `mode` is given; a new file
-    gets 0600. On any failure the original is untouched and no temp file is left behind.
+    gets 0600. Every directory from `root` (default: path's own directory) down is opened
+    without following a symbolic link, and a link at the path itself is refused. On any
+    failure the original is untouched and no temp file is left behind.
     """
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    if path.is_symlink():
-        raise UnsafeEdit(f"{path} is a symbolic link; refusing to replace it")
     try:
-        before: os.stat_result | None = path.stat()
-    except FileNotFoundError:
-        before = None
-    if mode is None:
-        mode = stat.S_IMODE(before.st_mode) if before is not None else 0o600
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            if before is not None and (before.st_uid, before.st_gid) != (os.geteuid(),
-                                                                        os.getegid()):
-                # The manager may run as another user: it must keep owning its files.
-                with contextlib.suppress(PermissionError):
-                    os.fchown(handle.fileno(), before.st_uid, before.st_gid)
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+        replace_file(within(root, path), path, payload, mode=mode)
+    except SymlinkRefused as exc:
+        raise UnsafeEdit(f"{exc}; nothing written") from None
 
 
 def fsync_dir(directory: Path) -> None:
@@ -438,13 +418,33 @@ class FileSet:
         return path
 
     def paths(self) -> dict[str, Path]:
-        """registry, env_file, compose_file, kong_file: those that exist."""
+        """registry, env_file, compose_file, kong_file: those that exist as regular files.
+
+        One reached through a symbolic link anywhere below the instance's root does not
+        count as existing: it is neither read nor written.
+        """
         out: dict[str, Path] = {}
         for key in ("registry", "env_file", "compose_file", "kong_file"):
             path = self._path(key)
-            if path is not None and path.is_file():
+            if path is not None and kind(self.files.root_of(path), path) == "file":
                 out[key] = path
         return out
+
+    def linked(self) -> list[str]:
+        """Keys of the files that are, or are reached through, a symbolic link."""
+        return [key for key in FILE_KEYS
+                if (path := self._path(key)) is not None
+                and kind(self.files.root_of(path), path) == "symlink"]
+
+    def read_bytes(self, key: str) -> bytes:
+        """A file's bytes as on disk now, read without following any link below the root."""
+        path = self._path(key)
+        if path is None:
+            raise UnsafeEdit(f"instance {self.instance_id} has no {key.replace('_', ' ')}")
+        try:
+            return safe_read(self.files.root_of(path), path)
+        except SymlinkRefused as exc:
+            raise UnsafeEdit(f"{exc}; nothing read") from None
 
     def _load(self, key: str) -> str:
         if key in self._text:
@@ -453,7 +453,7 @@ class FileSet:
         if path is None:
             raise UnsafeEdit(f"instance {self.instance_id} has no {key.replace('_', ' ')}")
         try:
-            raw = path.read_bytes()
+            raw = self.read_bytes(key)
         except FileNotFoundError:
             raise UnsafeEdit(f"{path} is missing") from None
         except OSError as exc:
@@ -800,11 +800,11 @@ class FileSet:
         for key in changed:
             path = self._path(key)
             assert path is not None
-            if path.is_symlink():
-                raise UnsafeEdit(f"{path} is a symbolic link; refusing to replace it; "
-                                 "nothing written")
+            if kind(self.files.root_of(path), path) == "symlink":
+                raise UnsafeEdit(f"{path} is a symbolic link (or is reached through one); "
+                                 "refusing to replace it; nothing written")
             try:
-                current = path.read_bytes()
+                current: bytes | None = self.read_bytes(key)
             except OSError:
                 current = None
             if current != self._original[key]:
@@ -814,7 +814,7 @@ class FileSet:
         for key in changed:
             path = self._path(key)
             assert path is not None
-            atomic_write(path, self._text[key])
+            atomic_write(path, self._text[key], root=self.files.root_of(path))
             self._original[key] = self._text[key].encode("utf-8")
             written.append(path)
         return written

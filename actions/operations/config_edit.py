@@ -296,8 +296,10 @@ def _editable_reason(instance: Instance) -> str | None:
     if instance.source != "ultrabase":
         return ("settings are edited only in the Ultrabase layout (registry, env file, "
                 "rendered compose file, kong.yml)")
+    # A file reached through a symbolic link counts as missing: it is not followed.
+    present = FileSet(instance).paths()
     missing = [k for k in ("registry", "env_file", "compose_file", "kong_file")
-               if getattr(instance.files, k) is None or not getattr(instance.files, k).is_file()]
+               if k not in present]
     if missing:
         return "missing " + ", ".join(m.replace("_", " ") for m in missing)
     return None

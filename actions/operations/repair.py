@@ -62,6 +62,7 @@ from exporter.jwtkeys import analyse_key, generate_keys, secret_weak
 from exporter.pg import ADMIN_USERS, DbLogin, LoginFailedError, connect, instance_dbname
 from exporter.redaction import fingerprint
 from exporter.rootcause import explains, order_issues
+from exporter.safefs import SymlinkRefused, read_text
 from exporter.web.params import BadRequest
 
 if TYPE_CHECKING:
@@ -965,7 +966,7 @@ def _key_places(instance: Instance) -> _KeyPlaces:
     old["anon"].add(kong_env.get("SUPABASE_ANON_KEY", ""))
     old["service_role"].add(kong_env.get("SUPABASE_SERVICE_KEY", ""))
     if files.env_file is not None:
-        env = read_env_file(files.env_file)
+        env = read_env_file(files.env_file, root=files.root)
         for name, key in _ENV_KEY.items():
             old[name].add(env.get(key, ""))
     record = _registry_record(instance)
@@ -975,14 +976,16 @@ def _key_places(instance: Instance) -> _KeyPlaces:
     compose_env: Mapping[str, Mapping[str, str]] = {}
     compose_specs: Mapping[str, Any] = {}
     if files.compose_file is not None:
-        compose_env = read_compose_file(files.compose_file).env
+        compose_env = read_compose_file(files.compose_file, root=files.root).env
         for name, variables in _KEY_VARIABLES.items():
             for service_env in compose_env.values():
                 old[name].update(service_env.get(v, "") for v in variables)
-        loaded = yaml.safe_load(files.compose_file.read_text(encoding="utf-8"))
+        loaded = yaml.safe_load(read_text(files.root_of(files.compose_file),
+                                          files.compose_file))
         compose_specs = (loaded.get("services") or {}) if isinstance(loaded, dict) else {}
     if files.kong_file is not None:
-        keys = read_kong_file(files.kong_file, compose_env.get("kong") or kong_env).keys
+        keys = read_kong_file(files.kong_file, compose_env.get("kong") or kong_env,
+                              root=files.root).keys
         old["anon"].add(keys.get("anon", ""))
         old["service_role"].add(keys.get("service_role", ""))
     values = {name: frozenset(v for v in vals if _looks_like_key(v))
@@ -1062,7 +1065,7 @@ def _stage_keys(instance: Instance, places: _KeyPlaces, new: Mapping[str, str]) 
         files.set_compose_env(services, variable, new[name])
     kong_file = instance.files.kong_file
     if kong_file is not None:
-        raw = _kong_raw_keys(kong_file)
+        raw = _kong_raw_keys(instance.files.root_of(kong_file), kong_file)
         for consumer in ("anon", "service_role"):
             # A $VAR reference takes kong's env, which the compose edits already changed.
             if not str(raw.get(consumer, "")).startswith("$"):
@@ -1081,11 +1084,11 @@ def _stage_keys(instance: Instance, places: _KeyPlaces, new: Mapping[str, str]) 
     return files
 
 
-def _kong_raw_keys(path: Path) -> dict[str, str]:
+def _kong_raw_keys(root: Path, path: Path) -> dict[str, str]:
     """kong.yml's consumer keys as written (a $VAR reference is not resolved)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = yaml.safe_load(read_text(root, path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, SymlinkRefused):
         raise RepairError("kong.yml cannot be read") from None
     out: dict[str, str] = {}
     for consumer in (data or {}).get("consumers") or [] if isinstance(data, dict) else []:
@@ -1116,22 +1119,23 @@ def _check_written(instance: Instance, places: _KeyPlaces, new: Mapping[str, str
     every_old = {o for olds in places.old.values() for o in olds} - set(new.values())
     try:
         if files.env_file is not None:
-            env = read_env_file(files.env_file)
+            env = read_env_file(files.env_file, root=files.root)
             wrong += [f"env file {k}" for n, k in _ENV_KEY.items() if env.get(k) != new[n]]
         compose_env: Mapping[str, Mapping[str, str]] = {}
         if files.compose_file is not None:
-            text = files.compose_file.read_text(encoding="utf-8")
+            text = read_text(files.root_of(files.compose_file), files.compose_file)
             if any(o in text for o in every_old):
                 wrong.append("compose file (an old key is left)")
-            compose_env = read_compose_file(files.compose_file).env
+            compose_env = read_compose_file(files.compose_file, root=files.root).env
         if files.kong_file is not None:
-            keys = read_kong_file(files.kong_file, compose_env.get("kong") or {}).keys
+            keys = read_kong_file(files.kong_file, compose_env.get("kong") or {},
+                                  root=files.root).keys
             wrong += [f"kong.yml {n}" for n in new if keys.get(n) != new[n]]
         record = _registry_record(instance)
         if record is not None:
             wrong += [f"registry {k}" for n, k in _REGISTRY_KEY.items()
                       if record.get(k) != new[n]]
-    except (FileReadError, OSError) as exc:
+    except (FileReadError, OSError, SymlinkRefused) as exc:
         raise RepairError(f"cannot read back the written files: {type(exc).__name__}") from None
     if wrong:
         raise RepairError("the new keys did not reach: " + ", ".join(wrong))
@@ -1144,9 +1148,9 @@ def act_sync_gateway(runner: _Runner, action: RepairAction, journal: Journal,
     env_file, kong_file = instance.files.env_file, instance.files.kong_file
     if env_file is None or kong_file is None:
         raise RepairError("the env file or kong.yml of this instance is unknown")
-    env = read_env_file(env_file)
+    env = read_env_file(env_file, root=instance.files.root)
     kong_env = instance.runtime_env.get("kong") or {}
-    current = read_kong_file(kong_file, kong_env).keys
+    current = read_kong_file(kong_file, kong_env, root=instance.files.root).keys
     files = FileSet(instance)
     changed_keys = []
     for consumer, variable in _ENV_KEY.items():
@@ -1159,7 +1163,7 @@ def act_sync_gateway(runner: _Runner, action: RepairAction, journal: Journal,
         journal.data.append(("restore kong.yml from the backup",
                              lambda: _restore(runner, instance, backup_id)))
         files.write()
-        after = read_kong_file(kong_file, kong_env).keys
+        after = read_kong_file(kong_file, kong_env, root=instance.files.root).keys
         if any(after.get(c) != env.get(_ENV_KEY[c]) for c in changed_keys):
             raise RepairError("kong.yml does not hold the env file's keys after writing")
     detail["consumers_updated"] = changed_keys

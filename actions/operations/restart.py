@@ -31,6 +31,7 @@ calls that change anything are stop and start.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,7 @@ from actions.operations.runner import Body, OperationContext, describe
 from exporter.discovery import COMPONENTS, Instance
 from exporter.dockerhost import COMPOSE_DEPENDS_ON
 from exporter.pg import ADMIN_USERS, DbLogin, LoginFailedError, connect, instance_dbname
+from exporter.safefs import SymlinkRefused, kind, list_dir, read_text, within
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ _POLL_SECONDS = 0.25
 _DB_TIMEOUT = 10.0
 # Files Postgres removes on a clean shutdown: their absence after a stop is expected.
 _TRANSIENT_ENTRIES = frozenset({"postmaster.pid"})
+# What PGDATA/PG_VERSION holds: the major version, e.g. "15" (or "9.6" once).
+_PG_VERSION = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3})?")
 _DEFAULT_PGDATA = "/var/lib/postgresql/data"
 
 Condition = Literal["service_healthy", "service_started", "service_completed_successfully"]
@@ -257,7 +261,7 @@ class DbState:
                 "error": self.error}
 
 
-PathKind = Literal["dir", "file", "missing", "unreadable"]
+PathKind = Literal["dir", "file", "missing", "unreadable", "symlink"]
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,8 @@ class InstanceState:
     pgdata: str | None = None
     pg_version: str | None = None
     volumes: tuple[str, ...] = ()
+    # The instance's root (InstanceFiles.root): no link below it is followed.
+    root: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A summary for the operation's steps and result."""
@@ -383,13 +389,15 @@ def _capture(ctx: OperationContext, api: _Docker) -> InstanceState:
             containers[name] = ContainerState.from_inspect(name, raw)
     watched = _watched_paths(instance, containers)
     pgdata = _pgdata(instance, containers)
+    root = instance.files.root
     return InstanceState(
         captured_at=utc_now(), containers=containers, db=_db_counts(instance),
-        paths={label: _path_state(path) for label, path in watched.items()},
+        paths={label: _path_state(path, root) for label, path in watched.items()},
         pgdata=None if pgdata is None else str(pgdata),
-        pg_version=None if pgdata is None else _read_pg_version(pgdata),
+        pg_version=None if pgdata is None else _read_pg_version(pgdata, root),
         volumes=tuple(sorted({m.name for c in containers.values() for m in c.mounts
-                              if m.type == "volume" and m.name})))
+                              if m.type == "volume" and m.name})),
+        root=None if root is None else str(root))
 
 
 def _db_counts(instance: Instance) -> DbState:
@@ -458,20 +466,34 @@ def _pgdata(instance: Instance, containers: Mapping[str, ContainerState]) -> Pat
     return instance.files.volume_dirs.get("db_data")
 
 
-def _read_pg_version(pgdata: Path) -> str | None:
+def _read_pg_version(pgdata: Path, root: Path | None) -> str | None:
+    """PGDATA's PG_VERSION ("15"), read without following a link; None for anything else.
+
+    PGDATA is written by the database container (and so by whoever holds its superuser
+    password): a PG_VERSION swapped for a link to a host file must not be read, and
+    whatever it holds is shown only when it is a version number.
+    """
+    path = pgdata / "PG_VERSION"
     try:
-        return (pgdata / "PG_VERSION").read_text(encoding="utf-8").strip()[:16] or None
-    except OSError:
+        text = read_text(within(root, path), path)
+    except (OSError, UnicodeDecodeError, SymlinkRefused):
         return None
+    version = text.strip()
+    return version if _PG_VERSION.fullmatch(version) else None
 
 
-def _path_state(path: Path) -> PathState:
+def _path_state(path: Path, root: Path | None) -> PathState:
+    """What a data path is now, looked at without following a link below the root."""
+    base = within(root, path)
     try:
-        if path.is_dir():
-            return PathState(str(path), "dir", frozenset(p.name for p in path.iterdir()))
-        if path.exists():
-            return PathState(str(path), "file")
-        return PathState(str(path), "missing")
+        found = kind(base, path)
+        if found == "dir":
+            return PathState(str(path), "dir", frozenset(list_dir(base, path)))
+        if found == "missing":
+            return PathState(str(path), "missing")
+        if found == "symlink":
+            return PathState(str(path), "symlink")
+        return PathState(str(path), "file")
     except PermissionError:
         return PathState(str(path), "unreadable")
 
@@ -481,7 +503,7 @@ def _lost_paths(before: InstanceState, after: InstanceState) -> dict[str, str]:
     lost: dict[str, str] = {}
     for _, was in sorted(before.paths.items()):
         now = after.paths.get(_label_of(before, was.path))
-        if was.kind in ("missing", "unreadable") or now is None:
+        if was.kind in ("missing", "unreadable", "symlink") or now is None:
             continue
         if now.kind == "missing":
             lost[was.path] = f"{was.path} is gone"
@@ -923,11 +945,13 @@ def _capture_paths(before: InstanceState) -> InstanceState:
     """The data paths again (the containers are stopped: no inspect or DB needed)."""
     watched = {label: Path(p.path) for label, p in before.paths.items()}
     pgdata = Path(before.pgdata) if before.pgdata else None
+    root = Path(before.root) if before.root else None
     return InstanceState(
         captured_at=utc_now(), containers=before.containers, db=before.db,
-        paths={label: _path_state(path) for label, path in watched.items()},
-        pgdata=before.pgdata, pg_version=_read_pg_version(pgdata) if pgdata else None,
-        volumes=before.volumes)
+        paths={label: _path_state(path, root) for label, path in watched.items()},
+        pgdata=before.pgdata,
+        pg_version=_read_pg_version(pgdata, root) if pgdata else None,
+        volumes=before.volumes, root=before.root)
 
 
 def _bring_back(ctx: OperationContext, api: _Docker, plan: _Plan,

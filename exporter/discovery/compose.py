@@ -44,12 +44,13 @@ def compose_candidates(projects: Mapping[str, Sequence[ContainerSummary]],
             try:
                 facts = read_compose_file(compose_path)
                 files = InstanceFiles(compose_file=compose_path,
-                                      volume_dirs=volume_dirs_from_binds(facts.binds))
+                                      volume_dirs=volume_dirs_from_binds(facts.binds),
+                                      root=compose_path.parent)
                 for service in facts.services:
                     services.setdefault(service, facts.container_names.get(service, ""))
             except FileReadError:
                 # The file may live where this process cannot read it; runtime still tells.
-                files = InstanceFiles(compose_file=compose_path)
+                files = InstanceFiles(compose_file=compose_path, root=compose_path.parent)
         out.append(Candidate(
             id=project, name=project, owner=None, source="compose", compose_project=project,
             expected={s: (n or None) for s, n in sorted(services.items())}, files=files,

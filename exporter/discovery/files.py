@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -15,6 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 from dotenv import dotenv_values
+
+from exporter.safefs import SymlinkRefused, lstat_under, read_bytes, within
 
 # Credential fields, as read from each service's environment.
 _SERVICE_ENV_FIELDS: Mapping[str, Mapping[str, str]] = {
@@ -54,14 +57,24 @@ class _ParsedFiles:
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[str, str], tuple[tuple[int, ...], Any]] = OrderedDict()
 
-    def get(self, path: Path, kind: str, parse: Callable[[str], Any]) -> Any:
-        """parse(text of path), from memory when the file is unchanged since last time."""
+    def get(self, path: Path, kind: str, parse: Callable[[str], Any],
+            root: Path | None = None) -> Any:
+        """parse(text of path), from memory when the file is unchanged since last time.
+
+        Nothing below `root` (the instance's tree) is reached through a symbolic link.
+        """
+        base = within(root, path)
         try:
-            st = path.stat()
+            st = lstat_under(base, path)
         except FileNotFoundError:
             raise FileReadError("missing") from None
+        except SymlinkRefused:
+            raise FileReadError("reached through a symbolic link, which is not followed") \
+                from None
         except OSError as exc:
             raise FileReadError(exc.strerror or type(exc).__name__) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise FileReadError("a symbolic link, which is not followed")
         signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         key = (str(path), kind)
         with self._lock:
@@ -71,7 +84,7 @@ class _ParsedFiles:
                 return hit[1]
         # Parsed after the stat: a file changed in between is stored under the older
         # signature, so the next stat misses and parses again; never stale.
-        value = parse(_read_text(path))
+        value = parse(_read_text(base, path))
         # ctime too: a copy that keeps an old mtime (cp -p, copy2) is still a recent change.
         if self._clock() - max(st.st_mtime, st.st_ctime) < _RACY_SECONDS:
             return value
@@ -91,11 +104,14 @@ _PARSED = _ParsedFiles()
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _read_text(path: Path) -> str:
+def _read_text(root: Path, path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_bytes(root, path).decode("utf-8")
     except FileNotFoundError:
         raise FileReadError("missing") from None
+    except SymlinkRefused:
+        raise FileReadError("a symbolic link or not a regular file, which is not followed") \
+            from None
     except OSError as exc:
         raise FileReadError(exc.strerror or type(exc).__name__) from None
     except UnicodeDecodeError:
@@ -111,9 +127,9 @@ def _parse_yaml(text: str) -> Any:
                             ) from None
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path, root: Path | None = None) -> Any:
     """The parsed document; shared between callers, so it is only ever read."""
-    return _PARSED.get(path, "yaml", _parse_yaml)
+    return _PARSED.get(path, "yaml", _parse_yaml, root)
 
 
 def _parse_env(text: str) -> dict[str, str]:
@@ -121,9 +137,9 @@ def _parse_env(text: str) -> dict[str, str]:
     return {k: v or "" for k, v in values.items()}
 
 
-def read_env_file(path: Path) -> dict[str, str]:
+def read_env_file(path: Path, *, root: Path | None = None) -> dict[str, str]:
     """KEY=VALUE pairs as compose reads them, without interpolation."""
-    return dict(_PARSED.get(path, "env", _parse_env))
+    return dict(_PARSED.get(path, "env", _parse_env, root))
 
 
 def env_file_credentials(env: Mapping[str, str]) -> dict[str, str]:
@@ -160,9 +176,9 @@ class ComposeFacts:
     services: tuple[str, ...] = field(default_factory=tuple)
 
 
-def read_compose_file(path: Path) -> ComposeFacts:
+def read_compose_file(path: Path, *, root: Path | None = None) -> ComposeFacts:
     """Parse a rendered compose file (values literal, as the manager renders them)."""
-    data = _read_yaml(path)
+    data = _read_yaml(path, root)
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise FileReadError("has no services mapping")
     base = path.parent
@@ -241,9 +257,10 @@ class KongFacts:
     duplicate_services: tuple[str, ...]
 
 
-def read_kong_file(path: Path, env: Mapping[str, str] | None = None) -> KongFacts:
+def read_kong_file(path: Path, env: Mapping[str, str] | None = None, *,
+                   root: Path | None = None) -> KongFacts:
     """Parse kong.yml, resolving bare $VARS from kong's env as its entrypoint does."""
-    data = _read_yaml(path)
+    data = _read_yaml(path, root)
     if not isinstance(data, dict):
         raise FileReadError("is not a mapping")
     env = env or {}

@@ -10,6 +10,7 @@ from typing import Any
 from exporter.dockerhost import ContainerSummary
 from exporter.issues import Issue
 from exporter.redaction import fingerprint
+from exporter.safefs import within
 
 # Compose service names of an Ultrabase instance, in startup order (DESIGN §4).
 COMPONENTS: tuple[str, ...] = (
@@ -109,6 +110,13 @@ class InstanceFiles:
     volumes_dir: Path | None = None
     # name -> host directory that a container bind-mounts (db_data, storage, ...)
     volume_dirs: Mapping[str, Path] = field(default_factory=dict)
+    # The directory the instance's files live under (supabase-core, or the compose project's
+    # directory): nothing below it is reached through a symbolic link (exporter.safefs).
+    root: Path | None = None
+
+    def root_of(self, path: Path) -> Path:
+        """Where to open `path` from: the root when path lies under it, else its directory."""
+        return within(self.root, path)
 
 
 @dataclass(frozen=True, repr=False)

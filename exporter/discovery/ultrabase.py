@@ -18,6 +18,7 @@ from exporter.discovery.join import Candidate, volume_dirs_from_binds
 from exporter.discovery.model import COMPONENTS, InstanceFiles, ultrabase_container_name
 from exporter.discovery.registry import Registry, RegistryRecord, read_registry
 from exporter.issues import Issue, make_issue
+from exporter.safefs import kind
 
 
 def core_dir(config: UltrabaseConfig) -> Path:
@@ -46,13 +47,13 @@ def _candidate(record: RegistryRecord, base: Path, registry_path: Path) -> Candi
     missing: dict[str, str] = {}
 
     try:
-        credentials["env_file"] = env_file_credentials(read_env_file(env_path))
+        credentials["env_file"] = env_file_credentials(read_env_file(env_path, root=base))
     except FileReadError as exc:
         missing["env_file"] = f"{env_path}: {exc}"
     kong_env: dict[str, str] = {}
     volume_dirs: dict[str, Path] = {}
     try:
-        compose = read_compose_file(compose_path)
+        compose = read_compose_file(compose_path, root=base)
         merged: dict[str, str] = {}
         for service in ("db", "auth", "rest", "kong"):
             merged.update(service_env_credentials(service, compose.env.get(service, {})))
@@ -62,11 +63,14 @@ def _candidate(record: RegistryRecord, base: Path, registry_path: Path) -> Candi
     except FileReadError as exc:
         missing["compose_file"] = f"{compose_path}: {exc}"
     try:
-        credentials["kong_file"] = kong_credentials(read_kong_file(kong_path, kong_env))
+        credentials["kong_file"] = kong_credentials(read_kong_file(kong_path, kong_env,
+                                                                   root=base))
     except FileReadError as exc:
         missing["kong_file"] = f"{kong_path}: {exc}"
-    if not volumes.is_dir():
-        missing["volumes_dir"] = f"{volumes}: missing"
+    found = kind(base, volumes)
+    if found != "dir":
+        missing["volumes_dir"] = f"{volumes}: " + (
+            "a symbolic link, not followed" if found == "symlink" else "missing")
     if missing:
         problems.append(make_issue(
             "INSTANCE_FILES_MISSING", check="discovery",
@@ -82,7 +86,7 @@ def _candidate(record: RegistryRecord, base: Path, registry_path: Path) -> Candi
         expected={c: ultrabase_container_name(c, record.id) for c in COMPONENTS},
         files=InstanceFiles(registry=registry_path, env_file=env_path,
                             compose_file=compose_path, kong_file=kong_path,
-                            volumes_dir=volumes, volume_dirs=volume_dirs),
+                            volumes_dir=volumes, volume_dirs=volume_dirs, root=base),
         file_credentials=credentials, registry_ports=record.ports,
         problems=tuple(problems), created_at=record.created_at,
     )

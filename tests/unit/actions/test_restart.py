@@ -321,9 +321,9 @@ def paths_state(pgdata: Path, storage: Path) -> InstanceState:
     pg_version = pgdata / "PG_VERSION"
     return InstanceState(
         datetime.now(UTC), {}, DbState(),
-        paths={"volume_dir:db_data": _path_state(pgdata),
-               "volume_dir:storage": _path_state(storage),
-               "bind:kong": _path_state(storage.parent / "kong.yml")},
+        paths={"volume_dir:db_data": _path_state(pgdata, None),
+               "volume_dir:storage": _path_state(storage, None),
+               "bind:kong": _path_state(storage.parent / "kong.yml", None)},
         pgdata=str(pgdata),
         pg_version=pg_version.read_text().strip() if pg_version.exists() else None)
 
@@ -356,5 +356,5 @@ def test_a_path_missing_before_is_not_blamed(tmp_path: Path) -> None:
     before = InstanceState(datetime.now(UTC), {}, DbState(),
                            paths={"x": PathState(str(tmp_path / "never"), "missing")})
     after = InstanceState(datetime.now(UTC), {}, DbState(),
-                          paths={"x": _path_state(tmp_path / "never")})
+                          paths={"x": _path_state(tmp_path / "never", None)})
     assert _lost_paths(before, after) == {}
