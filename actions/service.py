@@ -33,6 +33,7 @@ from exporter.engine import DiagnosticsEngine
 from exporter.errors import ConfigError
 from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
+from exporter.redaction import install_fingerprint_key
 from exporter.service import Listener, registry_owners, serve_until_stopped
 from exporter.service import build as build_exporter
 from exporter.store import InstanceInfo, Store
@@ -118,6 +119,7 @@ def build(config: Config, *, exporter: ExporterRunning | None = None,
     else:
         docker = DockerHost(config.docker.base_url, timeout=config.docker.timeout_seconds)
         store = Store(config.store.path, config.store.history_limit)
+        install_fingerprint_key(config.store.path)
         engine = DiagnosticsEngine(config, docker, store)
         renderer = MetricsRenderer(store, config=config)
         access = make_access(config)

@@ -15,6 +15,7 @@ from exporter.discovery import Discovery, discover
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine, RunOutcome
 from exporter.errors import DoctorError
+from exporter.redaction import install_fingerprint_key
 from exporter.render import render_diagnostic, render_instances
 from exporter.reports import load_report, render_report
 from exporter.store import Store
@@ -177,6 +178,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         if run is not None:
             return run(args, out)
         config = load_config(resolve_config_path(getattr(args, "config", None)))
+        # Fingerprints the CLI prints match the services' (the key beside the store).
+        install_fingerprint_key(config.store.path)
         handler: Handler = args.handler
         return handler(args, config, out)
     except DoctorError as exc:

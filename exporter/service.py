@@ -21,6 +21,7 @@ from exporter.engine import DiagnosticsEngine
 from exporter.errors import DoctorError
 from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
+from exporter.redaction import install_fingerprint_key
 from exporter.scheduler import DiagnosticScheduler
 from exporter.store import InstanceInfo, Store, apply_retention
 from exporter.web.app import create_app
@@ -71,6 +72,7 @@ def build(config: Config, *, schedule: bool = True) -> Running:
     """Every service the exporter runs, wired together (scheduler not yet started)."""
     docker = DockerHost(config.docker.base_url, timeout=config.docker.timeout_seconds)
     store = Store(config.store.path, config.store.history_limit)
+    install_fingerprint_key(config.store.path)
     engine = DiagnosticsEngine(config, docker, store)
     scheduler = None
     if schedule:
