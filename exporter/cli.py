@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -15,6 +14,7 @@ from exporter.discovery import Discovery, discover
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine, RunOutcome
 from exporter.errors import DoctorError
+from exporter.logsafe import configure_logging
 from exporter.redaction import install_fingerprint_key
 from exporter.render import render_diagnostic, render_instances
 from exporter.reports import load_report, render_report
@@ -171,8 +171,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     """
     out = out or sys.stdout
     args = (parser or build_parser()).parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, sys.stderr)
     try:
         run: Callable[[argparse.Namespace, TextIO], int] | None = getattr(args, "run", None)
         if run is not None:
