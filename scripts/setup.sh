@@ -7,7 +7,7 @@ DOCTOR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DOCTOR_VENV="${DOCTOR_VENV:-$DOCTOR_ROOT/.venv}"
 DOCTOR_STARTED_DOCKERD=""
 APT_PACKAGES=(docker.io postgresql-15 postgresql-client-15 prometheus prometheus-alertmanager
-              busybox-static iproute2 curl wget chromium)
+              busybox-static iproute2 curl wget chromium systemd)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
