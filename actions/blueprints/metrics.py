@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from actions.blueprints.common import endpoint, openapi_document, services
-from actions.models import HealthOut
+from actions.models import ErrorBody, HealthOut
 from exporter import __version__
 from exporter.web.access import open_route
 from exporter.web.metrics import exposition
@@ -22,7 +22,9 @@ def metrics() -> Response:
 
 @bp.get("/healthz")
 @open_route()
-@endpoint(ok={200: HealthOut}, scoped=False, public=True, tags=["service"])
+# Public unless api.protect_metrics: then a viewer (401 without, 403 for the webhook role).
+@endpoint(ok={200: HealthOut, 401: ErrorBody, 403: ErrorBody}, scoped=False, public=True,
+          tags=["service"])
 def healthz() -> Response:
     """Liveness: the process answers."""
     return jsonify({"status": "ok", "version": __version__})
