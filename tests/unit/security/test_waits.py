@@ -28,17 +28,12 @@ from tests.unit.served import Served
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    made = World(tmp_path)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def served(world: World) -> Iterator[Served]:
-    running = Served(world.app)
-    yield running
-    running.close()
+def served_world(tmp_path: Path) -> Iterator[tuple[Served, World]]:
+    world = World(tmp_path)
+    served = Served(world.app)
+    yield served, world
+    served.close()
+    world.close()
 
 
 def _poll(condition: object, timeout: float = 5.0) -> None:
@@ -48,7 +43,8 @@ def _poll(condition: object, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def test_waits_cannot_take_every_thread(served: Served, world: World) -> None:
+def test_waits_cannot_take_every_thread(served_world: tuple[Served, World]) -> None:
+    served, world = served_world
     world.plain.hold("safe_restart")
     base = served.url()
     started = httpx.post(f"{base}/api/instances/{ALPHA}/safe-restart", json={},
