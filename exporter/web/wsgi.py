@@ -4,8 +4,11 @@ waitress reads a request's whole body (spilling it to a temporary file past 512 
 before the app, and so before authentication and Flask's MAX_CONTENT_LENGTH, sees the
 request. Here the request parser itself decides, as soon as the headers are complete:
 
-- a request that announces a body (Content-Length > 0 or chunked) and does not carry
-  credentials that authenticate is answered 401 at once; not one byte of its body is read;
+- a request that announces a body and does not carry a bearer credential that
+  authenticates is answered 401 at once, not one byte of its body read, unless the body is
+  small and of announced length (UNVERIFIED_BODY_BYTES): the console's forms are
+  authenticated by their session cookie in the app, and its sign-in form carries the
+  credential itself. Such a body is held in memory, never spooled to a file;
 - an authenticated body is read up to `api.max_body_bytes` and refused with 413 beyond it,
   as Flask refuses it too (both limits come from the same config key).
 
@@ -34,6 +37,9 @@ WSGI_THREADS = 8
 # A request line and headers larger than this are refused (431); a real one is a few KiB
 # (the longest credential taken is 8 KiB).
 MAX_HEADER_BYTES = 32 * 1024
+# The largest body read before the app has seen who sent it (the console's forms, a few
+# KiB each); waitress keeps bodies below its 512 KiB inbuf_overflow in memory.
+UNVERIFIED_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,8 +86,10 @@ def _parser_class(authenticated: Callable[[str | None], bool],
 
         def parse_header(self, header_plus: bytes) -> None:
             super().parse_header(header_plus)
-            announces_body = bool(self.chunked) or int(self.content_length) > 0  # type: ignore[has-type]
-            if announces_body and not authenticated(self.headers.get("AUTHORIZATION")):
+            chunked = bool(self.chunked)  # type: ignore[has-type]
+            length = int(self.content_length)  # type: ignore[has-type]
+            small = not chunked and length <= UNVERIFIED_BODY_BYTES
+            if not small and not authenticated(self.headers.get("AUTHORIZATION")):
                 # No receiver: the parser completes with the headers and the error.
                 self.body_rcv = None
                 self.chunked = False

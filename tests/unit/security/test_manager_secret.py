@@ -18,8 +18,9 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
+from actions.cli import main
 from exporter.access import AccessControl, Unauthorized
-from exporter.cli import EXIT_USAGE, main
+from exporter.cli import EXIT_USAGE
 from exporter.config import ApiConfig, ManagerJwtConfig, parse_config
 from exporter.errors import ConfigError
 
