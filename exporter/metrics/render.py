@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from exporter.config import Config
 from exporter.metrics.collector import UltrabaseCollector
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 
 # One instance's samples of each per-instance family, in the layout's order.
 Samples = tuple[bytes, ...]
+# A digest of what one family of one instance was last rendered from, and the lines it
+# gave: a family whose samples are the same next time is not written again (most of a new
+# diagnostic's families, the components' and the issues', repeat the last one's). A digest,
+# not the samples: keeping every instance's samples would double the memory at 1,000.
+Rendered = Mapping[str, tuple[int, bytes]]
 # The instance_id label of a sample line. Label values are escaped in the exposition
 # (`\"`), so this cannot match text inside another label's value.
 _INSTANCE_LABEL = re.compile(rb'[{,]instance_id="([^"\\]*)"')
@@ -180,20 +186,31 @@ class _Layout:
 
     def samples(self, families: Iterable[Metric]) -> Samples:
         """The sample lines of each per-instance family among families."""
-        found: dict[str, bytes] = {}
+        return self.rendered(families, {})[0]
+
+    def rendered(self, families: Iterable[Metric], known: Rendered
+                 ) -> tuple[Samples, dict[str, tuple[int, bytes]]]:
+        """samples(families), reusing the lines of a family whose samples are in known."""
+        found: dict[str, tuple[int, bytes]] = {}
         headers = {s.name: s.header for s in self.slots if s.index is not None}
         for family in families:
             header = headers.get(family.name)
             if header is None or not family.samples:
                 continue
+            digest = _digest(family.samples)
+            before = known.get(family.name)
+            if before is not None and before[0] == digest:
+                found[family.name] = before
+                continue
             text = _text(family)
             # The header depends on the family's name, type and HELP text only, all fixed.
             if text.startswith(header):
-                found[family.name] = text[len(header):]
+                found[family.name] = (digest, text[len(header):])
             else:
                 log.error("metrics: family %s changed its HELP or TYPE; its series of "
                           "this instance are left out", family.name)
-        return tuple(found.get(name, b"") for name in self.per_instance)
+        lines = tuple(found[name][1] if name in found else b"" for name in self.per_instance)
+        return lines, found
 
 
 @dataclass(frozen=True)
@@ -203,6 +220,7 @@ class _State:
     generation: int | None
     records: Mapping[str, tuple[InstanceLabels, Samples]]  # from the instance list
     diagnostics: Mapping[str, Samples]  # from each instance's latest diagnostic
+    rendered: Mapping[str, Rendered]  # what each instance's diagnostic pieces came from
     parts: Mapping[str, Samples]  # the two above joined, per instance
     fleet_snapshot: MetricsSnapshot | None
     fleet: Mapping[str, bytes]  # fleet-wide family name -> its whole text
@@ -212,13 +230,13 @@ class _State:
     def empty(cls, collector: UltrabaseCollector) -> _State:
         """Nothing read yet; fleet-wide families as for an empty store."""
         empty = MetricsSnapshot()
-        return cls(None, {}, {}, {}, empty, _fleet(empty, collector), None)
+        return cls(None, {}, {}, {}, {}, empty, _fleet(empty, collector), None)
 
     def update(self, content: StoreContent, layout: _Layout,
                collector: UltrabaseCollector) -> _State:
         """The state after content (read with since=self.generation) arrived."""
         records, touched = self._records(content.instances, layout, collector)
-        diagnostics, changed = self._diagnostics(content, layout, collector)
+        diagnostics, rendered, changed = self._diagnostics(content, layout, collector)
         touched |= changed
         parts = dict(self.parts)
         for iid in touched:
@@ -236,7 +254,8 @@ class _State:
         if fleet_snapshot != self.fleet_snapshot:
             fleet = _fleet(fleet_snapshot, collector)
         state = replace(self, generation=content.generation, records=records,
-                        diagnostics=diagnostics, parts=parts, fleet_snapshot=fleet_snapshot,
+                        diagnostics=diagnostics, rendered=rendered, parts=parts,
+                        fleet_snapshot=fleet_snapshot,
                         fleet=fleet)
         if touched or fleet is not self.fleet or self.output is None:
             state = replace(state, output=state.assemble(layout))
@@ -262,12 +281,14 @@ class _State:
         return records, touched
 
     def _diagnostics(self, content: StoreContent, layout: _Layout,
-                     collector: UltrabaseCollector) -> tuple[dict[str, Samples], set[str]]:
-        """The diagnostics' pieces: the changed ones rendered, the rest kept; the ids of
-        those changed or gone."""
+                     collector: UltrabaseCollector,
+                     ) -> tuple[dict[str, Samples], dict[str, Rendered], set[str]]:
+        """The diagnostics' pieces: the changed ones rendered, the rest kept; what they
+        were rendered from; the ids of those changed or gone."""
         since, present = self.generation, content.latest_generations
         touched = {iid for iid in self.diagnostics if iid not in present}
         diagnostics = {iid: s for iid, s in self.diagnostics.items() if iid in present}
+        rendered = {iid: r for iid, r in self.rendered.items() if iid in present}
         fresh = newest(content.latest)
         for iid, generation in present.items():
             if since is not None and generation <= since:
@@ -276,11 +297,13 @@ class _State:
             diagnostic = fresh.get(iid)
             if diagnostic is None:  # unreadable: the store skipped it, so does a full render
                 diagnostics.pop(iid, None)
+                rendered.pop(iid, None)
                 continue
             families = collector.families(MetricsSnapshot(diagnostics=(diagnostic,)),
                                           per_instance=True)
-            diagnostics[iid] = layout.samples(families)
-        return diagnostics, touched
+            diagnostics[iid], rendered[iid] = layout.rendered(families,
+                                                              self.rendered.get(iid, {}))
+        return diagnostics, rendered, touched
 
     def assemble(self, layout: _Layout) -> bytes:
         """The exposition: every family in order, its samples instance by instance."""
@@ -303,6 +326,13 @@ class _State:
 def _fleet(snapshot: MetricsSnapshot, collector: UltrabaseCollector) -> dict[str, bytes]:
     """The fleet-wide families of snapshot, each as its whole text."""
     return {f.name: _text(f) for f in collector.families(snapshot, per_instance=False)}
+
+
+def _digest(samples: Sequence[Sample]) -> int:
+    """What a family's lines are made of: names, labels in order, values and timestamps."""
+    # Label order is part of the text, so the labels go in as ordered pairs.
+    return hash(tuple((s.name, tuple(s.labels.items()), s.value, s.timestamp)
+                      for s in samples))
 
 
 def _text(family: Metric) -> bytes:
