@@ -23,6 +23,17 @@ CONTAINER_FLEET_DIR = "/fleet"  # where FLEET_DIR is mounted inside every contai
 # Short, so faults and restarts show in Docker's health quickly; the reference uses 5-30s.
 DEFAULT_HEALTH_INTERVAL = "5s"
 HEALTH_INTERVAL = re.compile(r"^[1-9][0-9]{0,2}s$")
+# vector, db and analytics: the rest start only once these are healthy (depends_on:
+# service_healthy), and Docker (20.10, no start_interval) runs the first check one interval
+# after the start, so each step of that chain costs an interval. Checking these three at
+# most every 2 s makes `up` and whole-instance restarts about 9 s shorter at the default
+# interval, for about 5 % of a core per instance.
+DEPENDENCY_HEALTH_INTERVAL_MAX = 2
+
+
+def dependency_health_interval(health_interval: str) -> str:
+    """The interval of the healthchecks other services wait for: at most 2 s."""
+    return f"{min(int(health_interval[:-1]), DEPENDENCY_HEALTH_INTERVAL_MAX)}s"
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 # The fleet-only Kong setting, dropped when `up --kong-dns-ttl` is not given.
@@ -128,6 +139,7 @@ def template_values(instance: Instance, *, image_tags: Mapping[str, str], root: 
         "FLEET_PYTHON": images.RUNTIME_PYTHON,
         "FLEET_ROOT": str(root),
         "FLEET_HEALTH_INTERVAL": health_interval,
+        "FLEET_DEPENDENCY_HEALTH_INTERVAL": dependency_health_interval(health_interval),
         "FLEET_KONG_DNS_VALID_TTL": "" if kong_dns_ttl is None else f'"{kong_dns_ttl}"',
     }
 

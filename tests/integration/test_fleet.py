@@ -214,11 +214,20 @@ def test_template_keeps_the_reference_structure() -> None:
 
 def test_every_healthcheck_uses_the_chosen_interval() -> None:
     compose = (TEMPLATES / "docker-compose.yml").read_text()
-    rendered = yaml.safe_load(envsubst(compose, {"FLEET_HEALTH_INTERVAL": "10s"}))
+    rendered = yaml.safe_load(envsubst(compose, {
+        "FLEET_HEALTH_INTERVAL": "10s",
+        "FLEET_DEPENDENCY_HEALTH_INTERVAL": render.dependency_health_interval("10s")}))
     intervals = {name: spec["healthcheck"]["interval"]
                  for name, spec in rendered["services"].items() if "healthcheck" in spec}
     assert set(intervals) == WITH_HEALTHCHECK
-    assert set(intervals.values()) == {"10s"}
+    # What the others wait for (depends_on: service_healthy) checks at most every 2 s.
+    waited_for = {dep for spec in rendered["services"].values()
+                  for dep, how in (spec.get("depends_on") or {}).items()
+                  if how.get("condition") == "service_healthy"}
+    assert waited_for == {"vector", "db", "analytics"}
+    assert {intervals[name] for name in waited_for} == {"2s"}
+    assert {intervals[name] for name in WITH_HEALTHCHECK - waited_for} == {"10s"}
+    assert render.dependency_health_interval("1s") == "1s"
 
 
 @pytest.mark.parametrize("ttl", [None, 30])

@@ -292,7 +292,8 @@ def test_compose_values_reach_the_container_literally(tmp_path: Path, template: 
         compose_file.write_text(layout.envsubst(source, {
             **layout.instance_values(IID), "FLEET_PYTHON": "py",
             **{image_variable(c): f"fleet/{c}" for c in COMPONENTS},
-            "FLEET_ROOT": "/tmp/x", "FLEET_HEALTH_INTERVAL": DEFAULT_HEALTH_INTERVAL}))
+            "FLEET_ROOT": "/tmp/x", "FLEET_HEALTH_INTERVAL": DEFAULT_HEALTH_INTERVAL,
+            "FLEET_DEPENDENCY_HEALTH_INTERVAL": DEFAULT_HEALTH_INTERVAL}))
     original = compose_file.read_text()
     files = FileSet(inst)
     values = {f"TRICKY_{i}": v for i, v in enumerate(TRICKY)}
