@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--kong-dns-ttl", type=int, default=None, metavar="SECONDS",
                     help="how long Kong keeps a DNS answer (fleet-only; default: Docker's "
                          "600 s TTL, as in production)")
+    up.add_argument("--manager-exact", action="store_true",
+                    help="write the files exactly as the real Ultrabase manager does, its "
+                         "defects included (ports on all interfaces, every pooler asking "
+                         "for host port 5432, admin/admin, ...)")
     up.add_argument("--keep-on-failure", action="store_true",
                     help="leave a failed fleet in place for inspection")
     for name, timeout, text in (("break", BREAK_TIMEOUT, "inject a fault"),
@@ -85,7 +89,8 @@ def run(argv: list[str]) -> int:
         fleet = Fleet.up(root, args.instances, timeout=args.timeout,
                          keep_on_failure=args.keep_on_failure,
                          health_interval=args.health_interval,
-                         kong_dns_ttl=args.kong_dns_ttl)
+                         kong_dns_ttl=args.kong_dns_ttl,
+                         manager_exact=args.manager_exact)
         assert fleet.up_result is not None
         print(json.dumps(fleet.up_result.as_json()))
     elif args.command == "break":

@@ -12,6 +12,10 @@ from fleet.model import Credentials
 
 _ALPHABET = string.ascii_letters + string.digits
 KEY_LIFETIME = timedelta(days=365)
+# The `iss` claim of the fleet's keys, and the real manager's (server.js
+# generateSupabaseKey: `iss: 'supabase-instance-manager'`).
+ISSUER = "supabase"
+MANAGER_ISSUER = "supabase-instance-manager"
 
 
 def random_secret(length: int) -> str:
@@ -20,9 +24,16 @@ def random_secret(length: int) -> str:
         secrets.choice(_ALPHABET) for _ in range(length - 1))
 
 
-def sign_key(role: str, secret: str, issued: datetime, expires: datetime) -> str:
+def manager_secret(length: int) -> str:
+    """Letters and digits drawn as server.js generateSecurePassword draws them (any first
+    character)."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def sign_key(role: str, secret: str, issued: datetime, expires: datetime,
+             issuer: str = ISSUER) -> str:
     """An HS256 API key `{role, iss, iat, exp}` as the manager creates them."""
-    claims = {"role": role, "iss": "supabase", "iat": int(issued.timestamp()),
+    claims = {"role": role, "iss": issuer, "iat": int(issued.timestamp()),
               "exp": int(expires.timestamp())}
     return jwt.encode(claims, secret, algorithm="HS256")
 
@@ -39,6 +50,26 @@ def new_credentials(now: datetime | None = None) -> Credentials:
         dashboard_username="admin",
         dashboard_password=random_secret(24),
         logflare_api_key=random_secret(32),
+    )
+
+
+def manager_credentials(now: datetime | None = None) -> Credentials:
+    """Secrets as the real manager makes them (server.js generateInstanceConfig at d18077b):
+    a 64-character JWT secret, a 16-character db password, the fixed dashboard login
+    admin/admin, a 32-character vault key and a 24-character logflare key (neither of
+    which reaches the instance's files), keys issued by supabase-instance-manager."""
+    now = now or datetime.now(UTC)
+    jwt_secret = manager_secret(64)
+    return Credentials(
+        postgres_password=manager_secret(16),
+        jwt_secret=jwt_secret,
+        anon_key=sign_key("anon", jwt_secret, now, now + KEY_LIFETIME, MANAGER_ISSUER),
+        service_role_key=sign_key("service_role", jwt_secret, now, now + KEY_LIFETIME,
+                                  MANAGER_ISSUER),
+        dashboard_username="admin",
+        dashboard_password="admin",
+        logflare_api_key=manager_secret(24),
+        vault_enc_key=manager_secret(32),
     )
 
 

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -153,11 +153,14 @@ def db_connect(instance: Instance, user: str = "supabase_admin", password: str |
 GATEWAY_READY_PATHS = ("/auth/v1/health", "/rest/v1/")
 
 
-def health_problems(instance: Instance) -> list[str]:
-    """What keeps the instance from being healthy (empty when it is healthy)."""
+def health_problems(instance: Instance, ignore: Collection[str] = ()) -> list[str]:
+    """What keeps the instance from being healthy (empty when it is healthy); components in
+    `ignore` (which cannot start by design, as in --manager-exact) are not looked at."""
     problems: list[str] = []
     found = containers(instance)
     for component in COMPONENTS:
+        if component in ignore:
+            continue
         item = found.get(component)
         if item is None:
             problems.append(f"{component}: no container")
@@ -199,12 +202,13 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str,
         time.sleep(interval)
 
 
-def wait_healthy(instance: Instance, timeout: float = 120.0) -> None:
+def wait_healthy(instance: Instance, timeout: float = 120.0,
+                 ignore: Collection[str] = ()) -> None:
     """Wait until every container runs (healthy where checked), Kong and the db answer."""
     last: list[str] = []
 
     def check() -> bool:
-        last[:] = health_problems(instance)
+        last[:] = health_problems(instance, ignore)
         return not last
 
     wait_for(check, timeout, f"instance {instance.id} to be healthy",

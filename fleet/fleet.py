@@ -18,7 +18,7 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from fleet import engine, faults, images, ports, render, state
-from fleet.credentials import new_credentials, random_secret
+from fleet.credentials import manager_credentials, new_credentials, random_secret
 from fleet.faults import FaultContext
 from fleet.model import FaultResult, FaultSpec, FleetError, Instance, Ports, UpResult
 
@@ -51,8 +51,13 @@ class Fleet:
     def up(cls, root: Path, count: int = 2, *, timeout: float = UP_TIMEOUT,
            keep_on_failure: bool = False,
            health_interval: str = render.DEFAULT_HEALTH_INTERVAL,
-           kong_dns_ttl: int | None = None) -> Fleet:
+           kong_dns_ttl: int | None = None, manager_exact: bool = False) -> Fleet:
         """Create `count` healthy instances under `root` (absent or empty); the fleet.
+
+        manager_exact writes the files exactly as the real Ultrabase manager does, its
+        defects included (fleet/README.md, "--manager-exact"): every pooler after the first
+        cannot bind host port 5432, so those instances come up without their pooler and
+        with registry status "error", as the manager records a failed compose up.
 
         health_interval ("10s") is every Docker healthcheck's interval. kong_dns_ttl, when
         given, is how many seconds Kong keeps a DNS answer (KONG_DNS_VALID_TTL, fleet-only);
@@ -81,12 +86,18 @@ class Fleet:
         tags = images.ensure_images(client)
         log.info("component images %s", ", ".join(sorted(set(tags.values()))))
         root.mkdir(parents=True, exist_ok=True)
-        instances = _new_instances(root, count)
+        instances = _new_instances(root, count, manager_exact)
         state.save(state.FleetState(root=root, images=tags, instances=instances, faults={}))
         admin_token = secrets.token_urlsafe(32)
         try:
             _render(root, tags, instances, admin_token, health_interval, kong_dns_ttl)
-            _start_all(instances, started + timeout)
+            outcomes = _start_all(instances, started + timeout)
+            if manager_exact:
+                render.write_registry(root / "instances.json", {
+                    i.id: {**render.registry_record(i, *outcomes[i.id][:2]),
+                           **({"error_message": outcomes[i.id][2]}
+                              if outcomes[i.id][2] else {})}
+                    for i in instances}, manager_exact=True)
         except BaseException as exc:
             if keep_on_failure:
                 raise
@@ -235,7 +246,18 @@ class Fleet:
         teardown(self.root)
 
 
-def _new_instances(root: Path, count: int) -> tuple[Instance, ...]:
+def manager_time(moment: datetime) -> str:
+    """A time as the manager writes it (JavaScript's toISOString: milliseconds, Z)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# --manager-exact: who creates each instance, in turn (the review's runs: admin's project,
+# then one by a registered user with an organization of its own).
+_MANAGER_CREATORS = (("admin", "Default Organization"), ("alice", "Alice Org"))
+
+
+def _new_instances(root: Path, count: int, manager_exact: bool = False
+                   ) -> tuple[Instance, ...]:
     # The plain listing: containers.list() inspects each one, and on a shared host another
     # fleet's container may be gone by then.
     taken = {(c.get("Labels") or {}).get(engine.PROJECT_LABEL, "")
@@ -247,15 +269,20 @@ def _new_instances(root: Path, count: int) -> tuple[Instance, ...]:
             ids.append(candidate)
     free = ports.free_ports(5 * count)
     created = datetime.now(UTC)
-    stamp = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = manager_time(created) if manager_exact else created.strftime("%Y-%m-%dT%H:%M:%SZ")
     instances = []
     for n, instance_id in enumerate(ids):
         p = free[5 * n:5 * n + 5]
+        owner, organization = (_MANAGER_CREATORS[n % 2] if manager_exact
+                               else ("admin", "Fleet Organization"))
         instances.append(Instance(
             id=instance_id, name=f"Fleet instance {n + 1}", created_at=stamp,
             ports=Ports(kong_http=p[0], kong_https=p[1], postgres_ext=p[2], supavisor=p[3],
                         analytics=p[4]),
-            credentials=new_credentials(created), core_dir=root / "supabase-core"))
+            credentials=(manager_credentials(created) if manager_exact
+                         else new_credentials(created)),
+            core_dir=root / "supabase-core", owner=owner, organization=organization,
+            manager_exact=manager_exact))
     return tuple(instances)
 
 
@@ -267,29 +294,79 @@ def _render(root: Path, tags: dict[str, str], instances: tuple[Instance, ...],
                                         health_interval=health_interval,
                                         kong_dns_ttl=kong_dns_ttl)
         render.render_instance_files(instance, values)
+    exact = any(i.manager_exact for i in instances)
+    # The manager saves the record with status "creating" before it runs generate.bash.
     render.write_registry(root / "instances.json",
-                          {i.id: render.registry_record(i) for i in instances})
-    render.write_users(root / "users.json")
+                          {i.id: render.registry_record(i, "creating" if exact else "running")
+                           for i in instances}, manager_exact=exact)
+    render.write_users(root / "users.json", instances, manager_exact=exact)
     render.write_doctor_config(root / "doctor.yaml", root, admin_token)
 
 
-def _start_all(instances: tuple[Instance, ...], deadline: float) -> None:
-    def start(instance: Instance) -> None:
+# (status, updated_at, error_message) as the manager records the outcome of generate.bash.
+Outcome = tuple[str, str | None, str | None]
+# The manager runs generate.bash this many times before it records "error"
+# (server.js executeWithRetry(..., 3, ...); its 5 s and 10 s pauses are left out here).
+MANAGER_ATTEMPTS = 3
+_PORT_TAKEN = ("port is already allocated", "address already in use")
+
+
+def _compose_up(instance: Instance, deadline: float) -> str | None:
+    """compose up -d, as generate.bash ends; with --manager-exact a failure is tried again
+    as the manager does and then returned (the instance keeps what started), else raised."""
+    attempts = MANAGER_ATTEMPTS if instance.manager_exact else 1
+    error = ""
+    for _ in range(attempts):
+        try:
+            engine.compose(instance, "up", "-d", timeout=max(10.0, deadline - time.monotonic()))
+            return None
+        except FleetError as exc:
+            if not instance.manager_exact:
+                raise
+            error = str(exc)
+            log.info("%s: compose up failed: %s", instance.id, error.splitlines()[-1])
+    return error
+
+
+def _unstartable(instance: Instance) -> set[str]:
+    """Components whose container was created but could not start: a host port taken."""
+    out: set[str] = set()
+    for component, item in engine.containers(instance).items():
+        error = str((item.attrs.get("State") or {}).get("Error") or "")
+        if item.status == "created" and any(word in error for word in _PORT_TAKEN):
+            out.add(component)
+    return out
+
+
+def _start_all(instances: tuple[Instance, ...], deadline: float) -> dict[str, Outcome]:
+    """Start every instance at once; each one's outcome as the manager records it."""
+    def start(instance: Instance) -> Outcome:
         began = time.monotonic()
         log.info("%s: compose up", instance.id)
         try:
-            engine.compose(instance, "up", "-d", timeout=max(10.0, deadline - time.monotonic()))
-            engine.wait_healthy(instance, max(5.0, deadline - time.monotonic()))
+            error = _compose_up(instance, deadline)
+            ignore = _unstartable(instance) if error else set()
+            if error and not ignore:
+                raise FleetError(error)
+            engine.wait_healthy(instance, max(5.0, deadline - time.monotonic()), ignore)
         except FleetError as exc:
             raise FleetError(f"{exc}\ncontainers of {instance.id}:\n"
                              f"{engine.report(instance)}") from None
-        log.info("%s: healthy after %.1fs", instance.id, time.monotonic() - began)
+        log.info("%s: healthy after %.1fs%s", instance.id, time.monotonic() - began,
+                 f" except {', '.join(sorted(ignore))}" if ignore else "")
+        updated = manager_time(datetime.now(UTC))
+        if error is None:
+            return "running", updated, None
+        # execAsync's message: "Command failed: <command>\n<stderr>", wrapped by the manager.
+        return ("error", updated, "Erro ao executar generate.bash: Command failed: "
+                f'cd "{instance.core_dir}" && bash generate.bash\n{error}')
 
     with ThreadPoolExecutor(max_workers=len(instances)) as pool:
-        futures = [pool.submit(start, i) for i in instances]
-        errors = [str(f.exception()) for f in futures if f.exception() is not None]
+        futures = {i.id: pool.submit(start, i) for i in instances}
+        errors = [str(f.exception()) for f in futures.values() if f.exception() is not None]
     if errors:
         raise FleetError("the fleet did not come up:\n" + "\n".join(errors))
+    return {key: future.result() for key, future in futures.items()}
 
 
 def teardown(root: Path) -> None:

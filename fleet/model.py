@@ -53,6 +53,8 @@ class Credentials:
     dashboard_username: str
     dashboard_password: str
     logflare_api_key: str
+    # Only the real manager generates one (32 characters, kept in the registry alone).
+    vault_enc_key: str = ""
 
     def __repr__(self) -> str:
         return "Credentials(<redacted>)"
@@ -66,6 +68,11 @@ class Credentials:
             "dashboard_password": self.dashboard_password,
         }
 
+    def manager_registry_dict(self) -> dict[str, str]:
+        """The `credentials` object as the real manager saves it (two keys more)."""
+        return {**self.registry_dict(), "vault_enc_key": self.vault_enc_key,
+                "logflare_api_key": self.logflare_api_key}
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -77,6 +84,11 @@ class Instance:
     ports: Ports
     credentials: Credentials
     core_dir: Path
+    # Who created it in the manager, and its organization (the manager's create form).
+    owner: str = "admin"
+    organization: str = "Fleet Organization"
+    # Files written exactly as the real manager writes them (`up --manager-exact`).
+    manager_exact: bool = False
 
     @property
     def project(self) -> str:

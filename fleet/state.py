@@ -53,14 +53,17 @@ class FleetState:
 def _instance_to_json(instance: Instance) -> dict[str, Any]:
     return {"id": instance.id, "name": instance.name, "created_at": instance.created_at,
             "ports": instance.ports.as_dict(),
-            "credentials": {**instance.credentials.registry_dict(),
-                            "logflare_api_key": instance.credentials.logflare_api_key}}
+            "credentials": instance.credentials.manager_registry_dict(),
+            "owner": instance.owner, "organization": instance.organization,
+            "manager_exact": instance.manager_exact}
 
 
 def _instance_from_json(data: dict[str, Any], core_dir: Path) -> Instance:
     return Instance(id=data["id"], name=data["name"], created_at=data["created_at"],
                     ports=Ports(**data["ports"]), credentials=Credentials(**data["credentials"]),
-                    core_dir=core_dir)
+                    core_dir=core_dir, owner=data.get("owner", "admin"),
+                    organization=data.get("organization", "Fleet Organization"),
+                    manager_exact=bool(data.get("manager_exact", False)))
 
 
 def save(state: FleetState) -> None:
