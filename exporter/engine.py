@@ -26,6 +26,7 @@ from exporter.discovery import CRITICAL_PATH, Discovery, Instance, discover
 from exporter.dockerhost import DockerHost
 from exporter.errors import DoctorError, InstanceNotFoundError
 from exporter.issues import Issue, make_issue
+from exporter.lifecycle import settle
 from exporter.redaction import Redactor
 from exporter.results import MemoryResultStore, ResultStore
 from exporter.rootcause import find_root_cause, order_issues
@@ -310,11 +311,15 @@ class DiagnosticsEngine:
         results = settle_with_live_checks(results)
         issues = order_issues([*instance.problems, *(i for r in results.values()
                                                      for i in r.issues)])
+        # An instance being created, stopped by its owner or never started is down as
+        # expected: its state is the root cause and nothing of that alerts.
+        settled = settle(instance, issues, _utc(self._clock()))
         diagnostic = Diagnostic(
             instance_id=instance.id, timestamp=_utc(self._clock()),
             duration_seconds=time.monotonic() - started, results=results,
-            issues=tuple(issues), root_cause=find_root_cause(issues), trigger=trigger,
-            checks_requested=selected,
+            issues=settled.issues if settled else tuple(issues),
+            root_cause=settled.root_cause if settled else find_root_cause(issues),
+            trigger=trigger, checks_requested=selected,
         )
         self.store.save(diagnostic)
         self.store.record_run(trigger, "healthy" if diagnostic.healthy else "unhealthy")

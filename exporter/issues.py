@@ -194,6 +194,49 @@ CATALOGUE: Mapping[str, IssueSpec] = {
         "recreated since then has a new address that Kong does not know yet. Restart kong "
         "so it resolves the name again (repair restart_component on kong), or wait out the "
         "TTL; restarting the service itself does not help.", "restart_component"),
+    # The registry's word on the instance's life: expected states, never alerts.
+    "INSTANCE_CREATING": IssueSpec(
+        "info", "The manager is still creating this instance",
+        "The registry says status \"creating\": the manager is running generate.bash, whose "
+        "compose up pulls the images and starts the containers (5-10 minutes the first time). "
+        "Components that are down meanwhile are expected: nothing alerts and nothing is "
+        "repaired. If it stays so long after the manager gave up (its log says why), start "
+        "the instance: `docker compose -f docker-compose-<id>.yml --env-file .env-<id> up -d` "
+        "in supabase-core."),
+    "INSTANCE_STOPPED": IssueSpec(
+        "info", "The instance was stopped by its owner",
+        "The registry says status \"stopped\" and no container runs: the manager's Stop runs "
+        "compose down, which removes the containers and keeps the data. Nothing is broken and "
+        "nothing alerts; start it from the manager (or `docker compose -f "
+        "docker-compose-<id>.yml --env-file .env-<id> up -d` in supabase-core) when wanted."),
+    "INSTANCE_NOT_STARTED": IssueSpec(
+        "info", "The instance has never been started",
+        "No container of it exists and its db/data directory was never created: Docker "
+        "creates volumes-<id>/db/data and storage at the first start, so nothing is lost and "
+        "nothing needs restoring. Start it (the manager's Start, or `docker compose -f "
+        "docker-compose-<id>.yml --env-file .env-<id> up -d` in supabase-core); if its first "
+        "start failed, the manager's log and the registry's error_message say why."),
+    # The instance's own exposure, as the manager's template leaves it.
+    "PORT_EXPOSED": IssueSpec(
+        "warning", "A port of the instance is published on every interface of the host",
+        "The manager's template publishes kong (the API and Studio's login), the db, the "
+        "pooler and analytics as `PORT:TARGET`, which Docker binds on 0.0.0.0 and [::]: "
+        "anyone who reaches the host reaches them, past the host's firewall rules for "
+        "INPUT. In supabase-core/docker-compose.yml (for new instances) and each "
+        "docker-compose-<id>.yml, prefix the ports with 127.0.0.1: (e.g. "
+        "`\"127.0.0.1:${POSTGRES_PORT_EXT}:${POSTGRES_PORT}\"`) or the one address clients "
+        "use, put a reverse proxy with TLS in front of kong, then recreate the service "
+        "(compose up -d SERVICE). The doctor's config editor cannot change ports."),
+    "DEFAULT_CREDENTIALS": IssueSpec(
+        "warning", "The instance uses a default or placeholder credential",
+        "The manager creates every instance with the Studio login admin/admin "
+        "(server.js generateInstanceConfig) and renders the logflare keys as the placeholder "
+        "your_logflare_key (generate.bash), which anyone can guess. Change the dashboard "
+        "login with the doctor's config editor (PUT /api/instances/<id>/config, fields "
+        "dashboard_username and dashboard_password: it updates the registry, .env, compose "
+        "file and kong.yml and recreates kong and studio); set a random LOGFLARE_API_KEY and "
+        "LOGFLARE_LOGGER_BACKEND_API_KEY in the .env-<id> and compose file (and in "
+        "generate.bash for new instances), then recreate analytics, vector and studio."),
 }
 
 

@@ -18,9 +18,13 @@ from typing import Any
 
 from exporter.checks.base import CheckContext, Findings
 from exporter.checks.probes import call_bounded, run_bounded
+from exporter.discovery.lifecycle import never_started
 from exporter.issues import Issue, make_issue
 
 DOCKER_ROOT = Path("/var/lib/docker")
+# Volume directories the manager leaves to Docker's first `up` (generate.bash makes only
+# functions/, logs/, db/init and api/).
+DOCKER_CREATES = frozenset({"db_data", "storage"})
 # Walking stops after this many entries; the size is then a lower bound.
 MAX_ENTRIES = 200_000
 # Which component a named volume dir belongs to (names from discovery).
@@ -90,13 +94,19 @@ class DiskUsageCheck:
             issues.extend(fs_issues)
 
         volumes = self._volumes(ctx, files.volume_dirs)
+        # Docker creates the bind-mounted directories at the first start: before it, their
+        # absence is no loss (exporter.lifecycle).
+        first_start_pending = never_started(ctx.instance, ctx.now)
         for name, usage in volumes.items():
             details["volumes"][name] = {"path": usage.path, "exists": usage.exists,
                                         "size_bytes": usage.size_bytes,
                                         "complete": usage.complete, "entries": usage.entries}
             if usage.error:
                 details["volumes"][name]["error"] = usage.error
-            if usage.exists is False:
+            if usage.exists is False and first_start_pending and name in DOCKER_CREATES:
+                details["volumes"][name]["note"] = ("not created yet: Docker creates it at "
+                                                    "the instance's first start")
+            elif usage.exists is False:
                 issues.append(make_issue(
                     "VOLUME_MISSING", check=self.name, component=VOLUME_COMPONENTS.get(name),
                     message=f"volume dir {name} is missing: {usage.path}",

@@ -106,6 +106,9 @@ class ServiceHealthCheck:
                 issues.append(issue)
         details = {"components": components,
                    "probe": ctx.redactor.data(probe_info)}
+        if not any(c.running for c in instance.components.values()):
+            # Nothing was probed: that is no evidence of health (container_status says why).
+            skipped = "no component of the instance runs, so none was probed"
         return Findings(tuple(issues), details, skipped=skipped)
 
     def _probe_inside(self, ctx: CheckContext, runner: str,

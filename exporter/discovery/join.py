@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.discovery.files import CREDENTIAL_COMPONENTS, service_env_credentials
-from exporter.discovery.model import Component, Credentials, Endpoints, Instance, InstanceFiles
+from exporter.discovery.model import (
+    Component,
+    Credentials,
+    Endpoints,
+    Instance,
+    InstanceFiles,
+    RegistryState,
+)
 from exporter.dockerhost import ContainerSummary, DockerHost
 from exporter.issues import Issue, make_issue
 from exporter.redaction import fingerprint
@@ -46,6 +53,7 @@ class Candidate:
     registry_ports: Mapping[str, int] = field(default_factory=dict)
     problems: tuple[Issue, ...] = ()
     created_at: str | None = None
+    registry: RegistryState = field(default_factory=RegistryState)
 
 
 def index_by_project(containers: Sequence[ContainerSummary]
@@ -91,7 +99,7 @@ def build_instance(candidate: Candidate, project_containers: Sequence[ContainerS
         compose_project=candidate.compose_project, components=components,
         endpoints=_endpoints(components, candidate.registry_ports), credentials=credentials,
         files=candidate.files, problems=tuple(problems), created_at=candidate.created_at,
-        runtime_env=runtime_env, runtime_known=runtime_known,
+        runtime_env=runtime_env, runtime_known=runtime_known, registry=candidate.registry,
     )
 
 

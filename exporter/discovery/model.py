@@ -119,6 +119,16 @@ class InstanceFiles:
         return within(self.root, path)
 
 
+@dataclass(frozen=True)
+class RegistryState:
+    """What the manager's registry says of the instance's life, and what the disk shows."""
+
+    status: str | None = None  # creating, running, stopped, error (None: not said)
+    updated_at: str | None = None
+    # Whether the db's data directory exists (None: unknown, e.g. not a bind mount).
+    data_dir_exists: bool | None = None
+
+
 @dataclass(frozen=True, repr=False)
 class Instance:
     """One Supabase instance as discovered."""
@@ -138,6 +148,7 @@ class Instance:
     runtime_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # False when Docker could not be read: components are then unknown, not missing.
     runtime_known: bool = True
+    registry: RegistryState = field(default_factory=RegistryState)
 
     def component(self, name: str) -> Component:
         """The named component (a "missing" one when not expected)."""
@@ -163,6 +174,7 @@ class Instance:
             "compose_project": self.compose_project,
             "created_at": self.created_at,
             "runtime_known": self.runtime_known,
+            "registry_status": self.registry.status,
             "components": {
                 name: {"container": c.container_name, "state": c.state,
                        "health": c.container.health if c.container else None}

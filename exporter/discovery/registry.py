@@ -34,6 +34,10 @@ class RegistryRecord:
     volumes_dir: str
     problems: tuple[Issue, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # The manager's word on the instance: creating, running, stopped or error, and when it
+    # last saved the record (None when absent or not text).
+    status: str | None = None
+    updated_at: str | None = None
 
     def __repr__(self) -> str:
         return f"RegistryRecord(id={self.id!r})"
@@ -115,6 +119,8 @@ def _record(record_id: str, item: Any, where: str) -> RegistryRecord:
         name = record_id
     owner = item.get("owner") if isinstance(item.get("owner"), str) else None
     created = item.get("created_at") if isinstance(item.get("created_at"), str) else None
+    status = item.get("status") if isinstance(item.get("status"), str) else None
+    updated = item.get("updated_at") if isinstance(item.get("updated_at"), str) else None
     ports = _section(item, "ports", problems)
     valid_ports: dict[str, int] = {}
     for key in _PORT_KEYS:
@@ -157,7 +163,7 @@ def _record(record_id: str, item: Any, where: str) -> RegistryRecord:
         id=record_id, name=name, owner=owner, created_at=created, ports=valid_ports,
         credentials=valid_creds, compose_file=names["compose_file"],
         env_file=names["env_file"], volumes_dir=names["volumes_dir"], problems=issues,
-        raw=item,
+        raw=item, status=status, updated_at=updated,
     )
 
 

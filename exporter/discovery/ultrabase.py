@@ -15,7 +15,12 @@ from exporter.discovery.files import (
     service_env_credentials,
 )
 from exporter.discovery.join import Candidate, volume_dirs_from_binds
-from exporter.discovery.model import COMPONENTS, InstanceFiles, ultrabase_container_name
+from exporter.discovery.model import (
+    COMPONENTS,
+    InstanceFiles,
+    RegistryState,
+    ultrabase_container_name,
+)
 from exporter.discovery.registry import Registry, RegistryRecord, read_registry
 from exporter.issues import Issue, make_issue
 from exporter.safefs import kind
@@ -80,6 +85,7 @@ def _candidate(record: RegistryRecord, base: Path, registry_path: Path) -> Candi
     if not volume_dirs:
         volume_dirs = {"db_data": volumes / "db" / "data", "storage": volumes / "storage",
                        "functions": volumes / "functions"}
+    data_dir_exists = _exists(base, volume_dirs.get("db_data"))
     return Candidate(
         id=record.id, name=record.name, owner=record.owner, source="ultrabase",
         compose_project=f"supabase-{record.id}",
@@ -89,4 +95,16 @@ def _candidate(record: RegistryRecord, base: Path, registry_path: Path) -> Candi
                             volumes_dir=volumes, volume_dirs=volume_dirs, root=base),
         file_credentials=credentials, registry_ports=record.ports,
         problems=tuple(problems), created_at=record.created_at,
+        registry=RegistryState(status=record.status, updated_at=record.updated_at,
+                               data_dir_exists=data_dir_exists),
     )
+
+
+def _exists(base: Path, path: Path | None) -> bool | None:
+    """True for a directory, False when nothing is there, None when it cannot be told."""
+    if path is None:
+        return None
+    try:
+        return {"dir": True, "missing": False}.get(kind(base, path))
+    except OSError:
+        return None
