@@ -46,6 +46,7 @@ from actions.files import FileSet
 from actions.operations.model import OperationError
 from exporter.checks import ALL_CHECKS
 from exporter.checks.database import role_logins
+from exporter.checks.listener import withheld as withheld_login
 from exporter.diagnostic import Diagnostic
 from exporter.discovery.files import (
     FileReadError,
@@ -870,6 +871,9 @@ def _superuser(instance: Instance, timeout: float) -> psycopg.Connection[Any]:
     port = instance.endpoints.db_port
     if not password or port is None:
         raise RepairError("the instance's postgres password or db port is unknown")
+    withheld = withheld_login(instance, "db", port, listing=False)
+    if withheld:
+        raise RepairError(f"no login tried: {withheld}")
     dbname = instance_dbname(instance)
     failures: list[str] = []
     for user in ADMIN_USERS:

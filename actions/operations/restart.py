@@ -47,6 +47,7 @@ import requests.exceptions
 from actions.operations.health import settle_quick_health
 from actions.operations.model import OperationError, StepFailed, utc_now
 from actions.operations.runner import Body, OperationContext, describe
+from exporter.checks.listener import withheld as withheld_login
 from exporter.discovery import COMPONENTS, Instance
 from exporter.dockerhost import COMPOSE_DEPENDS_ON
 from exporter.pg import ADMIN_USERS, DbLogin, LoginFailedError, connect, instance_dbname
@@ -406,6 +407,9 @@ def _db_counts(instance: Instance) -> DbState:
     password = instance.credentials.postgres_password
     if port is None or not password:
         return DbState(error="no published database port or password known")
+    withheld = withheld_login(instance, "db", port, listing=False)
+    if withheld:
+        return DbState(error=f"no login tried: {withheld}")
     reason = "no login tried"
     for user in ADMIN_USERS:
         login = DbLogin(user, password, instance_dbname(instance))

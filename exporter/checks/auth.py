@@ -24,6 +24,7 @@ from typing import Any
 from exporter.checks.base import CheckContext, Findings
 from exporter.checks.database import shared_login
 from exporter.checks.endpoints import kong_file_view, stale_kind
+from exporter.checks.listener import url_port, withheld_in
 from exporter.checks.upstream import upstream_view
 from exporter.gateway import GatewayCall, call
 from exporter.issues import Issue, make_issue
@@ -157,6 +158,10 @@ def _probe_gotrue(ctx: CheckContext, report: _Report) -> bool:
         report.details["health"] = {"skipped": "the gateway URL is unknown" if base is None
                                     else "the anon key is unknown"}
         return False
+    withheld = withheld_in(ctx, "kong", url_port(base))
+    if withheld:
+        report.details["health"] = {"skipped": f"the anon key is withheld: {withheld}"}
+        return False
     headers = {"apikey": anon}
     with ThreadPoolExecutor(max_workers=2) as pool:
         health_f = pool.submit(call, ctx.http, "GET", base, "/auth/v1/health", headers=headers)
@@ -220,6 +225,10 @@ def _check_db_login(ctx: CheckContext, report: _Report) -> None:
             "skipped": "the db port published on the host is unknown" if login
             else "auth's runtime GOTRUE_DB_DATABASE_URL is unknown or has no credentials"}
         return
+    withheld = withheld_in(ctx, "db", port)
+    if withheld:
+        report.details["db_login"] = {"skipped": f"the password is withheld: {withheld}"}
+        return
     # The DSN names the compose host (db:5432); the host reaches it on the published port.
     result = shared_login(ctx, instance.endpoints.db_host, port, login)
     reason = ctx.redactor.text(result.reason)
@@ -278,6 +287,9 @@ def _not_run_reason(ctx: CheckContext, auth_hangs: bool) -> str | None:
         return "the gateway URL is unknown"
     if not ctx.instance.credentials.service_role_key:
         return "the service key is unknown"
+    withheld = withheld_in(ctx, "kong", url_port(ctx.instance.endpoints.gateway_url))
+    if withheld:
+        return f"the service key is withheld: {withheld}"
     if auth_hangs:
         return f"GoTrue did not answer its health probe within {ctx.timeout:g}s"
     return None

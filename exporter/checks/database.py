@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from exporter.checks.base import CheckContext, Findings
+from exporter.checks.listener import withheld_in
 from exporter.discovery.model import Instance
 from exporter.issues import Issue, make_issue
 from exporter.pg import (
@@ -82,6 +83,15 @@ class DatabaseConnectionCheck:
             return Findings(skipped="the db port published on the host is unknown")
         if not password:
             return Findings(skipped="the instance's postgres password is unknown")
+        withheld = withheld_in(ctx, "db", port)
+        if withheld:
+            # No password goes to whatever holds the port if it is not this instance's db.
+            return Findings((make_issue(
+                "DB_UNREACHABLE", check=NAME, component="db",
+                message=f"no login tried on 127.0.0.1:{port}: {withheld}",
+                evidence={"host": instance.endpoints.db_host, "port": port,
+                          "outcome": "credentials_withheld", "reason": withheld}),),
+                {"credentials_withheld": withheld})
         host = instance.endpoints.db_host
         dbname = instance_dbname(instance)
         issues: list[Issue] = []

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from exporter.checks.base import CheckContext, Findings
+from exporter.checks.listener import url_port, withheld_in
 from exporter.checks.upstream import UpstreamView, upstream_view
 from exporter.discovery.model import Instance
 from exporter.gateway import GatewayCall, call
@@ -51,6 +52,15 @@ class ApiEndpointsCheck:
         base = instance.endpoints.gateway_url
         if base is None:
             return Findings(skipped="the gateway port published on the host is unknown")
+        withheld = withheld_in(ctx, "kong", url_port(base))
+        if withheld:
+            # Every route carries a key or the dashboard login: none goes to a stranger.
+            return Findings((make_issue(
+                "GATEWAY_UNREACHABLE", check=NAME, component="kong",
+                message=f"no request sent to the gateway at {base}: {withheld}",
+                evidence={"url": base, "credentials_withheld": True, "reason": withheld}),),
+                {"not_probed": {r.endpoint: "credentials withheld" for r in ROUTES},
+                 "credentials_withheld": withheld})
         routes: list[Route] = []
         not_probed: dict[str, str] = {}
         for route in ROUTES:

@@ -8,7 +8,6 @@ a TCP test from auth.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import time
@@ -18,9 +17,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from exporter.checks.base import CheckContext, Findings
+from exporter.checks.listener import listeners_on, url_port
 from exporter.checks.probes import (
     Connect,
     HttpProbeRun,
@@ -59,19 +58,6 @@ class PublishedEndpoint:
     label: str
     component: str
     port: int
-
-
-@dataclass(frozen=True)
-class Listener:
-    """A process holding a listening TCP socket, found through /proc."""
-
-    pid: int
-    process: str
-    address: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON shape."""
-        return {"pid": self.pid, "process": self.process, "address": self.address}
 
 
 class NetworkConnectivityCheck:
@@ -322,7 +308,7 @@ def published_endpoints(instance: Instance) -> list[PublishedEndpoint]:
     for label, component, url in (("gateway", "kong", eps.gateway_url),
                                   ("gateway_https", "kong", eps.gateway_https_url),
                                   ("analytics", "analytics", eps.analytics_url)):
-        port = _url_port(url)
+        port = url_port(url)
         if port is not None:
             found.append(PublishedEndpoint(label, component, port))
     if eps.db_port:
@@ -338,15 +324,6 @@ def instance_container(instance: Instance, component: str) -> ContainerSummary |
 def publishes(container: ContainerSummary, port: int) -> bool:
     """True when the listing shows the container publishing this host port."""
     return container.state == "running" and any(p.host_port == port for p in container.ports)
-
-
-def _url_port(url: str | None) -> int | None:
-    if not url:
-        return None
-    try:
-        return urlsplit(url).port
-    except ValueError:
-        return None
 
 
 def _cid(instance: Instance, component: str) -> str:
@@ -403,66 +380,3 @@ class _HolderFinder:
                 return {"name": c.name, "compose_project": c.compose_project,
                         "same_instance": False}
         return None
-
-
-def listeners_on(proc: Path, port: int, deadline: float) -> list[Listener]:
-    """Processes with a listening TCP socket on port (any address), via /proc."""
-    inodes: dict[str, str] = {}
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            # fields: sl, local address, remote address, state (0A = LISTEN), ..., inode
-            if len(fields) < 10 or fields[3] != "0A":
-                continue
-            address, _, hex_port = fields[1].rpartition(":")
-            if int(hex_port, 16) == port and fields[9] != "0":
-                inodes[f"socket:[{fields[9]}]"] = _address(address)
-    found: list[Listener] = []
-    if not inodes:
-        return found
-    try:
-        pids = [e.name for e in os.scandir(proc) if e.name.isdigit()]
-    except OSError:
-        return found
-    for pid in pids:
-        if time.monotonic() > deadline:
-            break
-        fd_dir = proc / pid / "fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue  # gone, or not ours to read
-        for fd in fds:
-            try:
-                link = os.readlink(fd_dir / fd)
-            except OSError:
-                continue
-            if link in inodes:
-                found.append(Listener(int(pid), _comm(proc, pid), inodes[link]))
-                break
-    return found
-
-
-def _comm(proc: Path, pid: str) -> str:
-    try:
-        return (proc / pid / "comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
-def _address(hex_address: str) -> str:
-    """/proc/net/tcp's little-endian hex address as text."""
-    try:
-        raw = bytes.fromhex(hex_address)
-    except ValueError:
-        return hex_address
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    if len(raw) == 16:
-        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-        return socket.inet_ntop(socket.AF_INET6, words)
-    return hex_address
