@@ -28,6 +28,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _MIN_SECRET_LENGTH = 4
+# Defaults published in the manager's code and Supabase's examples: they protect nothing,
+# DEFAULT_CREDENTIALS names them, and replacing "admin" everywhere would garble every
+# message that mentions supabase_admin.
+PUBLISHED_DEFAULTS = frozenset({
+    "admin", "this_password_is_insecure_and_should_be_updated", "your_logflare_key",
+    "your-super-secret-and-long-logflare-key",
+})
 KEY_FILE = "fingerprint.key"
 _KEY_BYTES = 32
 _key: bytes | None = None
@@ -124,7 +131,8 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         # Longest first, so a secret that contains another is replaced whole.
-        unique = {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}
+        unique = {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH
+                  and s not in PUBLISHED_DEFAULTS}
         self._secrets = sorted(unique, key=len, reverse=True)
 
     def digest(self) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.checks.base import CheckContext, Findings
+from exporter.checks.exposure import exposure
 from exporter.checks.listener import listeners_on, url_port
 from exporter.checks.probes import (
     Connect,
@@ -77,6 +78,10 @@ class NetworkConnectivityCheck:
         endpoints = published_endpoints(instance)
         ports, localhost_v6 = self._probe_ports(ctx, endpoints)
         details: dict[str, Any] = {"ports": ports, "localhost_ipv6": localhost_v6}
+        # The instance's own exposure comes from its files and the listing: always judged.
+        exposed, exposure_details = exposure(instance)
+        issues.extend(exposed)
+        details.update(exposure_details)
         if not instance.runtime_known:
             # The ports were still tried: that needs no Docker.
             for ep in endpoints:
@@ -164,7 +169,8 @@ class NetworkConnectivityCheck:
                   holders: _HolderFinder, message: str, extra: dict[str, Any]) -> Issue:
         holder = holders.describe(port, exclude=component)
         return make_issue(
-            "PORT_CONFLICT", check=self.name, component=component, message=message,
+            "PORT_CONFLICT", check=self.name, component=component,
+            message=f"{message}: {holder_text(holder)}",
             evidence=ctx.redactor.data({"port": port, **extra, **holder}))
 
     def _start_errors(self, ctx: CheckContext) -> dict[str, str]:
@@ -314,6 +320,22 @@ def published_endpoints(instance: Instance) -> list[PublishedEndpoint]:
     if eps.db_port:
         found.append(PublishedEndpoint("db", "db", eps.db_port))
     return found
+
+
+def holder_text(holder: dict[str, Any]) -> str:
+    """Who holds the port, in words: the container (and its instance) the listing shows,
+    else the processes /proc shows; the engine's own proxy is named through its container."""
+    container = holder.get("holder_container")
+    if container:
+        project = container.get("compose_project")
+        where = ("of this instance" if container.get("same_instance")
+                 else f"of {project}" if project else "outside any compose project")
+        return f"held by container {container['name']} ({where})"
+    processes = [x for x in holder.get("listeners", [])]
+    if processes:
+        return "held by " + ", ".join(f"process {x['process']} (pid {x['pid']}, "
+                                      f"{x['address']})" for x in processes)
+    return "its holder is not visible to this process"
 
 
 def instance_container(instance: Instance, component: str) -> ContainerSummary | None:

@@ -170,7 +170,7 @@ class ComposeFacts:
     project: str | None
     env: Mapping[str, Mapping[str, str]]  # service -> environment
     container_names: Mapping[str, str]
-    # service -> [(host_ip, host_port, container_port)]
+    # service -> [(host_ip, host_port, container_port)]; host_port 0: any free one
     ports: Mapping[str, tuple[tuple[str, int, int], ...]]
     binds: Mapping[str, tuple[tuple[Path, str], ...]]  # service -> [(host path, target)]
     services: tuple[str, ...] = field(default_factory=tuple)
@@ -221,10 +221,12 @@ def _port(value: Any) -> tuple[str, int, int] | None:
             return None
     parts = str(value).split("/")[0].split(":")
     try:
+        # An empty host port (":6543", what envsubst leaves of an unset variable) asks
+        # Docker for any free one: 0 here.
         if len(parts) == 3:
-            return parts[0], int(parts[1]), int(parts[2])
+            return parts[0], int(parts[1] or 0), int(parts[2])
         if len(parts) == 2:
-            return "", int(parts[0]), int(parts[1])
+            return "", int(parts[0] or 0), int(parts[1])
     except ValueError:
         return None
     return None
@@ -314,3 +316,17 @@ def kong_credentials(facts: KongFacts) -> dict[str, str]:
     if facts.dashboard_password:
         found["dashboard_password"] = facts.dashboard_password
     return found
+
+
+# Values published with the manager's template or Supabase's, which anyone can read there.
+PLACEHOLDERS: frozenset[str] = frozenset({
+    "your_logflare_key",  # ultabasereal supabase-core/generate.bash
+    "your-super-secret-and-long-logflare-key",  # supabase/docker/.env.example
+})
+# The settings whose placeholder value is a credential (the logflare ingest and API keys).
+PLACEHOLDER_SETTINGS = ("LOGFLARE_API_KEY", "LOGFLARE_LOGGER_BACKEND_API_KEY")
+
+
+def placeholder_settings(env: Mapping[str, str], where: str) -> dict[str, list[str]]:
+    """setting -> [where] for each credential setting that holds a published placeholder."""
+    return {key: [where] for key in PLACEHOLDER_SETTINGS if env.get(key) in PLACEHOLDERS}

@@ -13,6 +13,7 @@ from exporter.discovery.model import (
     Endpoints,
     Instance,
     InstanceFiles,
+    LayoutFacts,
     RegistryState,
 )
 from exporter.dockerhost import ContainerSummary, DockerHost
@@ -54,6 +55,7 @@ class Candidate:
     problems: tuple[Issue, ...] = ()
     created_at: str | None = None
     registry: RegistryState = field(default_factory=RegistryState)
+    layout: LayoutFacts = field(default_factory=LayoutFacts)
 
 
 def index_by_project(containers: Sequence[ContainerSummary]
@@ -100,6 +102,7 @@ def build_instance(candidate: Candidate, project_containers: Sequence[ContainerS
         endpoints=_endpoints(components, candidate.registry_ports), credentials=credentials,
         files=candidate.files, problems=tuple(problems), created_at=candidate.created_at,
         runtime_env=runtime_env, runtime_known=runtime_known, registry=candidate.registry,
+        layout=candidate.layout,
     )
 
 

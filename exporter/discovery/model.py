@@ -129,6 +129,17 @@ class RegistryState:
     data_dir_exists: bool | None = None
 
 
+@dataclass(frozen=True)
+class LayoutFacts:
+    """What the instance's files declare about its exposure (no secrets)."""
+
+    # compose service -> [(host_ip, host_port, container_port)] as the compose file asks
+    # ("" host_ip: every interface; host_port 0: any free port)
+    ports: Mapping[str, tuple[tuple[str, int, int], ...]] = field(default_factory=dict)
+    # credential setting -> where it holds a published placeholder (".env-<id>", "compose:x")
+    placeholders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, repr=False)
 class Instance:
     """One Supabase instance as discovered."""
@@ -149,6 +160,7 @@ class Instance:
     # False when Docker could not be read: components are then unknown, not missing.
     runtime_known: bool = True
     registry: RegistryState = field(default_factory=RegistryState)
+    layout: LayoutFacts = field(default_factory=LayoutFacts)
 
     def component(self, name: str) -> Component:
         """The named component (a "missing" one when not expected)."""

@@ -9,6 +9,7 @@ from exporter.discovery.files import (
     FileReadError,
     env_file_credentials,
     kong_credentials,
+    placeholder_settings,
     read_compose_file,
     read_env_file,
     read_kong_file,
@@ -18,6 +19,7 @@ from exporter.discovery.join import Candidate, volume_dirs_from_binds
 from exporter.discovery.model import (
     COMPONENTS,
     InstanceFiles,
+    LayoutFacts,
     RegistryState,
     ultrabase_container_name,
 )
@@ -51,12 +53,16 @@ def _candidate(record: RegistryRecord, base: Path, registry_path: Path) -> Candi
     credentials: dict[str, dict[str, str]] = {"registry": dict(record.credentials)}
     missing: dict[str, str] = {}
 
+    placeholders: dict[str, list[str]] = {}
     try:
-        credentials["env_file"] = env_file_credentials(read_env_file(env_path, root=base))
+        env = read_env_file(env_path, root=base)
+        credentials["env_file"] = env_file_credentials(env)
+        placeholders = placeholder_settings(env, env_path.name)
     except FileReadError as exc:
         missing["env_file"] = f"{env_path}: {exc}"
     kong_env: dict[str, str] = {}
     volume_dirs: dict[str, Path] = {}
+    declared_ports: dict[str, tuple[tuple[str, int, int], ...]] = {}
     try:
         compose = read_compose_file(compose_path, root=base)
         merged: dict[str, str] = {}
@@ -65,6 +71,10 @@ def _candidate(record: RegistryRecord, base: Path, registry_path: Path) -> Candi
         credentials["compose_file"] = merged
         kong_env = dict(compose.env.get("kong", {}))
         volume_dirs = volume_dirs_from_binds(compose.binds)
+        declared_ports = {k: v for k, v in compose.ports.items() if v}
+        for service, service_env in sorted(compose.env.items()):
+            for key, where in placeholder_settings(service_env, f"compose:{service}").items():
+                placeholders.setdefault(key, []).extend(where)
     except FileReadError as exc:
         missing["compose_file"] = f"{compose_path}: {exc}"
     try:
@@ -97,6 +107,8 @@ def _candidate(record: RegistryRecord, base: Path, registry_path: Path) -> Candi
         problems=tuple(problems), created_at=record.created_at,
         registry=RegistryState(status=record.status, updated_at=record.updated_at,
                                data_dir_exists=data_dir_exists),
+        layout=LayoutFacts(ports=declared_ports,
+                           placeholders={k: tuple(v) for k, v in placeholders.items()}),
     )
 
 

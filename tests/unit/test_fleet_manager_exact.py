@@ -15,10 +15,13 @@ from pathlib import Path
 import jwt
 import yaml
 
+from exporter.config import parse_config
+from exporter.discovery import discover
 from fleet import render
 from fleet.credentials import MANAGER_ISSUER, manager_credentials, new_credentials
 from fleet.fleet import manager_time
 from fleet.model import COMPONENTS, Instance, Ports
+from tests.unit.plaindocker import PlainDocker
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "ultrabase"
 # The fleet's own additions to every service (images, stand-ins, host mounts).
@@ -141,3 +144,30 @@ def test_the_default_fleet_stays_clean(tmp_path: Path) -> None:
     assert stat.S_IMODE(instance.env_file.stat().st_mode) == 0o600
     assert (tmp_path / "instances.json").read_text().endswith("\n")
     assert instance.kong_file.read_text().count("- name: rest-v1\n") == 1
+
+
+def test_discovery_reads_the_managers_layout_and_its_exposure(tmp_path: Path) -> None:
+    """The doctor's discovery on the rendered files: the registry's status, the declared
+    ports on every interface (the pooler's 5432 and :6543), the placeholder logflare keys and
+    the admin/admin login, with no problem and no secret in its output."""
+    first, second = _render(tmp_path)
+    config = parse_config({"ultrabase": {"registry": str(tmp_path / "instances.json"),
+                                         "users_file": str(tmp_path / "users.json")},
+                           "discovery": {"sources": ["ultrabase"]}}, environ={})
+    found = discover(config, PlainDocker([]))
+    assert set(found.instances) == {first.id, second.id}
+    instance = found.instances[second.id]
+    assert instance.problems == () and instance.owner == "alice"
+    assert instance.registry.status == "creating"
+    assert instance.registry.data_dir_exists is False
+    assert instance.layout.ports["supavisor"] == (("", 5432, 5432), ("", 0, 6543))
+    assert instance.layout.ports["kong"] == (("", second.ports.kong_http, 8000),
+                                             ("", second.ports.kong_https, 8443))
+    assert set(instance.layout.placeholders) == {"LOGFLARE_API_KEY",
+                                                 "LOGFLARE_LOGGER_BACKEND_API_KEY"}
+    assert (instance.credentials.dashboard_username,
+            instance.credentials.dashboard_password) == ("admin", "admin")
+    shown = json.dumps(instance.to_dict())
+    for secret in (second.credentials.jwt_secret, second.credentials.postgres_password,
+                   second.credentials.service_role_key, second.credentials.vault_enc_key):
+        assert secret not in shown

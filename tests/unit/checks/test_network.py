@@ -121,6 +121,8 @@ def test_port_held_by_another_process_names_its_pid(listen: Listen) -> None:
     holder = next(x for x in issue.evidence["listeners"] if x["pid"] == os.getpid())
     assert holder["address"] == "127.0.0.1"
     assert issue.evidence["holder_container"] is None
+    assert f"held by process {holder['process']} (pid {os.getpid()}, 127.0.0.1)" in \
+        issue.message
     assert docker.listed == 1  # one listing, only because a conflict was suspected
 
 
@@ -137,6 +139,8 @@ def test_port_held_by_another_instances_container(listen: Listen) -> None:
     assert issue.evidence["holder_container"] == {
         "name": "supabase-pooler-ffff0000", "compose_project": "supabase-ffff0000",
         "same_instance": False}
+    assert issue.message.endswith(
+        "held by container supabase-pooler-ffff0000 (of supabase-ffff0000)")
 
 
 def test_start_error_port_allocated_is_a_conflict_once(listen: Listen) -> None:
@@ -160,6 +164,8 @@ def test_start_error_port_allocated_is_a_conflict_once(listen: Listen) -> None:
     assert "port is already allocated" in kong_issue.evidence["start_error"]
     pooler_issue = next(i for i in conflicts if i.component == "supavisor")
     assert "address already in use" in pooler_issue.evidence["error"]
+    assert pooler_issue.message.startswith(f"{pooler.name} cannot start: host port 5432 is "
+                                           "taken: ")
 
 
 def test_ipv4_only_port_is_info_when_localhost_means_ipv6(listen: Listen) -> None:
