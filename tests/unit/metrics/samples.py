@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.samples import diagnostic
 from exporter.diagnostic import Diagnostic
+from exporter.issues import make_issue
 from exporter.store import BudgetUse, InstanceInfo, StoreSnapshot
 
 
@@ -67,8 +68,16 @@ class MemorySource:
 def fleet(count: int = 3, *, broken: Sequence[str] = ("inst-001",)) -> MemorySource:
     """A source with count instances (inst-000 ...), some broken, and some activity."""
     ids = [f"inst-{i:03d}" for i in range(count)]
+    diagnostics = [diagnostic(i, broken=i in broken) for i in ids]
+    if count >= 3:
+        # The last one as the manager writes it: its gateway open on every interface.
+        last = diagnostics[-1]
+        diagnostics[-1] = replace(last, issues=(*last.issues, make_issue(
+            "PORT_EXPOSED", check="network_connectivity", component="kong",
+            message="kong is published on every interface of the host",
+            evidence={"ports": [{"host_port": 8165, "container_port": 8000}]})))
     return MemorySource(
-        diagnostics=[diagnostic(i, broken=i in broken) for i in ids],
+        diagnostics=diagnostics,
         infos=[InstanceInfo(i, f"Project {i}", None if n % 2 else f"owner{n}")
                for n, i in enumerate(ids)],
         runs={("scheduled", "healthy"): 10, ("on_demand", "unhealthy"): 2},

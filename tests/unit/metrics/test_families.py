@@ -10,6 +10,7 @@ import pytest
 from bench.samples import COMPONENTS, KEY_EXPIRY, NOW, VOLUMES, diagnostic
 from exporter import __version__
 from exporter.config import Config, DiagnosticsConfig, ScheduleConfig
+from exporter.issues import make_issue
 from exporter.metrics import MetricsRenderer, UltrabaseCollector
 from exporter.metrics.snapshot import MetricsSnapshot
 from tests.unit.metrics.samples import MemorySource, fleet
@@ -29,6 +30,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "ultrabase_container_state": ("gauge", {ID, "component", "state"}),
     "ultrabase_container_restarts": ("gauge", {ID, "component"}),
     "ultrabase_issue_active": ("gauge", {ID, "code", "severity", "component"}),
+    "ultrabase_port_exposed": ("gauge", {ID, "component", "port", "container_port"}),
     "ultrabase_endpoint_latency_seconds": ("gauge", {ID, "endpoint"}),
     "ultrabase_auth_user_create_success": ("gauge", {ID}),
     "ultrabase_jwt_expiry_timestamp_seconds": ("gauge", {ID, "role"}),
@@ -267,3 +269,15 @@ def test_a_group_failing_on_one_instance_leaves_that_instance_out_of_it(
     assert of_instance(volumes, "inst-001") == {}
     assert of_instance(volumes, "inst-000") and of_instance(volumes, "inst-002")
     assert value(output, "ultrabase_instance_healthy", instance_id="inst-001") == 0.0
+
+
+def test_each_exposed_port_is_a_series() -> None:
+    exposed = make_issue("PORT_EXPOSED", check="network_connectivity", component="kong",
+                         message="kong is published on every interface",
+                         evidence={"ports": [{"host_port": 8165, "container_port": 8000},
+                                             {"host_port": 8450, "container_port": 8443}]})
+    base = diagnostic("exposed")
+    output = render(MemorySource([replace(base, issues=(*base.issues, exposed))]))
+    found = of_instance(series(output, "ultrabase_port_exposed"), "exposed")
+    assert {(dict(k)["component"], dict(k)["port"], dict(k)["container_port"])
+            for k in found} == {("kong", "8165", "8000"), ("kong", "8450", "8443")}
