@@ -305,7 +305,7 @@ def _edit_registry_record(ctx: FaultContext, creds: Mapping[str, str] | None = N
             registry[ctx.instance.id] = record
         if creds:
             registry[ctx.instance.id]["credentials"].update(creds)
-        write_registry(ctx.registry, registry)
+        write_registry(ctx.registry, registry, manager_exact=ctx.instance.manager_exact)
     return before
 
 
