@@ -328,5 +328,7 @@ PLACEHOLDER_SETTINGS = ("LOGFLARE_API_KEY", "LOGFLARE_LOGGER_BACKEND_API_KEY")
 
 
 def placeholder_settings(env: Mapping[str, str], where: str) -> dict[str, list[str]]:
-    """setting -> [where] for each credential setting that holds a published placeholder."""
-    return {key: [where] for key in PLACEHOLDER_SETTINGS if env.get(key) in PLACEHOLDERS}
+    """"SETTING=value" -> [where] for each credential setting holding a published
+    placeholder (the value is public: it is printed)."""
+    return {f"{key}={env[key]}": [where] for key in PLACEHOLDER_SETTINGS
+            if env.get(key) in PLACEHOLDERS}

@@ -136,7 +136,8 @@ class LayoutFacts:
     # compose service -> [(host_ip, host_port, container_port)] as the compose file asks
     # ("" host_ip: every interface; host_port 0: any free port)
     ports: Mapping[str, tuple[tuple[str, int, int], ...]] = field(default_factory=dict)
-    # credential setting -> where it holds a published placeholder (".env-<id>", "compose:x")
+    # "SETTING=placeholder" -> where a credential setting holds a published placeholder
+    # (".env-<id>", "compose:analytics", ...)
     placeholders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 

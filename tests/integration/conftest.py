@@ -35,9 +35,9 @@ class FleetPool:
         self._shared: dict[int, Fleet] = {}
         self._live: list[Fleet] = []
 
-    def _up(self, count: int) -> Fleet:
+    def _up(self, count: int, manager_exact: bool = False) -> Fleet:
         root = self._tmp.mktemp(f"fleet{count}-") / "root"
-        fleet = Fleet.up(root, count)
+        fleet = Fleet.up(root, count, manager_exact=manager_exact)
         self._live.append(fleet)
         return fleet
 
@@ -50,9 +50,10 @@ class FleetPool:
         return self._shared[count]
 
     @contextmanager
-    def private(self, count: int = 1) -> Iterator[Fleet]:
-        """A fleet of the caller's own, removed when the block ends."""
-        fleet = self._up(count)
+    def private(self, count: int = 1, *, manager_exact: bool = False) -> Iterator[Fleet]:
+        """A fleet of the caller's own, removed when the block ends (manager_exact: its files
+        written as the real manager writes them, `up --manager-exact`)."""
+        fleet = self._up(count, manager_exact)
         try:
             yield fleet
         finally:

@@ -163,8 +163,11 @@ def test_discovery_reads_the_managers_layout_and_its_exposure(tmp_path: Path) ->
     assert instance.layout.ports["supavisor"] == (("", 5432, 5432), ("", 0, 6543))
     assert instance.layout.ports["kong"] == (("", second.ports.kong_http, 8000),
                                              ("", second.ports.kong_https, 8443))
-    assert set(instance.layout.placeholders) == {"LOGFLARE_API_KEY",
-                                                 "LOGFLARE_LOGGER_BACKEND_API_KEY"}
+    assert set(instance.layout.placeholders) == {
+        "LOGFLARE_API_KEY=your_logflare_key",
+        "LOGFLARE_LOGGER_BACKEND_API_KEY=your_logflare_key"}
+    assert "compose:analytics" in instance.layout.placeholders[
+        "LOGFLARE_API_KEY=your_logflare_key"]
     assert (instance.credentials.dashboard_username,
             instance.credentials.dashboard_password) == ("admin", "admin")
     shown = json.dumps(instance.to_dict())

@@ -156,7 +156,8 @@ def test_exposure_names_each_open_port_and_default_credential() -> None:
     }, layout=LayoutFacts(
         ports={"supavisor": (("", 5432, 5432), ("", 0, 6543)),
                "db": (("", 5552, 5432),)},
-        placeholders={"LOGFLARE_API_KEY": (".env-abc12345", "compose:analytics")}),
+        placeholders={"LOGFLARE_API_KEY=your_logflare_key": (".env-abc12345",
+                                                              "compose:analytics")}),
         dashboard=("admin", "admin"))
     issues, details = exposure(instance)
     by = {(i.code, i.component): i for i in issues}
@@ -168,7 +169,7 @@ def test_exposure_names_each_open_port_and_default_credential() -> None:
     pooler = by["PORT_EXPOSED", "supavisor"].message
     assert "5432 (to 5432)" in pooler and "a port Docker picks (to 6543)" in pooler
     assert "admin/admin" in by["DEFAULT_CREDENTIALS", "kong"].message
-    assert "LOGFLARE_API_KEY in .env-abc12345, compose:analytics" in \
+    assert "LOGFLARE_API_KEY=your_logflare_key in .env-abc12345, compose:analytics" in \
         by["DEFAULT_CREDENTIALS", "analytics"].message
     assert all(i.severity == "warning" for i in issues)
     # the running db publishes on 127.0.0.1 only: the container's word beats the file's
