@@ -106,26 +106,33 @@ def _fleet_values(instance: Instance, *, image_tags: Mapping[str, str], root: Pa
     }
 
 
-def manager_values(instance: Instance) -> dict[str, str]:
-    """What generate.bash exports for one instance (from the manager's MANAGER_* values);
-    envsubst renders every other variable empty, as on a real host."""
+def _instance_values(instance: Instance) -> dict[str, str]:
+    """The instance's id, secrets and host ports under their template names."""
     creds, ports = instance.credentials, instance.ports
-    public = f"http://{MANAGER_EXTERNAL_IP}:{ports.kong_http}"
     return {
-        **MANAGER_FIXED,
         "INSTANCE_ID": instance.id,
         "POSTGRES_PASSWORD": creds.postgres_password,
         "JWT_SECRET": creds.jwt_secret,
         "ANON_KEY": creds.anon_key,
         "SERVICE_ROLE_KEY": creds.service_role_key,
-        "DASHBOARD_USERNAME": creds.dashboard_username,
-        "DASHBOARD_PASSWORD": creds.dashboard_password,
         "SUPABASE_ANON_KEY": creds.anon_key,
         "SUPABASE_SERVICE_KEY": creds.service_role_key,
+        "DASHBOARD_USERNAME": creds.dashboard_username,
+        "DASHBOARD_PASSWORD": creds.dashboard_password,
         "POSTGRES_PORT_EXT": str(ports.postgres_ext),
         "KONG_HTTP_PORT": str(ports.kong_http),
         "KONG_HTTPS_PORT": str(ports.kong_https),
         "ANALYTICS_PORT": str(ports.analytics),
+    }
+
+
+def manager_values(instance: Instance) -> dict[str, str]:
+    """What generate.bash exports for one instance (from the manager's MANAGER_* values);
+    envsubst renders every other variable empty, as on a real host."""
+    public = f"http://{MANAGER_EXTERNAL_IP}:{instance.ports.kong_http}"
+    return {
+        **MANAGER_FIXED,
+        **_instance_values(instance),
         "API_EXTERNAL_URL": public,
         "SITE_URL": f"http://{MANAGER_EXTERNAL_IP}:3000",
         "SUPABASE_PUBLIC_URL": public,
@@ -148,25 +155,13 @@ def template_values(instance: Instance, *, image_tags: Mapping[str, str], root: 
                           health_interval=health_interval, kong_dns_ttl=kong_dns_ttl)
     if instance.manager_exact:
         return {**manager_values(instance), **fleet}
-    creds, ports = instance.credentials, instance.ports
-    public = f"http://127.0.0.1:{ports.kong_http}"
+    creds = instance.credentials
+    public = f"http://127.0.0.1:{instance.ports.kong_http}"
     return {
-        "INSTANCE_ID": instance.id,
-        "POSTGRES_PASSWORD": creds.postgres_password,
-        "JWT_SECRET": creds.jwt_secret,
-        "ANON_KEY": creds.anon_key,
-        "SERVICE_ROLE_KEY": creds.service_role_key,
-        "SUPABASE_ANON_KEY": creds.anon_key,
-        "SUPABASE_SERVICE_KEY": creds.service_role_key,
-        "DASHBOARD_USERNAME": creds.dashboard_username,
-        "DASHBOARD_PASSWORD": creds.dashboard_password,
+        **_instance_values(instance),
         "POSTGRES_HOST": "db",
         "POSTGRES_DB": "postgres",
         "POSTGRES_PORT": "5432",
-        "POSTGRES_PORT_EXT": str(ports.postgres_ext),
-        "KONG_HTTP_PORT": str(ports.kong_http),
-        "KONG_HTTPS_PORT": str(ports.kong_https),
-        "ANALYTICS_PORT": str(ports.analytics),
         "PGRST_DB_SCHEMAS": "public,storage,graphql_public",
         "SITE_URL": public,
         "ADDITIONAL_REDIRECT_URLS": "",

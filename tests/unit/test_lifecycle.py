@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from exporter.checks.base import CheckContext, Findings
 from exporter.checks.disk import DiskUsageCheck
 from exporter.checks.services import ServiceHealthCheck
 from exporter.config import parse_config
+from exporter.diagnostic import Diagnostic
 from exporter.engine import DiagnosticsEngine
 from exporter.issues import Issue, make_issue
 from tests.unit.checks.plainhost import context
@@ -76,6 +78,15 @@ def _world(tmp: Path, *, status: str, data_dir: bool, running: bool,
     return engine, core
 
 
+def diagnose(tmp: Path, **world: Any) -> Diagnostic:
+    """One on-demand diagnostic of the instance in the given world."""
+    engine, _ = _world(tmp, **world)
+    try:
+        return engine.run(IID).diagnostic
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize(("status", "data_dir", "state"), [
     ("running", False, "INSTANCE_NOT_STARTED"),   # the manager wrote running, no up ever ran
     ("error", False, "INSTANCE_NOT_STARTED"),     # its first compose up failed
@@ -104,11 +115,7 @@ def test_an_instance_not_meant_to_run_is_reported_as_such(tmp_path: Path, status
 
 
 def test_a_volume_lost_while_stopped_is_still_reported(tmp_path: Path) -> None:
-    engine, _ = _world(tmp_path, status="stopped", data_dir=False, running=False)
-    try:
-        diagnostic = engine.run(IID).diagnostic
-    finally:
-        engine.close()
+    diagnostic = diagnose(tmp_path, status="stopped", data_dir=False, running=False)
     assert diagnostic.root_cause is not None
     assert diagnostic.root_cause.issue.code == "INSTANCE_STOPPED"
     lost = [i for i in diagnostic.issues if i.code == "VOLUME_MISSING"]
@@ -130,22 +137,14 @@ def test_a_creation_stuck_for_hours_is_diagnosed_as_usual(tmp_path: Path) -> Non
 
 
 def test_missing_containers_with_data_are_a_fault_not_a_state(tmp_path: Path) -> None:
-    engine, _ = _world(tmp_path, status="running", data_dir=True, running=False)
-    try:
-        diagnostic = engine.run(IID).diagnostic
-    finally:
-        engine.close()
+    diagnostic = diagnose(tmp_path, status="running", data_dir=True, running=False)
     assert diagnostic.root_cause is not None
     assert diagnostic.root_cause.issue.severity == "critical"
     assert not diagnostic.healthy
 
 
 def test_a_running_instance_in_state_stopped_is_judged_as_running(tmp_path: Path) -> None:
-    engine, _ = _world(tmp_path, status="stopped", data_dir=True, running=True)
-    try:
-        diagnostic = engine.run(IID).diagnostic
-    finally:
-        engine.close()
+    diagnostic = diagnose(tmp_path, status="stopped", data_dir=True, running=True)
     assert all(i.code != "INSTANCE_STOPPED" for i in diagnostic.issues)
 
 
