@@ -402,6 +402,11 @@ def teardown(root: Path) -> None:
             filters={"label": f"{engine.PROJECT_LABEL}={project}"})})
     for network in networks.values():
         _remove_network(network, time.monotonic() + NETWORK_REMOVE_TIMEOUT)
+    # The manager's template declares a named volume (db-data-<id>) that compose creates.
+    for project in projects:
+        for volume in client.volumes.list(filters={"label": f"{engine.PROJECT_LABEL}={project}"}):
+            with contextlib.suppress(NotFound):
+                volume.remove(force=True)
     for tag in sorted(set(current.images.values())) if current else []:
         if not images.remove_image(client, tag):
             log.info("image %s kept: other containers still use it", tag)
