@@ -405,8 +405,12 @@ def teardown(root: Path) -> None:
     # The manager's template declares a named volume (db-data-<id>) that compose creates.
     for project in projects:
         for volume in client.volumes.list(filters={"label": f"{engine.PROJECT_LABEL}={project}"}):
-            with contextlib.suppress(NotFound):
+            try:
                 volume.remove(force=True)
+            except NotFound:
+                pass
+            except APIError as exc:
+                log.error("cannot remove volume %s: %s", volume.name, exc)
     for tag in sorted(set(current.images.values())) if current else []:
         if not images.remove_image(client, tag):
             log.info("image %s kept: other containers still use it", tag)
