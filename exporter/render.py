@@ -6,6 +6,9 @@ from exporter.diagnostic import Diagnostic
 from exporter.discovery import Discovery
 
 _MARK = {"ok": "ok", "degraded": "WARN", "failed": "FAIL", "skipped": "skip"}
+# Root causes that are a state of the instance's life, not a fault (exporter.lifecycle).
+_STATES = {"INSTANCE_CREATING": "being created", "INSTANCE_STOPPED": "stopped by its owner",
+           "INSTANCE_NOT_STARTED": "never started"}
 
 
 def render_diagnostic(diagnostic: Diagnostic, *, cached: bool = False,
@@ -13,6 +16,8 @@ def render_diagnostic(diagnostic: Diagnostic, *, cached: bool = False,
     """Root cause and its hint first, then a line per check, then every issue."""
     d = diagnostic
     state = "healthy" if d.healthy else "UNHEALTHY"
+    if d.root_cause and d.root_cause.issue.code in _STATES:
+        state = _STATES[d.root_cause.issue.code] + ("" if d.healthy else ", UNHEALTHY")
     notes = [f"{d.duration_seconds:.1f}s", d.timestamp.strftime("%Y-%m-%d %H:%M:%SZ")]
     if cached:
         notes.append(f"cached, {d.age_seconds():.0f}s old")
@@ -62,7 +67,9 @@ def render_instances(found: Discovery) -> str:
         down = [f"{c.name}={c.state}" for c in inst.components.values()
                 if inst.runtime_known and not c.running]
         if down:
-            lines.append(f"{'':<12} not running: {', '.join(down)}")
+            said = (f" (registry status: {inst.registry.status})" if inst.registry.status
+                    else "")
+            lines.append(f"{'':<12} not running{said}: {', '.join(down)}")
         for p in inst.problems:
             lines.append(f"{'':<12} {p.severity.upper()} {p.code}: {p.message}")
     for p in found.problems:

@@ -18,6 +18,7 @@ from exporter.config import parse_config
 from exporter.diagnostic import Diagnostic
 from exporter.engine import DiagnosticsEngine
 from exporter.issues import Issue, make_issue
+from exporter.render import render_diagnostic
 from tests.unit.checks.plainhost import context
 from tests.unit.layout import instance_values, registry_record, write_instance, write_registry
 from tests.unit.plaindocker import PlainDocker, containers_for, runtime_envs
@@ -168,3 +169,10 @@ def test_registry_status_is_shown_in_discovery(tmp_path: Path) -> None:
         engine.close()
     assert shown["registry_status"] == "creating"
     assert json.dumps(shown)
+
+
+def test_the_terminal_says_the_state(tmp_path: Path) -> None:
+    diagnostic = diagnose(tmp_path, status="stopped", data_dir=True, running=False)
+    text = render_diagnostic(diagnostic)
+    assert text.splitlines()[0].startswith(f"Instance {IID}: stopped by its owner (")
+    assert "Root cause: INSTANCE_STOPPED" in text
