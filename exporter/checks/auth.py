@@ -78,7 +78,13 @@ class AuthServiceCheck:
             db_login.result()
             swept = sweep.result() if sweep is not None else None
         _synthetic_user(ctx, report, service, auth_hangs, session, swept)
-        return Findings(tuple(report.issues), report.details)
+        auth = ctx.instance.components.get("auth")
+        # Keys checked offline are no evidence that auth works: with GoTrue down and no
+        # issue found, the check is skipped, not ok.
+        skipped = (f"auth is {auth.state}: only its keys were checked"
+                   if ctx.instance.runtime_known and auth is not None and not auth.running
+                   else None)
+        return Findings(tuple(report.issues), report.details, skipped=skipped)
 
 
 # -- (b) JWT keys and secret ---------------------------------------------------------------

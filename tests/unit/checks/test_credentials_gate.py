@@ -177,3 +177,10 @@ def test_exposure_names_each_open_port_and_default_credential() -> None:
     # A published default protects nothing and is not redacted (supabase_admin stays).
     redactor = Redactor([*instance.secrets(), "admin"])
     assert redactor.text("admin/admin as supabase_admin") == "admin/admin as supabase_admin"
+
+
+def test_auth_service_does_not_read_ok_when_auth_is_missing() -> None:
+    instance = instance_with({}, gateway_port=8100, db_port=5433)
+    findings = AuthServiceCheck().run(context(instance, PlainDocker([]), timeout=1.0))
+    assert findings.issues == ()
+    assert findings.skipped is not None and "auth is missing" in findings.skipped
