@@ -150,11 +150,13 @@ def test_a_stranger_on_a_stopped_instances_ports_receives_nothing_secret(
     for secret in secrets:
         assert secret not in received
     assert "apikey" not in received.lower() and "authorization" not in received.lower()
-    found = {(i.code, i.component): i for i in diagnostic.issues}
-    assert found["GATEWAY_UNREACHABLE", "kong"].evidence["credentials_withheld"] is True
-    assert found["DB_UNREACHABLE", "db"].evidence["outcome"] == "credentials_withheld"
+    found = {(i.check, i.code, i.component): i for i in diagnostic.issues}
+    assert found["api_endpoints", "GATEWAY_UNREACHABLE", "kong"].evidence[
+        "credentials_withheld"] is True
+    assert found["database_connection", "DB_UNREACHABLE", "db"].evidence["outcome"] == \
+        "credentials_withheld"
     synthetic = diagnostic.results["auth_service"].details["synthetic_user"]
     assert synthetic["ran"] is False and "withheld" in synthetic["reason"]
     for component in ("kong", "db"):
-        conflict = found["PORT_CONFLICT", component]
+        conflict = found["network_connectivity", "PORT_CONFLICT", component]
         assert "held by process" in conflict.message and "python" in conflict.message
