@@ -12,12 +12,12 @@ from actions.blueprints.common import (
     EXTENSION,
     RATE_LIMITS_EXTENSION,
     WAIT_SLOTS_EXTENSION,
-    ActionServices,
     RateLimited,
     RateLimits,
     WaitSlots,
 )
 from actions.console import init_console
+from actions.context import ActionServices
 from exporter.access import AccessControl
 from exporter.errors import DoctorError
 from exporter.web.access import init_access

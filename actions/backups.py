@@ -32,18 +32,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from actions.files import FileSet, UnsafeEdit, fsync_dir
-from actions.operations.config_edit import apply_and_verify
 from exporter.config import INSTANCE_ID_PATTERN
 from exporter.discovery.model import Instance
 from exporter.errors import DoctorError
 from exporter.pg import ADMIN_USERS, REQUIRE_AUTH, DbLogin, LoginResult, instance_dbname, try_login
 from exporter.redaction import Redactor
-
-if TYPE_CHECKING:
-    from actions.operations.runner import Body, OperationContext
 
 log = logging.getLogger(__name__)
 
@@ -414,37 +410,6 @@ class BackupStore:
             with contextlib.suppress(OSError):
                 if entry.is_dir() and not entry.is_symlink() and entry.stat().st_mtime < cutoff:
                     shutil.rmtree(entry)
-
-
-# --- operation body ---------------------------------------------------------------------
-
-
-def restore_body(backup_id: str) -> Body:
-    """An operation: verify → back up the current state → restore files → recreate → health.
-
-    If the instance is not healthy afterwards, the pre-restore state is put back the same
-    way and the operation ends "rolled_back".
-    """
-    def body(ctx: OperationContext) -> dict[str, Any]:
-        instance = ctx.instance
-        with ctx.step("verify_backup", backup_id=backup_id) as detail:
-            content = ctx.backups.load(instance.id, backup_id)
-            detail["files"] = sorted(content.files)
-        with ctx.step("stage") as detail:
-            staged = ctx.backups.stage(instance, content)
-            detail["files"] = staged.changed()
-            detail["services"] = list(staged.affected_services())
-        if not staged.changed():
-            return {"restored": backup_id, "files": [], "recreated": [],
-                    "message": "the instance's files already match the backup"}
-        with ctx.step("backup") as detail:
-            before = ctx.backups.create(instance, f"before restoring {backup_id}")
-            detail["backup_id"] = before.id
-        outcome = apply_and_verify(ctx, staged, before, staged.affected_services(),
-                                   what=f"restore of backup {backup_id}")
-        return {"restored": backup_id, "pre_restore_backup": before.id, **outcome}
-
-    return body
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from exporter.diagnostic import Diagnostic
 from exporter.web.params import BadRequest
 
 if TYPE_CHECKING:
-    from actions.blueprints.common import ActionServices
+    from actions.context import ActionServices
     from actions.operations.repair import RepairAction
     from actions.operations.runner import Body
     from exporter.discovery import Instance

@@ -24,8 +24,15 @@ from flask import Flask
 
 from actions.alertmanager import AlertmanagerClient
 from actions.app import create_app
-from actions.blueprints.backups import backup_body
-from actions.blueprints.common import ActionServices, Bodies
+from actions.backups import BackupStore
+from actions.compose import ComposeRunner
+from actions.context import ActionServices, Bodies
+from actions.operations.backup import backup_body, restore_body
+from actions.operations.config_edit import config_edit_body, current_config, validate_changes
+from actions.operations.repair import RepairAction, build_plan, plan_repairs, repair_body
+from actions.operations.restart import restart_service_body, safe_restart_body
+from actions.operations.runner import Body, OperationRunner
+from actions.store import ActionStore
 from exporter.access import AccessControl
 from exporter.config import Config
 from exporter.dockerhost import DockerHost
@@ -36,11 +43,9 @@ from exporter.metrics.render import MetricsRenderer
 from exporter.redaction import install_fingerprint_key
 from exporter.service import Listener, registry_owners, serve_until_stopped
 from exporter.service import build as build_exporter
-from exporter.store import InstanceInfo, Store
+from exporter.store import InstanceInfo
 
 if TYPE_CHECKING:
-    from actions.operations.repair import RepairAction
-    from actions.operations.runner import Body
     from exporter.diagnostic import Diagnostic
     from exporter.discovery import Instance
     from exporter.service import Running as ExporterRunning
@@ -78,10 +83,6 @@ def _close_all(items: list[Any]) -> None:
 
 def default_bodies() -> Bodies:
     """The real operation bodies: restart, repair, config edits, backups."""
-    from actions.backups import restore_body
-    from actions.operations.config_edit import config_edit_body, current_config, validate_changes
-    from actions.operations.repair import build_plan, plan_repairs, repair_body
-    from actions.operations.restart import restart_service_body, safe_restart_body
 
     def repair(actions: Sequence[RepairAction], confirm: bool) -> Body:
         return repair_body(actions, confirm=confirm)
@@ -106,19 +107,15 @@ def make_access(config: Config) -> AccessControl:
 def build(config: Config, *, exporter: ExporterRunning | None = None,
           bodies: Bodies | None = None) -> ActionsRunning:
     """Every service the action API runs; shares the exporter's when it is given."""
-    from actions.backups import BackupStore
-    from actions.compose import ComposeRunner
-    from actions.operations.runner import OperationRunner
-
     owned: list[Any] = []
     if exporter is not None:
-        store, engine = exporter.services.store, exporter.services.engine
+        store, engine = _action_store(exporter), exporter.services.engine
         renderer, access = exporter.services.renderer, exporter.access
         docker = engine.docker
         analyzer = exporter.services.analyzer
     else:
         docker = DockerHost(config.docker.base_url, timeout=config.docker.timeout_seconds)
-        store = Store(config.store.path, config.store.history_limit)
+        store = ActionStore(config.store.path, config.store.history_limit)
         install_fingerprint_key(config.store.path)
         engine = DiagnosticsEngine(config, docker, store)
         renderer = MetricsRenderer(store, config=config)
@@ -146,6 +143,14 @@ def build(config: Config, *, exporter: ExporterRunning | None = None,
     return ActionsRunning(services=svc, access=access, app=app, owned=owned)
 
 
+def _action_store(exporter: ExporterRunning) -> ActionStore:
+    """The exporter's store, which the action API shares when it was built as one."""
+    store = exporter.services.store
+    if not isinstance(store, ActionStore):
+        raise TypeError("the exporter shares its store only when built with an ActionStore")
+    return store
+
+
 def serve(config: Config) -> int:
     """Serve the action API until SIGTERM or Ctrl-C."""
     running = build(config)
@@ -158,7 +163,7 @@ def serve_all(config: Config) -> int:
     """Serve the exporter and the action API from one process, each on its own port."""
     if config.exporter.port == config.actions.port:
         raise ConfigError("exporter.port and actions.port must differ to serve both")
-    exporter = build_exporter(config)
+    exporter = build_exporter(config, store_type=ActionStore)
     try:
         actions = build(config, exporter=exporter)
     except BaseException:

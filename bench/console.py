@@ -1,6 +1,6 @@
 """Console page times over a store of 50 instances with full history.
 
-Fills a real exporter.store.Store in a temporary directory with N instances x H diagnostics
+Fills a real actions.store.ActionStore in a temporary directory with N instances x H diagnostics
 (8 checks, every tenth instance broken with a root cause), serves the real action app
 (console included) over it with Docker answering from plain data (13 running containers per
 instance) and a plain operation, signs in, and requests each page R times through Flask's
@@ -28,10 +28,11 @@ from typing import Any
 
 from actions.app import create_app
 from actions.backups import BackupStore
-from actions.blueprints.common import ActionServices
 from actions.compose import ComposeRunner
+from actions.context import ActionServices
 from actions.operations.runner import OperationRunner
 from actions.service import default_bodies
+from actions.store import ActionStore
 from bench.metrics import percentile
 from bench.samples import diagnostic
 from exporter.access import AccessControl, Principal
@@ -39,7 +40,7 @@ from exporter.config import parse_config
 from exporter.engine import DiagnosticsEngine
 from exporter.metrics.render import MetricsRenderer
 from exporter.rootcause import find_root_cause
-from exporter.store import InstanceInfo, Store
+from exporter.store import InstanceInfo
 from tests.unit.plaindocker import PlainDocker, containers_for
 
 GOAL_MS = 200.0
@@ -51,7 +52,7 @@ def _ids(count: int) -> list[str]:
     return [f"inst-{i:03d}" for i in range(count)]
 
 
-def fill(store: Store, ids: Sequence[str], history: int, now: datetime) -> None:
+def fill(store: ActionStore, ids: Sequence[str], history: int, now: datetime) -> None:
     """history diagnostics per instance, a sweep apart, the newest just now."""
     for n, instance_id in enumerate(ids):
         template = diagnostic(instance_id, broken=n % 10 == 0)
@@ -79,7 +80,7 @@ def build(root: Path, instances: int, history: int) -> tuple[Any, ActionServices
                             "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]},
     }, environ={})
     docker = PlainDocker([c for i in ids for c in containers_for(i)])
-    store = Store(config.store.path, history)
+    store = ActionStore(config.store.path, history)
     fill(store, ids, history, datetime.now(UTC))
     engine = DiagnosticsEngine(config, docker, store, checks={})
     backups = BackupStore(config.actions.backups_dir)

@@ -30,11 +30,11 @@ from actions.backups import BackupStore
 from actions.compose import ComposeRunner
 from actions.operations.restart import safe_restart_body
 from actions.operations.runner import OperationRunner
+from actions.store import ActionStore
 from exporter.access import Principal
 from exporter.config import Config, load_config
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
-from exporter.store import Store
 
 _HEALTH_TIMEOUT = 180.0
 _SETTLE_SECONDS = 3.0
@@ -90,7 +90,7 @@ def _safe(runner: OperationRunner, instance_id: str) -> tuple[float, str]:
 
 def _measure(config: Config, instance_id: str, repeat: int, work: Path) -> None:
     host = DockerHost(config.docker.base_url, config.docker.timeout_seconds)
-    store = Store(work / "store.sqlite3")
+    store = ActionStore(work / "store.sqlite3")
     engine = DiagnosticsEngine(config, host, store)
     runner = OperationRunner(config, engine, store, host, ComposeRunner.from_config(config),
                              BackupStore(work / "backups"), None)

@@ -68,10 +68,14 @@ def registry_owners(config: Config) -> Mapping[str, str | None]:
         return {}
 
 
-def build(config: Config, *, schedule: bool = True) -> Running:
-    """Every service the exporter runs, wired together (scheduler not yet started)."""
+def build(config: Config, *, schedule: bool = True,
+          store_type: type[Store] = Store) -> Running:
+    """Every service the exporter runs, wired together (scheduler not yet started).
+
+    store_type: the store to open (the action API's, when both run in one process).
+    """
     docker = DockerHost(config.docker.base_url, timeout=config.docker.timeout_seconds)
-    store = Store(config.store.path, config.store.history_limit)
+    store = store_type(config.store.path, config.store.history_limit)
     install_fingerprint_key(config.store.path)
     engine = DiagnosticsEngine(config, docker, store)
     scheduler = None

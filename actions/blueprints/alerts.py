@@ -37,7 +37,8 @@ from typing import Any
 from flask import Blueprint, Response
 
 from actions.audit import AuditEntry
-from actions.blueprints.common import ActionServices, endpoint, json_response, services
+from actions.blueprints.common import endpoint, json_response, services
+from actions.context import ActionServices
 from actions.models import AlertmanagerWebhook, WebhookAlert, WebhookOut
 from actions.operations.model import OperationConflict
 from exporter.access import Principal

@@ -6,7 +6,7 @@ from flask import Blueprint, Response
 
 from actions.blueprints.common import endpoint, json_response, services
 from actions.models import AuditListOut, AuditQuery
-from exporter.store import AuditScope
+from actions.store import AuditScope
 from exporter.web.access import current_principal, require
 
 bp = Blueprint("audit", __name__, url_prefix="/api/audit")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from flask import Blueprint, Response
 
 from actions import commands
@@ -21,9 +19,6 @@ from actions.models import (
     WaitQuery,
 )
 from exporter.web.access import require
-
-if TYPE_CHECKING:
-    from actions.operations.runner import Body, OperationContext
 
 bp = Blueprint("backups", __name__, url_prefix="/api/instances")
 
@@ -55,18 +50,3 @@ def restore_backup(instance_id: str, backup_id: str, body: BackupRestoreRequest,
                    query: WaitQuery) -> Response:
     """Verify the backup, back up the current state, restore, recreate what changed."""
     return submit(commands.restore(services(), instance_id, backup_id), query)
-
-
-# default operation bodies ------------------------------------------------------------------
-
-
-def backup_body(reason: str, db_dump: bool) -> Body:
-    """An operation that takes one backup (restores are actions.backups.restore_body)."""
-
-    def body(ctx: OperationContext) -> dict[str, Any]:
-        with ctx.step("backup", db_dump=db_dump) as detail:
-            backup = ctx.backups.create(ctx.instance, reason, db_dump=db_dump)
-            detail["backup_id"] = backup.id
-        return {"backup": backup.to_dict()}
-
-    return body

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -38,26 +37,16 @@ from werkzeug.exceptions import HTTPException
 from actions.audit import AuditEntry
 from actions.commands import Launch
 from actions.commands import shown as _shown
+from actions.context import ActionServices
 from actions.models import ErrorBody, OperationOut, WaitQuery
 from actions.operations.model import FINISHED
 from exporter import __version__
-from exporter.config import Config
-from exporter.diagnostic import Diagnostic
-from exporter.discovery import Instance
-from exporter.engine import DiagnosticsEngine
 from exporter.errors import ConfigError, DoctorError
-from exporter.logs import LogAnalyzer
-from exporter.metrics.render import MetricsRenderer
-from exporter.store import Store
 from exporter.web.access import current_principal
 from exporter.web.params import BadRequest, json_object
 
 if TYPE_CHECKING:
-    from actions.alertmanager import AlertmanagerClient
-    from actions.backups import BackupStore
     from actions.operations.model import Operation
-    from actions.operations.repair import RepairAction
-    from actions.operations.runner import Body, OperationRunner
 
 log = logging.getLogger(__name__)
 
@@ -66,39 +55,6 @@ RATE_LIMITS_EXTENSION = "ultrabase_doctor.actions.rate_limits"
 WAIT_SLOTS_EXTENSION = "ultrabase_doctor.actions.wait_slots"
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class Bodies:
-    """The operation bodies and planners the routes hand to the runner (swappable in tests)."""
-
-    safe_restart: Callable[[Sequence[str] | None], Body]
-    restart_service: Callable[[str, bool], Body]
-    plan_repairs: Callable[[Diagnostic, Instance], list[RepairAction]]
-    repair: Callable[[Sequence[RepairAction], bool], Body]
-    config_edit: Callable[[Mapping[str, Any]], Body]
-    validate_changes: Callable[[Mapping[str, Any]], dict[str, Any]]
-    current_config: Callable[[Instance], dict[str, Any]]
-    backup: Callable[[str, bool], Body]
-    restore: Callable[[str], Body]
-    # The plan's extras for GET repair-plan: root cause, manual items, consequences.
-    plan_details: Callable[[Diagnostic, Instance], Mapping[str, Any]] | None = None
-
-
-@dataclass(frozen=True)
-class ActionServices:
-    """Everything the action routes call; built once by the service."""
-
-    config: Config
-    engine: DiagnosticsEngine
-    store: Store
-    runner: OperationRunner
-    backups: BackupStore
-    renderer: MetricsRenderer
-    bodies: Bodies
-    alertmanager: AlertmanagerClient | None = None
-    # Reads container logs for the console (the exporter's, when both run in one process).
-    analyzer: LogAnalyzer | None = None
 
 
 def services() -> ActionServices:

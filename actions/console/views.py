@@ -34,7 +34,6 @@ from werkzeug.exceptions import HTTPException
 
 from actions import commands
 from actions.blueprints.common import (
-    ActionServices,
     RateLimited,
     audit_refusal,
     describe_errors,
@@ -55,6 +54,7 @@ from actions.console.session import (
     sign_out,
     signed_in,
 )
+from actions.context import ActionServices
 from actions.models import (
     BackupCreateRequest,
     ConfigEditRequest,

@@ -37,6 +37,7 @@ from actions.operations.model import (
     StepStatus,
     utc_now,
 )
+from actions.store import ActionStore
 from exporter.access import Principal
 from exporter.config import Config
 from exporter.discovery import Instance
@@ -44,7 +45,7 @@ from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from exporter.errors import DoctorError
 from exporter.redaction import Redactor
-from exporter.store import Store, StoreError, apply_retention
+from exporter.store import StoreError, apply_retention
 
 if TYPE_CHECKING:
     from actions.alertmanager import AlertmanagerClient
@@ -66,7 +67,7 @@ class OperationContext:
     def __init__(self, *, op_id: str, kind: str, instance: Instance, principal: Principal,
                  inputs: Mapping[str, Any], engine: DiagnosticsEngine, docker: DockerHost,
                  compose: ComposeRunner, backups: BackupStore,
-                 alertmanager: AlertmanagerClient | None, store: Store, config: Config,
+                 alertmanager: AlertmanagerClient | None, store: ActionStore, config: Config,
                  redactor: Redactor, progress: _Progress) -> None:
         self.op_id = op_id
         self.kind = kind
@@ -147,7 +148,7 @@ Body = Callable[[OperationContext], Mapping[str, Any]]
 class _Progress:
     """The live state of one operation; each change is saved (redacted) to the store."""
 
-    def __init__(self, operation: Operation, store: Store, redactor: Redactor) -> None:
+    def __init__(self, operation: Operation, store: ActionStore, redactor: Redactor) -> None:
         self.store = store
         self.redactor = redactor
         self.lock_lost = threading.Event()
@@ -249,7 +250,7 @@ class _Progress:
 class OperationRunner:
     """Starts operations, one per instance at a time (across processes), and follows them."""
 
-    def __init__(self, config: Config, engine: DiagnosticsEngine, store: Store,
+    def __init__(self, config: Config, engine: DiagnosticsEngine, store: ActionStore,
                  docker: DockerHost, compose: ComposeRunner, backups: BackupStore,
                  alertmanager: AlertmanagerClient | None, *,
                  heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:

@@ -33,8 +33,9 @@ import pytest
 import yaml
 from psycopg import sql
 
-from actions.backups import DB_DUMP, find_pg_dump, restore_body
+from actions.backups import DB_DUMP, find_pg_dump
 from actions.files import FileSet
+from actions.operations.backup import restore_body
 from actions.operations.config_edit import config_edit_body, current_config
 from actions.operations.model import Operation
 from actions.operations.runner import Body

@@ -30,6 +30,7 @@ from actions.operations.repair import (
     run_actions,
 )
 from actions.operations.runner import OperationRunner
+from actions.store import ActionStore
 from exporter.access import Principal
 from exporter.config import Config, load_config
 from exporter.diagnostic import Diagnostic
@@ -37,7 +38,6 @@ from exporter.discovery.files import read_compose_file, read_env_file, read_kong
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from exporter.jwtkeys import analyse_key
-from exporter.store import Store
 from fleet.fleet import Fleet
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ def world(private_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
             "stop_timeout_seconds": 5.0}),
     })
     host = DockerHost(config.docker.base_url, TIMEOUT)
-    store = Store(work / "store.db")
+    store = ActionStore(work / "store.db")
     engine = DiagnosticsEngine(config, host, store)
     runner = OperationRunner(config, engine, store, host, ComposeRunner.from_config(config),
                              BackupStore(work / "backups"), None)

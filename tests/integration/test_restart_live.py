@@ -24,11 +24,11 @@ from actions.compose import ComposeRunner
 from actions.operations.model import Operation
 from actions.operations.restart import restart_service_body, safe_restart_body
 from actions.operations.runner import Body, OperationRunner
+from actions.store import ActionStore
 from exporter.access import Principal
 from exporter.config import load_config
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
-from exporter.store import Store
 from fleet import engine as fleet_engine
 from fleet.fleet import Fleet
 from fleet.model import COMPONENTS, Instance
@@ -79,7 +79,7 @@ class Harness:
         config = load_config(self.fleet.config_path)
         config = config.model_copy(update={"actions": config.actions.model_copy(update={
             "health_timeout_seconds": health_timeout, "stop_timeout_seconds": 10.0})})
-        store = Store(self.tmp / "store.sqlite3")
+        store = ActionStore(self.tmp / "store.sqlite3")
         host = DockerHost(config.docker.base_url, config.docker.timeout_seconds)
         diagnostics = DiagnosticsEngine(config, host, store)
         runner = OperationRunner(config, diagnostics, store, host,
@@ -92,8 +92,8 @@ class Harness:
             diagnostics.close()
             store.close()
 
-    def store(self) -> Store:
-        return Store(self.tmp / "store.sqlite3")
+    def store(self) -> ActionStore:
+        return ActionStore(self.tmp / "store.sqlite3")
 
 
 @pytest.fixture

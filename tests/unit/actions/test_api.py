@@ -27,17 +27,18 @@ from actions.alertmanager import AlertmanagerClient, AlertmanagerError
 from actions.app import create_app
 from actions.audit import AuditEntry
 from actions.backups import Backup, BackupNotFound
-from actions.blueprints.common import ActionServices, Bodies
 from actions.compose import ComposeRunner
+from actions.context import ActionServices, Bodies
 from actions.operations.repair import RepairAction
 from actions.operations.runner import Body, OperationContext, OperationRunner
+from actions.store import ActionStore
 from exporter.access import AccessControl
 from exporter.config import Config, parse_config
 from exporter.diagnostic import Diagnostic
 from exporter.discovery import Instance
 from exporter.engine import DiagnosticsEngine
 from exporter.metrics.render import MetricsRenderer
-from exporter.store import InstanceInfo, Store
+from exporter.store import InstanceInfo
 from tests.unit.access_matrix import (
     ALPHA,
     BETA,
@@ -139,7 +140,7 @@ class World:
 
     def __init__(self, tmp: Path, *, rate_limit: str = "100000/minute", budget: int = 2,
                  alertmanager: AlertmanagerClient | None = None, protect: bool = False,
-                 store: Store | None = None, bodies: Mapping[str, Any] | None = None) -> None:
+                 store: ActionStore | None = None, bodies: Mapping[str, Any] | None = None) -> None:
         users = tmp / "users.json"
         write_matrix_users(users)
         api = matrix_api(users, protect_metrics=protect)
@@ -151,7 +152,7 @@ class World:
         }, environ={}).model_copy(update={"api": api})
         self.docker = PlainDocker(containers_for(ALPHA) + containers_for(BETA, kong_port=8101,
                                                                          db_port=5434))
-        self.store = store or Store(self.config.store.path)
+        self.store = store or ActionStore(self.config.store.path)
         self.check = PlainCheck("container_status")
         self.engine = DiagnosticsEngine(self.config, self.docker, self.store,
                                         checks={"container_status": self.check})
@@ -639,7 +640,7 @@ def test_webhook_budget_holds_and_survives_a_restart(tmp_path: Path) -> None:
         store = world.store
         world.close()
         # The count lives in the store: a restarted service still refuses.
-        again = World(tmp_path, budget=2, store=Store(store.path))
+        again = World(tmp_path, budget=2, store=ActionStore(store.path))
         try:
             again.plain.plan = [repair_action("start_container")]
             refused = post_webhook(again.app.test_client(), webhook(alert()))["results"][0]
@@ -856,7 +857,7 @@ def static_config(tmp: Path, **actions: Any) -> Config:
 
 
 def test_build_wires_the_real_bodies(tmp_path: Path) -> None:
-    from actions.backups import restore_body
+    from actions.operations.backup import restore_body
     from actions.operations.restart import safe_restart_body
     from actions.service import build
 

@@ -22,9 +22,9 @@ from actions.backups import (
     BackupFailed,
     BackupNotFound,
     BackupStore,
-    restore_body,
 )
 from actions.files import FileSet, registry_record_span
+from actions.operations.backup import restore_body
 from actions.operations.model import OperationError
 from exporter.discovery.model import Instance
 from exporter.pg import DbLogin, LoginResult

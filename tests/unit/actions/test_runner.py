@@ -25,12 +25,12 @@ from actions.operations.model import (
     StepFailed,
 )
 from actions.operations.runner import OperationContext, OperationRunner
+from actions.store import LOCK_STALE_SECONDS, ActionStore
 from exporter.access import Principal
 from exporter.config import Config
 from exporter.discovery.model import Credentials, Endpoints, Instance, InstanceFiles
 from exporter.errors import InstanceNotFoundError
 from exporter.redaction import Redactor
-from exporter.store import LOCK_STALE_SECONDS, Store
 
 IID = "inst0001"
 OTHER = "inst0002"
@@ -65,19 +65,19 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[Store]:
-    s = Store(path)
+def store(path: Path) -> Iterator[ActionStore]:
+    s = ActionStore(path)
     yield s
     s.close()
 
 
-def make_runner(store: Store, **kw: Any) -> OperationRunner:
+def make_runner(store: ActionStore, **kw: Any) -> OperationRunner:
     return OperationRunner(Config(), cast(Any, FakeEngine()), store, cast(Any, None),
                            cast(Any, None), cast(Any, None), None, **kw)
 
 
 @pytest.fixture
-def runner(store: Store) -> Iterator[OperationRunner]:
+def runner(store: ActionStore) -> Iterator[OperationRunner]:
     made = make_runner(store)
     yield made
     assert made.join(10), "an operation thread did not finish"
@@ -100,7 +100,7 @@ def two_steps(ctx: OperationContext) -> Mapping[str, Any]:
 # outcomes ---------------------------------------------------------------------------------
 
 def test_success_records_steps_with_durations_audit_and_counter(
-        runner: OperationRunner, store: Store) -> None:
+        runner: OperationRunner, store: ActionStore) -> None:
     op = runner.run_inline("safe_restart", IID, ALICE, {"components": ["auth"]}, two_steps)
     assert op.status == "succeeded" and op.error is None and op.failed_step is None
     assert [(s.name, s.status) for s in op.steps] == [("first", "ok"), ("second", "ok")]
@@ -121,7 +121,7 @@ def test_success_records_steps_with_durations_audit_and_counter(
 
 
 def test_step_failure_marks_the_step_and_the_operation(
-        runner: OperationRunner, store: Store) -> None:
+        runner: OperationRunner, store: ActionStore) -> None:
     reached: list[str] = []
 
     def body(ctx: OperationContext) -> Mapping[str, Any]:
@@ -160,7 +160,7 @@ def test_rolled_back_names_the_first_failed_step(runner: OperationRunner) -> Non
 
 
 def test_unexpected_exception_fails_the_operation_and_frees_the_lock(
-        runner: OperationRunner, store: Store) -> None:
+        runner: OperationRunner, store: ActionStore) -> None:
     def body(ctx: OperationContext) -> Mapping[str, Any]:
         with ctx.step("capture_state"):
             raise ValueError(f"bad value near {PG_SECRET}")
@@ -174,7 +174,7 @@ def test_unexpected_exception_fails_the_operation_and_frees_the_lock(
 
 
 def test_unknown_instance_is_refused_before_anything(runner: OperationRunner,
-                                                     store: Store) -> None:
+                                                     store: ActionStore) -> None:
     with pytest.raises(InstanceNotFoundError):
         runner.submit("safe_restart", "nope0001", ALICE, {}, two_steps)
     assert store.audit(10) == []
@@ -182,7 +182,8 @@ def test_unknown_instance_is_refused_before_anything(runner: OperationRunner,
 
 # redaction ------------------------------------------------------------------------------
 
-def test_no_secret_reaches_the_store(runner: OperationRunner, store: Store, path: Path) -> None:
+def test_no_secret_reaches_the_store(runner: OperationRunner, store: ActionStore,
+                                     path: Path) -> None:
     new_password = "brand-new-dashboard-pass"
 
     def body(ctx: OperationContext) -> Mapping[str, Any]:
@@ -236,7 +237,7 @@ class Gate:
 
 
 def test_submit_runs_in_background_with_progress_persisted(runner: OperationRunner,
-                                                           store: Store) -> None:
+                                                           store: ActionStore) -> None:
     gate = Gate()
     submitted = runner.submit("safe_restart", IID, ALICE, {}, gate)
     assert submitted.status in ("pending", "running") and not submitted.finished
@@ -253,7 +254,7 @@ def test_submit_runs_in_background_with_progress_persisted(runner: OperationRunn
 
 
 def test_second_operation_on_the_instance_conflicts(runner: OperationRunner,
-                                                    store: Store) -> None:
+                                                    store: ActionStore) -> None:
     gate = Gate()
     first = runner.submit("safe_restart", IID, ALICE, {}, gate)
     assert gate.entered.wait(5)
@@ -284,10 +285,10 @@ def test_wait_returns_the_running_operation_after_its_timeout(runner: OperationR
     assert runner.wait(op.id, 5).status == "succeeded"
 
 
-def test_wait_follows_an_operation_of_another_runner(store: Store, path: Path) -> None:
+def test_wait_follows_an_operation_of_another_runner(store: ActionStore, path: Path) -> None:
     gate = Gate()
     mine = make_runner(store)
-    other_store = Store(path)
+    other_store = ActionStore(path)
     other = make_runner(other_store)
     try:
         op = mine.submit("safe_restart", IID, ALICE, {}, gate)
@@ -315,7 +316,7 @@ RACED = [f"race{n:04d}" for n in range(8)]
 
 
 def _race_for_locks(path: str, op_id: str, barrier: Any, results: Any) -> None:
-    store = Store(Path(path))
+    store = ActionStore(Path(path))
     try:
         for instance_id in RACED:
             barrier.wait(30)  # both processes ask for this instance's lock at once
@@ -325,7 +326,7 @@ def _race_for_locks(path: str, op_id: str, barrier: Any, results: Any) -> None:
 
 
 def test_two_processes_racing_for_one_lock_exactly_one_wins(path: Path) -> None:
-    Store(path).close()
+    ActionStore(path).close()
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
     ids = ["1" * 32, "2" * 32]
@@ -337,7 +338,7 @@ def test_two_processes_racing_for_one_lock_exactly_one_wins(path: Path) -> None:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
     outcomes = [results.get(timeout=5) for _ in range(len(ids) * len(RACED))]
-    with Store(path) as check:
+    with ActionStore(path) as check:
         for instance_id in RACED:
             answers = {op: holder for iid, op, holder in outcomes if iid == instance_id}
             winners = [op for op, holder in answers.items() if holder is None]
@@ -348,7 +349,7 @@ def test_two_processes_racing_for_one_lock_exactly_one_wins(path: Path) -> None:
 
 
 def _take_lock_and_exit(path: str, op_id: str) -> None:
-    store = Store(Path(path))
+    store = ActionStore(Path(path))
     assert store.acquire_lock(IID, op_id) is None
     store.close()
 
@@ -362,7 +363,7 @@ def running_op(op_id: str) -> Operation:
 
 
 def test_lock_of_a_dead_process_is_taken_over_and_its_operation_closed(
-        store: Store, path: Path) -> None:
+        store: ActionStore, path: Path) -> None:
     dead = "d" * 32
     store.save_operation(running_op(dead))
     ctx = multiprocessing.get_context("spawn")
@@ -380,7 +381,7 @@ def test_lock_of_a_dead_process_is_taken_over_and_its_operation_closed(
     assert [e.result for e in store.audit(10, action="safe_restart")] == ["failed"]
 
 
-def test_lock_with_an_old_heartbeat_is_taken_over(store: Store, path: Path) -> None:
+def test_lock_with_an_old_heartbeat_is_taken_over(store: ActionStore, path: Path) -> None:
     assert store.acquire_lock(IID, "a" * 32) is None
     # A live holder with a fresh heartbeat keeps it ...
     assert store.acquire_lock(IID, "b" * 32) == "a" * 32
@@ -394,14 +395,14 @@ def test_lock_with_an_old_heartbeat_is_taken_over(store: Store, path: Path) -> N
     assert not store.release_lock(IID, "a" * 32) and store.lock_holder(IID) == "b" * 32
 
 
-def test_holder_on_another_host_is_judged_by_heartbeat_only(store: Store, path: Path) -> None:
+def test_holder_on_another_host_is_judged_by_heartbeat_only(store: ActionStore, path: Path) -> None:
     assert store.acquire_lock(IID, "a" * 32) is None
     with raw(path) as conn:
         conn.execute("UPDATE locks SET host = 'elsewhere', pid = 999999999")
     assert store.acquire_lock(IID, "b" * 32) == "a" * 32
 
 
-def test_runner_start_reaps_locks_of_dead_processes(store: Store, path: Path) -> None:
+def test_runner_start_reaps_locks_of_dead_processes(store: ActionStore, path: Path) -> None:
     dead = "e" * 32
     store.save_operation(running_op(dead))
     assert store.acquire_lock(IID, dead) is None
@@ -413,7 +414,7 @@ def test_runner_start_reaps_locks_of_dead_processes(store: Store, path: Path) ->
     assert closed is not None and closed.status == "failed"
 
 
-def test_heartbeat_keeps_the_lock_fresh(store: Store, path: Path) -> None:
+def test_heartbeat_keeps_the_lock_fresh(store: ActionStore, path: Path) -> None:
     runner = make_runner(store, heartbeat_seconds=0.05)
     beats: list[float] = []
 
@@ -428,7 +429,7 @@ def test_heartbeat_keeps_the_lock_fresh(store: Store, path: Path) -> None:
     assert beats == sorted(beats) and beats[-1] > beats[0]
 
 
-def test_losing_the_lock_stops_the_operation_at_its_next_step(store: Store,
+def test_losing_the_lock_stops_the_operation_at_its_next_step(store: ActionStore,
                                                               path: Path) -> None:
     runner = make_runner(store, heartbeat_seconds=0.05)
 
@@ -449,7 +450,7 @@ def test_losing_the_lock_stops_the_operation_at_its_next_step(store: Store,
 
 # audit log ----------------------------------------------------------------------------------
 
-def test_audit_filters_and_paging(store: Store) -> None:
+def test_audit_filters_and_paging(store: ActionStore) -> None:
     base = datetime(2026, 5, 1, tzinfo=UTC)
     for n, (who, action, iid) in enumerate([("alice", "safe_restart", IID),
                                             ("bob", "repair", IID),
@@ -479,8 +480,8 @@ def test_operation_round_trips_through_json(runner: OperationRunner) -> None:
 
 
 def test_store_migrates_to_the_action_tables(path: Path) -> None:
-    with Store(path) as s:
-        assert s.schema_version() == Store.SCHEMA_VERSION >= 3  # 3 added the locks
+    with ActionStore(path) as s:
+        assert s.schema_version() == ActionStore.SCHEMA_VERSION >= 3  # 3 added the locks
     with raw(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master "
                                              "WHERE type = 'table'")}

@@ -22,7 +22,8 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.store import AUTO_REPAIR_WINDOW_SECONDS, Store
+from actions.store import ActionStore
+from exporter.store import AUTO_REPAIR_WINDOW_SECONDS
 from tests.unit.access_matrix import ALPHA, BETA
 from tests.unit.actions.test_api import (
     ADMIN,
@@ -98,7 +99,7 @@ def test_refusals_spend_nothing(world: World) -> None:
 
 
 def _reserve(path: str, tries: int, start: Any, out: Any) -> None:
-    store = Store(Path(path))
+    store = ActionStore(Path(path))
     start.wait()
     won = sum(store.reserve_auto_repair(ALPHA, 3) is not None for _ in range(tries))
     store.close()
@@ -107,7 +108,7 @@ def _reserve(path: str, tries: int, start: Any, out: Any) -> None:
 
 def test_the_budget_holds_across_processes(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
-    Store(path).close()
+    ActionStore(path).close()
     context = multiprocessing.get_context("fork")
     start, out = context.Event(), context.Queue()
     workers = [context.Process(target=_reserve, args=(str(path), 5, start, out))
@@ -119,7 +120,7 @@ def test_the_budget_holds_across_processes(tmp_path: Path) -> None:
     for worker in workers:
         worker.join(30)
     assert sum(won) == 3
-    with Store(path) as store:
+    with ActionStore(path) as store:
         assert store.auto_repairs_used()[ALPHA].used == 3
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from actions.audit import AuditEntry
 from actions.operations.model import Operation
+from actions.store import ActionStore
 from exporter.config import Config, StoreConfig
 from exporter.reports import load_report
 from exporter.scheduler import DiagnosticScheduler, ScheduleError, checked_cron
@@ -108,7 +109,7 @@ def _operation(op_id: str, finished: datetime | None) -> Operation:
 
 
 def test_audit_and_operations_have_a_retention(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store.sqlite3")
+    store = ActionStore(tmp_path / "store.sqlite3")
     now = datetime.now(UTC)
     for days in (200, 100, 40, 1):
         store.append_audit(AuditEntry(at=now - timedelta(days=days), who="ops",
