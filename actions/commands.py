@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from actions.backups import BACKUP_ID_PATTERN, Backup, BackupNotFound
+from actions.context import ActionServices
 from actions.models import (
     BackupCreateRequest,
     ConfigEditRequest,
@@ -23,15 +24,12 @@ from actions.models import (
     SafeRestartRequest,
 )
 from actions.operations.model import OPERATION_ID_PATTERN, Operation, OperationNotFound
+from actions.operations.repair import RepairAction
+from actions.operations.runner import Body
 from exporter.access import Principal
 from exporter.diagnostic import Diagnostic
+from exporter.discovery import Instance
 from exporter.web.params import BadRequest
-
-if TYPE_CHECKING:
-    from actions.context import ActionServices
-    from actions.operations.repair import RepairAction
-    from actions.operations.runner import Body
-    from exporter.discovery import Instance
 
 _SHOWN_NAMES = 10
 

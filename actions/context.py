@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from actions.alertmanager import AlertmanagerClient
+from actions.backups import BackupStore
+from actions.operations.repair import RepairAction
+from actions.operations.runner import Body, OperationRunner
 from actions.store import ActionStore
 from exporter.config import Config
 from exporter.diagnostic import Diagnostic
@@ -17,12 +21,6 @@ from exporter.discovery import Instance
 from exporter.engine import DiagnosticsEngine
 from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
-
-if TYPE_CHECKING:
-    from actions.alertmanager import AlertmanagerClient
-    from actions.backups import BackupStore
-    from actions.operations.repair import RepairAction
-    from actions.operations.runner import Body, OperationRunner
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask
 
@@ -35,6 +35,8 @@ from actions.operations.runner import Body, OperationRunner
 from actions.store import ActionStore
 from exporter.access import AccessControl
 from exporter.config import Config
+from exporter.diagnostic import Diagnostic
+from exporter.discovery import Instance
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from exporter.errors import ConfigError
@@ -42,13 +44,9 @@ from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
 from exporter.redaction import install_fingerprint_key
 from exporter.service import Listener, registry_owners, serve_until_stopped
+from exporter.service import Running as ExporterRunning
 from exporter.service import build as build_exporter
 from exporter.store import InstanceInfo
-
-if TYPE_CHECKING:
-    from exporter.diagnostic import Diagnostic
-    from exporter.discovery import Instance
-    from exporter.service import Running as ExporterRunning
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter import Limiter
@@ -39,14 +39,11 @@ from actions.commands import Launch
 from actions.commands import shown as _shown
 from actions.context import ActionServices
 from actions.models import ErrorBody, OperationOut, WaitQuery
-from actions.operations.model import FINISHED
+from actions.operations.model import FINISHED, Operation
 from exporter import __version__
 from exporter.errors import ConfigError, DoctorError
 from exporter.web.access import current_principal
 from exporter.web.params import BadRequest, json_object
-
-if TYPE_CHECKING:
-    from actions.operations.model import Operation
 
 log = logging.getLogger(__name__)
 

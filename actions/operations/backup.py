@@ -9,12 +9,10 @@ the operation ends "rolled_back".
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from actions.operations.config_edit import apply_and_verify
-
-if TYPE_CHECKING:
-    from actions.operations.runner import Body, OperationContext
+from actions.operations.runner import Body, OperationContext
 
 
 def backup_body(reason: str, db_dump: bool) -> Body:

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
+from actions.backups import Backup
 from actions.files import FileSet, UnsafeEdit, UnsafeValue, check_value, kong_scalar
 from actions.models import (
     DASHBOARD_PASSWORD_PATTERN,
@@ -30,14 +31,11 @@ from actions.models import (
 )
 from actions.operations.health import issue_key, settle_quick_health
 from actions.operations.model import OperationError, StepFailed
+from actions.operations.runner import Body, OperationContext
 from exporter.discovery.model import Instance
 from exporter.dockerhost import ContainerSummary
 from exporter.errors import DoctorError
 from exporter.web.params import BadRequest
-
-if TYPE_CHECKING:
-    from actions.backups import Backup
-    from actions.operations.runner import Body, OperationContext
 
 MASK = "********"
 # A recreated container without a healthcheck must stay up this long to count as started.

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from actions.operations.runner import OperationContext
 from exporter.engine import QuickHealth
 from exporter.issues import Issue
-
-if TYPE_CHECKING:
-    from actions.operations.runner import OperationContext
 
 IssueKey = tuple[str, str | None]
 RETRY_SECONDS = 2.0

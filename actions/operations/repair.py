@@ -44,6 +44,7 @@ from psycopg import sql
 
 from actions.files import FileSet
 from actions.operations.model import OperationError
+from actions.operations.runner import Body, OperationContext
 from exporter.checks import ALL_CHECKS
 from exporter.checks.database import role_logins
 from exporter.checks.listener import withheld as withheld_login
@@ -68,8 +69,6 @@ from exporter.web.params import BadRequest
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
-
-    from actions.operations.runner import Body, OperationContext
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,11 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from actions.alertmanager import AlertmanagerClient
 from actions.audit import AuditEntry, redact_inputs, secret_values
+from actions.backups import BackupStore
 from actions.compose import ComposeRunner
 from actions.operations.model import (
     OPERATION_ID_PATTERN,
@@ -46,10 +48,6 @@ from exporter.engine import DiagnosticsEngine
 from exporter.errors import DoctorError
 from exporter.redaction import Redactor
 from exporter.store import StoreError, apply_retention
-
-if TYPE_CHECKING:
-    from actions.alertmanager import AlertmanagerClient
-    from actions.backups import BackupStore
 
 log = logging.getLogger(__name__)
 

@@ -873,6 +873,30 @@ def test_build_wires_the_real_bodies(tmp_path: Path) -> None:
         running.close()
 
 
+def test_exporter_and_action_api_in_one_process_share_one_action_store(
+        tmp_path: Path) -> None:
+    from actions.service import build
+    from exporter.service import build as build_exporter
+
+    config = static_config(tmp_path)
+    exporter = build_exporter(config, schedule=False, store_type=ActionStore)
+    try:
+        running = build(config, exporter=exporter)
+        try:
+            assert running.services.store is exporter.services.store
+            assert running.services.runner.store is exporter.services.store
+        finally:
+            running.close()
+    finally:
+        exporter.close()
+    plain = build_exporter(config, schedule=False)
+    try:
+        with pytest.raises(TypeError, match="ActionStore"):
+            build(config, exporter=plain)
+    finally:
+        plain.close()
+
+
 def test_a_bad_rate_limit_is_a_config_error(tmp_path: Path) -> None:
     from actions.service import build
     from exporter.errors import ConfigError
