@@ -48,8 +48,15 @@ from actions.operations.health import settle_quick_health
 from actions.operations.model import OperationError, StepFailed, utc_now
 from actions.operations.runner import Body, OperationContext, describe
 from exporter.checks.listener import withheld as withheld_login
-from exporter.discovery import COMPONENTS, Instance
-from exporter.dockerhost import COMPOSE_DEPENDS_ON
+from exporter.discovery import Instance
+from exporter.discovery.topology import (
+    Condition,
+    Graph,
+    dependents_in,
+    topology_of,
+)
+from exporter.discovery.topology import levels as _levels
+from exporter.discovery.topology import order as _topological
 from exporter.pg import ADMIN_USERS, DbLogin, LoginFailedError, connect, instance_dbname
 from exporter.safefs import SymlinkRefused, kind, list_dir, read_text, within
 
@@ -71,58 +78,16 @@ _TRANSIENT_ENTRIES = frozenset({"postmaster.pid"})
 _PG_VERSION = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3})?")
 _DEFAULT_PGDATA = "/var/lib/postgresql/data"
 
-Condition = Literal["service_healthy", "service_started", "service_completed_successfully"]
-
-# The reference template's depends_on (DESIGN §4), for containers that carry no compose
-# label (created by other tools, or compose v1).
-FALLBACK_DEPENDS_ON: Mapping[str, Mapping[str, Condition]] = {
-    "vector": {},
-    "imgproxy": {},
-    "db": {"vector": "service_healthy"},
-    "analytics": {"db": "service_healthy"},
-    "studio": {"analytics": "service_healthy"},
-    "kong": {"analytics": "service_healthy"},
-    "functions": {"analytics": "service_healthy"},
-    **{name: {"db": "service_healthy", "analytics": "service_healthy"}
-       for name in ("auth", "rest", "realtime", "meta", "supavisor")},
-    "storage": {"db": "service_healthy", "rest": "service_started",
-                "imgproxy": "service_started"},
-}
-
-Graph = Mapping[str, Mapping[str, Condition]]
-_CONDITIONS: Mapping[str, Condition] = {
-    "service_healthy": "service_healthy", "service_started": "service_started",
-    "service_completed_successfully": "service_completed_successfully"}
-
-
 # dependencies -------------------------------------------------------------------------
 
 def dependency_graph(instance: Instance) -> dict[str, dict[str, Condition]]:
-    """component -> {dependency: condition}, from compose's depends_on labels.
+    """component -> {dependency: condition}: the instance topology's depends_on links.
 
-    Components without a container or without the label fall back to the reference
-    template's chain; dependencies the instance does not have are dropped.
+    Components without a container or without the label fall back to the compose file,
+    then to the reference template's chain; dependencies the instance does not have are
+    dropped.
     """
-    graph: dict[str, dict[str, Condition]] = {}
-    for name, component in instance.components.items():
-        labels = component.container.labels if component.container else {}
-        if COMPOSE_DEPENDS_ON in labels:
-            deps = parse_depends_on(labels[COMPOSE_DEPENDS_ON])
-        else:
-            deps = dict(FALLBACK_DEPENDS_ON.get(name, {}))
-        graph[name] = {d: c for d, c in deps.items() if d in instance.components and d != name}
-    return graph
-
-
-def parse_depends_on(label: str) -> dict[str, Condition]:
-    """Compose v2's label, e.g. "db:service_healthy:false,rest:service_started:false"."""
-    out: dict[str, Condition] = {}
-    for part in label.split(","):
-        name, _, rest = part.strip().partition(":")
-        if not name:
-            continue
-        out[name] = _CONDITIONS.get(rest.split(":", 1)[0], "service_started")
-    return out
+    return topology_of(instance).start_graph()
 
 
 def dependency_order(instance: Instance) -> list[str]:
@@ -135,42 +100,6 @@ def dependents(instance: Instance, component: str) -> list[str]:
     graph = dependency_graph(instance)
     found = dependents_in(graph, component) - {component}
     return [c for c in _topological(graph, list(instance.components)) if c in found]
-
-
-def _rank(name: str) -> tuple[int, str]:
-    return (COMPONENTS.index(name) if name in COMPONENTS else len(COMPONENTS), name)
-
-
-def _topological(graph: Graph, names: Sequence[str]) -> list[str]:
-    """Kahn's order restricted to `names`; ties by the template's order; a cycle is appended."""
-    wanted = set(names)
-    remaining = {n: {d for d in graph.get(n, {}) if d in wanted} for n in names}
-    out: list[str] = []
-    while remaining:
-        ready = sorted((n for n, deps in remaining.items() if not deps), key=_rank)
-        if not ready:
-            log.warning("dependency cycle among %s; using the template's order",
-                        ", ".join(sorted(remaining)))
-            ready = sorted(remaining, key=_rank)
-        for name in ready:
-            out.append(name)
-            del remaining[name]
-        for deps in remaining.values():
-            deps.difference_update(ready)
-    return out
-
-
-def _levels(graph: Graph, names: Sequence[str]) -> list[list[str]]:
-    """`names` grouped by depth: level 0 depends on none of them, level n on level n-1."""
-    order = _topological(graph, names)
-    depth: dict[str, int] = {}
-    for name in order:
-        inside = [depth[d] for d in graph.get(name, {}) if d in depth]
-        depth[name] = 1 + max(inside) if inside else 0
-    levels: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
-    for name in order:
-        levels[depth[name]].append(name)
-    return levels
 
 
 # state --------------------------------------------------------------------------------
@@ -1017,19 +946,6 @@ def _telling_line(lines: Sequence[str]) -> str | None:
         return chosen
     # Long JSON log lines carry the cause at the end (the wrapped error's own message).
     return f"{chosen[:150]} ... {chosen[-240:]}"
-
-
-def dependents_in(graph: Graph, component: str) -> set[str]:
-    """Transitive dependents of `component` within `graph`."""
-    found: set[str] = set()
-    frontier = [component]
-    while frontier:
-        current = frontier.pop()
-        for name, deps in graph.items():
-            if current in deps and name not in found:
-                found.add(name)
-                frontier.append(name)
-    return found
 
 
 def _damaged(before: InstanceState, plan: _Plan) -> set[str]:

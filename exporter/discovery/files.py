@@ -174,6 +174,8 @@ class ComposeFacts:
     ports: Mapping[str, tuple[tuple[str, int, int], ...]]
     binds: Mapping[str, tuple[tuple[Path, str], ...]]  # service -> [(host path, target)]
     services: tuple[str, ...] = field(default_factory=tuple)
+    # service -> {dependency: condition} as its depends_on declares (a list: started)
+    depends_on: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def read_compose_file(path: Path, *, root: Path | None = None) -> ComposeFacts:
@@ -186,9 +188,11 @@ def read_compose_file(path: Path, *, root: Path | None = None) -> ComposeFacts:
     names: dict[str, str] = {}
     ports: dict[str, tuple[tuple[str, int, int], ...]] = {}
     binds: dict[str, tuple[tuple[Path, str], ...]] = {}
+    depends: dict[str, dict[str, str]] = {}
     for service, spec in data["services"].items():
         if not isinstance(spec, dict):
             continue
+        depends[service] = _depends_on(spec.get("depends_on"))
         env[service] = _environment(spec.get("environment"))
         if isinstance(spec.get("container_name"), str):
             names[service] = spec["container_name"]
@@ -197,7 +201,17 @@ def read_compose_file(path: Path, *, root: Path | None = None) -> ComposeFacts:
                                if b)
     project = data.get("name") if isinstance(data.get("name"), str) else None
     return ComposeFacts(project=project, env=env, container_names=names, ports=ports,
-                        binds=binds, services=tuple(data["services"]))
+                        binds=binds, services=tuple(data["services"]), depends_on=depends)
+
+
+def _depends_on(value: Any) -> dict[str, str]:
+    if isinstance(value, list):
+        return {str(name): "service_started" for name in value}
+    if isinstance(value, dict):
+        return {str(name): str(spec.get("condition", "service_started"))
+                if isinstance(spec, dict) else "service_started"
+                for name, spec in value.items()}
+    return {}
 
 
 def _environment(value: Any) -> dict[str, str]:
@@ -257,6 +271,7 @@ class KongFacts:
     dashboard_password: str | None
     routes: tuple[tuple[str, str], ...]  # (service name, path)
     duplicate_services: tuple[str, ...]
+    upstreams: tuple[tuple[str, str], ...] = ()  # (service name, url), $VARS resolved
 
 
 def read_kong_file(path: Path, env: Mapping[str, str] | None = None, *,
@@ -290,10 +305,14 @@ def read_kong_file(path: Path, env: Mapping[str, str] | None = None, *,
     routes: list[tuple[str, str]] = []
     seen: set[str] = set()
     duplicates: list[str] = []
+    upstreams: list[tuple[str, str]] = []
     for service in data.get("services") or []:
         if not isinstance(service, dict):
             continue
         name = str(service.get("name", ""))
+        url = value(service.get("url"))
+        if url:
+            upstreams.append((name, _resolve_vars(url, env)))
         if name in seen:
             duplicates.append(name)
         seen.add(name)
@@ -301,7 +320,16 @@ def read_kong_file(path: Path, env: Mapping[str, str] | None = None, *,
             for p in (route.get("paths") or []) if isinstance(route, dict) else []:
                 routes.append((name, str(p)))
     return KongFacts(keys=keys, dashboard_username=user, dashboard_password=password,
-                     routes=tuple(routes), duplicate_services=tuple(duplicates))
+                     routes=tuple(routes), duplicate_services=tuple(duplicates),
+                     upstreams=tuple(upstreams))
+
+
+_INNER_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+def _resolve_vars(text: str, env: Mapping[str, str]) -> str:
+    """$VAR and ${VAR} inside a value (an upstream url names its host with one)."""
+    return _INNER_VAR.sub(lambda m: env.get(m.group(1), m.group(0)), text)
 
 
 def kong_credentials(facts: KongFacts) -> dict[str, str]:

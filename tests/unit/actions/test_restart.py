@@ -14,7 +14,6 @@ import pytest
 
 from actions.operations.model import StepFailed
 from actions.operations.restart import (
-    FALLBACK_DEPENDS_ON,
     ContainerState,
     DbState,
     InstanceState,
@@ -28,7 +27,6 @@ from actions.operations.restart import (
     dependency_graph,
     dependency_order,
     dependents,
-    parse_depends_on,
 )
 from exporter.discovery.model import (
     COMPONENTS,
@@ -38,6 +36,7 @@ from exporter.discovery.model import (
     Instance,
     InstanceFiles,
 )
+from exporter.discovery.topology import FALLBACK_DEPENDS_ON, parse_depends_on
 from exporter.dockerhost import COMPOSE_DEPENDS_ON, ContainerSummary
 
 IID = "ab12cd34"
