@@ -14,6 +14,36 @@ UNHEALTHY_SEVERITIES = frozenset({"critical", "warning"})
 
 
 @dataclass(frozen=True)
+class RecentEvent:
+    """A fault that live evidence shows over: when, where, how often, and a redacted line."""
+
+    code: str
+    component: str | None
+    check: str
+    first_seen: str | None  # ISO 8601, as the evidence gave it
+    last_seen: str | None
+    count: int | None
+    excerpt: str | None  # already redacted by the check that read it
+    ended: str  # what showed it over
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON shape."""
+        return {"code": self.code, "component": self.component, "check": self.check,
+                "first_seen": self.first_seen, "last_seen": self.last_seen,
+                "count": self.count, "excerpt": self.excerpt, "ended": self.ended}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecentEvent:
+        """Rebuild from to_dict()'s output."""
+        count = data.get("count")
+        return cls(code=str(data["code"]), component=data.get("component"),
+                   check=str(data.get("check", "")), first_seen=data.get("first_seen"),
+                   last_seen=data.get("last_seen"),
+                   count=int(count) if count is not None else None,
+                   excerpt=data.get("excerpt"), ended=str(data.get("ended", "")))
+
+
+@dataclass(frozen=True)
 class RootCause:
     """The issue that explains the others, and which ones it explains."""
 
@@ -40,6 +70,8 @@ class Diagnostic:
     root_cause: RootCause | None
     trigger: str = "on_demand"
     checks_requested: tuple[str, ...] = field(default_factory=tuple)
+    # Faults live evidence shows over: shown, never an issue (exporter.logs.staleness).
+    recent_events: tuple[RecentEvent, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -70,6 +102,7 @@ class Diagnostic:
             "results": {name: r.to_dict() for name, r in self.results.items()},
             "issues": [i.to_dict() for i in self.issues],
             "root_cause": self.root_cause.to_dict() if self.root_cause else None,
+            "recent_events": [e.to_dict() for e in self.recent_events],
             "cached": cached,
             "age_seconds": round(self.age_seconds(now), 3),
             "rate_limited": rate_limited,
@@ -96,7 +129,9 @@ class Diagnostic:
         return cls(instance_id=data["instance_id"], timestamp=stamp,
                    duration_seconds=float(data["duration_seconds"]), results=results,
                    issues=issues, root_cause=root_cause,
-                   trigger=data.get("trigger", "on_demand"))
+                   trigger=data.get("trigger", "on_demand"),
+                   recent_events=tuple(RecentEvent.from_dict(e)
+                                       for e in data.get("recent_events") or []))
 
 
 def _issue(data: Mapping[str, Any]) -> Issue:

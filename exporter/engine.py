@@ -19,14 +19,15 @@ import httpx
 
 from exporter.checks import ALL_CHECKS, Check, CheckContext, CheckResult, Findings, checks_by_name
 from exporter.checks.base import status_of
-from exporter.checks.logs import settle_with_live_checks
 from exporter.config import INSTANCE_ID_PATTERN, Config
 from exporter.diagnostic import Diagnostic
 from exporter.discovery import CRITICAL_PATH, Discovery, Instance, discover
+from exporter.discovery.topology import topology_of
 from exporter.dockerhost import DockerHost
 from exporter.errors import DoctorError, InstanceNotFoundError
 from exporter.issues import Issue, make_issue
 from exporter.lifecycle import settle
+from exporter.logs.staleness import settle as settle_present
 from exporter.redaction import Redactor
 from exporter.results import MemoryResultStore, ResultStore
 from exporter.rootcause import find_root_cause, order_issues
@@ -308,7 +309,9 @@ class DiagnosticsEngine:
         if synthetic:
             with self._lock:
                 self._last_synthetic[instance.id] = self._clock()
-        results = settle_with_live_checks(results)
+        # What live evidence shows over is a recent event, not an issue (present only).
+        topology = topology_of(instance)
+        results, events = settle_present(results, topology)
         issues = order_issues([*instance.problems, *(i for r in results.values()
                                                      for i in r.issues)])
         # An instance being created, stopped by its owner or never started is down as
@@ -318,8 +321,9 @@ class DiagnosticsEngine:
             instance_id=instance.id, timestamp=_utc(self._clock()),
             duration_seconds=time.monotonic() - started, results=results,
             issues=settled.issues if settled else tuple(issues),
-            root_cause=settled.root_cause if settled else find_root_cause(issues),
-            trigger=trigger, checks_requested=selected,
+            root_cause=settled.root_cause if settled else find_root_cause(
+                issues, topology=topology),
+            trigger=trigger, checks_requested=selected, recent_events=events,
         )
         self.store.save(diagnostic)
         self.store.record_run(trigger, "healthy" if diagnostic.healthy else "unhealthy")

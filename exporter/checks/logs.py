@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from exporter.checks.base import CheckContext, CheckResult, Findings, status_of
+from exporter.checks.base import CheckContext, Findings
 from exporter.issues import SEVERITY_RANK, Issue, make_issue
 from exporter.logs.analyzer import LogAnalyzer
 from exporter.logs.cache import LogCache
@@ -13,8 +13,6 @@ from exporter.logs.model import LogEntry, LogSummary, at_least
 from exporter.logs.patterns import MAX_CAPTURED_VALUES, PatternMatch
 
 NAME = "logs"
-# The live check whose role logins show a rejected password over, and its verdict for "works".
-_ROLE_CHECK, _ROLE_OK = "database_connection", "ok"
 # Docker serves logs from disk; a few parallel reads are enough to hide the latency.
 _WORKERS = 4
 
@@ -128,32 +126,3 @@ def _span(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"
-
-
-def settle_with_live_checks(results: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
-    """The run's results without log findings that a live check of the same run shows over.
-
-    A role password the db rejected is over once database_connection logs that role in with
-    the password its service uses now. The logs alone show it over only when that service
-    starts again; when its container was recreated since (with its log) and does not start
-    for another reason, the old rejection would otherwise blame the password again.
-    """
-    logs, database = results.get(NAME), results.get(_ROLE_CHECK)
-    if logs is None or database is None:
-        return dict(results)
-    roles = database.details.get("roles") or {}
-    working = {role for role, state in roles.items() if state == _ROLE_OK}
-    kept = tuple(i for i in logs.issues if not _shown_over(i, working))
-    if len(kept) == len(logs.issues):
-        return dict(results)
-    over = [i.code for i in logs.issues if i not in kept]
-    details = {**logs.details, "over_by_live_checks": over}
-    settled = CheckResult(logs.name, status_of(Findings(kept, details)), logs.duration_seconds,
-                          kept, details)
-    return {**results, NAME: settled}
-
-
-def _shown_over(issue: Issue, working: set[str]) -> bool:
-    roles = (issue.evidence.get("captures") or {}).get("role") or []
-    return (issue.code == "DB_ROLE_PASSWORD_MISMATCH" and bool(roles)
-            and len(roles) < MAX_CAPTURED_VALUES and set(roles) <= working)

@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from exporter.checks.base import CheckContext, CheckResult, Findings, status_of
-from exporter.checks.logs import LogsCheck, settle_with_live_checks
+from exporter.checks.logs import LogsCheck
 from exporter.config import DiagnosticsConfig, Thresholds
 from exporter.discovery.model import Instance
+from exporter.logs.staleness import settle
 from exporter.redaction import Redactor
 from tests.unit.logs import samples
 from tests.unit.logs.logdocker import (
@@ -218,15 +219,18 @@ def test_a_role_the_db_check_logs_in_now_shows_an_old_rejection_over(
     found = run(http, logs)
     assert ("DB_ROLE_PASSWORD_MISMATCH", "db") in codes(found)
     database = Findings(details={"roles": {"supabase_auth_admin": state, "authenticator": "ok"}})
-    settled = settle_with_live_checks({"logs": _as_result("logs", found),
-                                       "database_connection": _as_result("database_connection",
-                                                                         database)})
+    settled, events = settle({"logs": _as_result("logs", found),
+                              "database_connection": _as_result("database_connection",
+                                                                database)}, None)
     after = settled["logs"]
     assert any(i.code == "DB_ROLE_PASSWORD_MISMATCH" for i in after.issues) is kept
     assert any(i.code == "AUTH_CONFIG_INVALID" for i in after.issues)
     assert after.status == "failed"
     if not kept:
         assert after.details["over_by_live_checks"] == ["DB_ROLE_PASSWORD_MISMATCH"]
+        event = next(e for e in events if e.code == "DB_ROLE_PASSWORD_MISMATCH")
+        assert event.component == "db" and event.count and event.excerpt
+        assert "supabase_auth_admin" in event.ended
     # Without the live check nothing is decided.
-    alone = settle_with_live_checks({"logs": _as_result("logs", found)})
+    alone, _ = settle({"logs": _as_result("logs", found)}, None)
     assert alone["logs"].issues == found.issues
