@@ -49,12 +49,16 @@ class RootCause:
 
     issue: Issue
     explains: tuple[Issue, ...] = ()
+    # From the root's element to its effects: {"element", "component"/"link", "code",
+    # "issues"} per step (exporter.rootcause.chain).
+    chain: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """The issue's JSON plus what it explains."""
+        """The issue's JSON plus what it explains and the chain from it to its effects."""
         out = self.issue.to_dict()
         out["explains"] = [{"code": i.code, "component": i.component, "check": i.check}
                            for i in self.explains]
+        out["chain"] = [dict(step) for step in self.chain]
         return out
 
 
@@ -124,7 +128,8 @@ class Diagnostic:
         if root:
             explained = {(e["code"], e["component"], e["check"]) for e in root.get("explains", [])}
             root_cause = RootCause(_issue(root), tuple(
-                i for i in issues if (i.code, i.component, i.check) in explained))
+                i for i in issues if (i.code, i.component, i.check) in explained),
+                tuple(s for s in root.get("chain") or [] if isinstance(s, Mapping)))
         stamp = datetime.fromisoformat(str(data["timestamp"]).replace("Z", "+00:00"))
         return cls(instance_id=data["instance_id"], timestamp=stamp,
                    duration_seconds=float(data["duration_seconds"]), results=results,

@@ -344,8 +344,13 @@ def instance_container(instance: Instance, component: str) -> ContainerSummary |
 
 
 def publishes(container: ContainerSummary, port: int) -> bool:
-    """True when the listing shows the container publishing this host port."""
-    return container.state == "running" and any(p.host_port == port for p in container.ports)
+    """True when the listing shows the container publishing this host port.
+
+    A paused container still holds its ports (Docker's proxy accepts, nobody answers): it
+    is a hung component (container_status says so), never a port conflict.
+    """
+    return (container.state in ("running", "paused")
+            and any(p.host_port == port for p in container.ports))
 
 
 def _cid(instance: Instance, component: str) -> str:

@@ -69,6 +69,11 @@ class Link:
     condition: Condition | None = None  # compose's depends_on condition, when declared
 
     @property
+    def runtime(self) -> bool:
+        """True when the source uses the target while it runs (not start order only)."""
+        return bool(self.kinds & {"env", "route"})
+
+    @property
     def name(self) -> str:
         """The link as shown: "kong->auth"."""
         return f"{self.source}->{self.target}"
@@ -86,26 +91,28 @@ class Topology:
     components: tuple[str, ...]
     links: tuple[Link, ...]
 
-    def needs(self, component: str) -> tuple[str, ...]:
-        """What `component` needs directly."""
-        return tuple(link.target for link in self.links if link.source == component)
+    def needs(self, component: str, runtime: bool = False) -> tuple[str, ...]:
+        """What `component` needs directly (runtime: only links it uses while it runs)."""
+        return tuple(link.target for link in self.links
+                     if link.source == component and (not runtime or link.runtime))
 
-    def users(self, component: str) -> tuple[str, ...]:
-        """What needs `component` directly."""
-        return tuple(link.source for link in self.links if link.target == component)
+    def users(self, component: str, runtime: bool = False) -> tuple[str, ...]:
+        """What needs `component` directly (runtime: only links used while running)."""
+        return tuple(link.source for link in self.links
+                     if link.target == component and (not runtime or link.runtime))
 
     def link(self, source: str, target: str) -> Link | None:
         """The link source->target, if there is one."""
         return next((k for k in self.links if k.source == source and k.target == target),
                     None)
 
-    def upstream(self, component: str) -> set[str]:
+    def upstream(self, component: str, runtime: bool = False) -> set[str]:
         """Everything `component` needs, directly or not."""
-        return _closure(component, self.needs)
+        return _closure(component, lambda c: self.needs(c, runtime))
 
-    def downstream(self, component: str) -> set[str]:
+    def downstream(self, component: str, runtime: bool = False) -> set[str]:
         """Everything that needs `component`, directly or not."""
-        return _closure(component, self.users)
+        return _closure(component, lambda c: self.users(c, runtime))
 
     def start_graph(self) -> dict[str, dict[str, Condition]]:
         """component -> {dependency: condition}: the depends_on links compose honours."""

@@ -126,6 +126,19 @@ def test_port_held_by_another_process_names_its_pid(listen: Listen) -> None:
     assert docker.listed == 1  # one listing, only because a conflict was suspected
 
 
+def test_a_paused_container_still_holds_its_port_and_is_no_conflict(listen: Listen) -> None:
+    # pause:kong: Docker's proxy accepts on kong's port, nobody answers. container_status
+    # reports the paused container; a conflict would send the operator hunting a holder.
+    ports = Ports(gateway=listen(), db=listen(), analytics=listen())
+    paused = with_container(make_instance(ports=ports), "kong", container(
+        "kong", state="paused", status="Up 2 hours (Paused)",
+        ports=published(8000, ports.gateway or 0)))
+    findings = NetworkConnectivityCheck(localhost_addresses=no_ipv6_localhost).run(
+        context(paused, links_docker()))
+    assert "PORT_CONFLICT" not in codes(findings.issues)
+    assert findings.details["ports"]["gateway"]["published"] is True
+
+
 def test_port_held_by_another_instances_container(listen: Listen) -> None:
     ports = Ports(gateway=listen(), db=listen(), analytics=listen())
     instance = with_container(make_instance(ports=ports), "db",
