@@ -11,7 +11,7 @@ from typing import Any
 
 from exporter.checks import ALL_CHECKS
 from exporter.checks.base import CheckResult
-from exporter.diagnostic import Diagnostic
+from exporter.diagnostic import Diagnostic, RecentEvent
 from exporter.issues import Issue, make_issue
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -110,5 +110,13 @@ def diagnostic(instance_id: str, *, broken: bool = False, at: datetime = NOW,
             issues=tuple(x for x in issues if x.check == name),
             details=all_details.get(name, {}))
         for i, name in enumerate(ALL_CHECKS)}
+    # A healthy instance remembers the outage it came back from: a recent event.
+    events = () if broken else (RecentEvent(
+        code="DB_UNREACHABLE", component="db", check="logs",
+        first_seen=(at - timedelta(minutes=6)).isoformat(),
+        last_seen=(at - timedelta(minutes=5)).isoformat(), count=12,
+        excerpt="the database system is starting up",
+        ended="db runs and answers, as does all it needs"),)
     return Diagnostic(instance_id=instance_id, timestamp=at, duration_seconds=2.5,
-                      results=checks, issues=issues, root_cause=None, trigger=trigger)
+                      results=checks, issues=issues, root_cause=None, trigger=trigger,
+                      recent_events=events)

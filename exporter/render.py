@@ -34,6 +34,10 @@ def render_diagnostic(diagnostic: Diagnostic, *, cached: bool = False,
             explained = sorted({f"{i.code}" + (f"[{i.component}]" if i.component else "")
                                 for i in d.root_cause.explains})
             lines.append(f"  Explains: {', '.join(explained)}")
+        if len(d.root_cause.chain) > 1:
+            steps = [str(step.get("link") or step.get("component") or "instance")
+                     + f" ({step.get('code')})" for step in d.root_cause.chain]
+            lines.append(f"  Chain: {' -> '.join(steps)}")
     lines += ["", f"{'CHECK':<22} {'STATUS':<6} {'TIME':>7}  ISSUES"]
     for name, result in d.results.items():
         codes = ", ".join(sorted({i.code for i in result.issues})) or "-"
@@ -45,6 +49,13 @@ def render_diagnostic(diagnostic: Diagnostic, *, cached: bool = False,
             where = f" [{issue.component}]" if issue.component else ""
             lines.append(f"  {issue.severity.upper():<8} {issue.code}{where} ({issue.check}): "
                          f"{issue.message}")
+    if d.recent_events:
+        lines += ["", "Recent events (over, shown by live checks):"]
+        for event in d.recent_events:
+            where = f" [{event.component}]" if event.component else ""
+            count = f" x{event.count}" if event.count is not None else ""
+            lines.append(f"  {event.last_seen or '-'} {event.code}{where}{count}: "
+                         f"{event.excerpt or ''}".rstrip())
     return "\n".join(lines) + "\n"
 
 

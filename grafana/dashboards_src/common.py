@@ -467,6 +467,28 @@ def render_json(data: dict[str, Any]) -> str:
 
 # -- panels used by more than one dashboard ---------------------------------------------------
 
+def recent_events_table() -> table.Panel:
+    """Faults live checks show over (recent events): never active issues, shown for context."""
+    expr = named(per_instance("max", sel("ultrabase_recent_event_timestamp_seconds"),
+                              "code", "component")) + " * 1000"
+    return table_panel(
+        "Recent events",
+        "Faults of the recent past that live checks show over "
+        "(ultrabase_recent_event_timestamp_seconds): when each was last seen. They are "
+        "never an active issue, a root cause or a repair; the excerpt and count are in the "
+        "exporter's last-diagnostic API (recent_events).",
+        table_queries(expr), unit="dateTimeAsIso",
+        transformations=merge_and_organize(
+            rename={"code": "Code", "component": "Component", "instance_id": "Instance",
+                    "instance_name": "Name", "owner": "Owner", "host": "Host",
+                    "Value": "Last seen"},
+            hide=("Time",),
+            order=("Value", "code", "component", "instance_id", "instance_name", "owner",
+                   "host")),
+        overrides=[("byName", "Instance", [instance_link()])],
+        sort_by=("Last seen", True), no_value="No recent events")
+
+
 def active_issues_table() -> table.Panel:
     """Every active issue with its instance's name; empty (\"No active issues\") when healthy."""
     expr = named(per_instance("max", sel("ultrabase_issue_active"),

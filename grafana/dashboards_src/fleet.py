@@ -29,6 +29,7 @@ from grafana.dashboards_src.common import (
     per_instance,
     prop,
     query,
+    recent_events_table,
     sel,
     stat_panel,
     state_timeline_panel,
@@ -220,6 +221,7 @@ def build() -> dict[str, Any]:
             ("Fleet", [_stats()]),
             ("Instances", [[_health_table(), _uptime_table()], [_component_grid()],
                            [_health_timeline()]]),
-            ("Issues", [[Cell(active_issues_table(), 24, 8)]]),
+            ("Issues", [[Cell(active_issues_table(), 24, 8)],
+                        [Cell(recent_events_table(), 24, 5)]]),
             ("Keys and disk", [[_jwt_table(), _filesystem_table(), _volume_grid()]]),
         ]))

@@ -34,6 +34,7 @@ from grafana.dashboards_src.common import (
     or_zero,
     per_instance,
     query,
+    recent_events_table,
     sel,
     stat_panel,
     state_timeline_panel,
@@ -243,7 +244,8 @@ def build() -> dict[str, Any]:
         ],
         rows=[
             ("Instance", [_summary()]),
-            ("Issues", [[Cell(active_issues_table(), 24, 6)]]),
+            ("Issues", [[Cell(active_issues_table(), 24, 6)],
+                        [Cell(recent_events_table(), 24, 5)]]),
             ("Components", _components()),
             ("Checks", [_checks()]),
             ("Gateway and auth", [_gateway_and_auth()]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "ultrabase_container_restarts": ("gauge", {ID, "component"}),
     "ultrabase_issue_active": ("gauge", {ID, "code", "severity", "component"}),
     "ultrabase_port_exposed": ("gauge", {ID, "component", "port", "container_port"}),
+    "ultrabase_recent_event_timestamp_seconds": ("gauge", {ID, "code", "component"}),
     "ultrabase_endpoint_latency_seconds": ("gauge", {ID, "endpoint"}),
     "ultrabase_auth_user_create_success": ("gauge", {ID}),
     "ultrabase_jwt_expiry_timestamp_seconds": ("gauge", {ID, "role"}),
@@ -170,10 +172,10 @@ def test_up_is_0_when_the_last_sweep_could_not_reach_docker() -> None:
 
 
 def test_missing_details_omit_series_without_error() -> None:
-    bare = replace(diagnostic("bare"), results={})
-    skipped = diagnostic("skipped", results={name: {} for name in (
+    bare = replace(diagnostic("bare"), results={}, recent_events=())
+    skipped = replace(diagnostic("skipped", results={name: {} for name in (
         "container_status", "service_health", "database_connection", "api_endpoints",
-        "auth_service", "disk_usage", "logs")})
+        "auth_service", "disk_usage", "logs")}), recent_events=())
     output = render(MemorySource([bare, skipped, diagnostic("full")]))
     assert set(parse(output)) == set(CONTRACT)
     for name in CONTRACT:
@@ -186,6 +188,18 @@ def test_missing_details_omit_series_without_error() -> None:
     assert value(output, "ultrabase_instance_healthy", instance_id="bare") == 1.0
     assert of_instance(series(output, "ultrabase_check_success"), "bare") == {}
     assert value(output, "ultrabase_db_connections", instance_id="full") == 17
+
+
+def test_recent_events_are_a_timestamp_never_an_active_issue() -> None:
+    healed = diagnostic("healed")
+    assert healed.healthy and healed.recent_events
+    output = render(MemorySource([healed]))
+    event = healed.recent_events[0]
+    stamp = value(output, "ultrabase_recent_event_timestamp_seconds", instance_id="healed",
+                  code=event.code, component="db")
+    assert stamp == datetime.fromisoformat(event.last_seen or "").timestamp()
+    assert of_instance(series(output, "ultrabase_issue_active"), "healed") == {}
+    assert value(output, "ultrabase_instance_healthy", instance_id="healed") == 1.0
 
 
 MALFORMED: dict[str, dict[str, Any]] = {
