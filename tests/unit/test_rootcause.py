@@ -188,3 +188,29 @@ def test_a_stale_kong_route_explains_what_fails_through_the_gateway() -> None:
     assert not explains(stale, issue("CONTAINER_NOT_RUNNING", "auth"))
     root = find_root_cause([issue("CONTAINER_NOT_RUNNING", "db"), stale])
     assert root is not None and root.issue.code == "CONTAINER_NOT_RUNNING"
+
+
+def test_the_chain_runs_from_the_root_to_its_effects_along_the_topology() -> None:
+    issues, _ = SCENARIOS["db stopped"]
+    root = find_root_cause(issues)
+    assert root is not None
+    steps = [step.get("component") for step in root.chain]
+    # The root's element first, then the components that need it.
+    assert steps[0] == "db"
+    assert set(steps) == {"db", "auth", "rest"}
+    db_step = root.chain[0]
+    assert {i["code"] for i in db_step["issues"]} == {
+        "DB_UNREACHABLE", "CONTAINER_NOT_RUNNING", "PORT_NOT_LISTENING"}
+    out = root.to_dict()
+    assert out["chain"][0]["code"].startswith("DB_UNREACHABLE")
+
+
+def test_the_most_upstream_failing_component_is_the_root() -> None:
+    # rest needs db; a stopped db explains a stopped rest, not the other way round.
+    rest = issue("CONTAINER_NOT_RUNNING", "rest", check="container_status")
+    db = issue("CONTAINER_NOT_RUNNING", "db", check="container_status")
+    root = find_root_cause([rest, db])
+    assert root is not None and root.issue is db and root.explains == (rest,)
+    # A missing container is nobody else's doing.
+    missing = issue("CONTAINER_MISSING", "rest", check="container_status")
+    assert not explains(db, missing)
