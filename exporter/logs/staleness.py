@@ -75,7 +75,7 @@ def live_evidence(results: Mapping[str, CheckResult], topology: Topology | None,
           if state.get("state") == "running" and state.get("health") in (None, "healthy")
           and name not in failing}
     working = {name for name in up
-               if topology is None or topology.upstream(name) & set(states) <= up}
+               if topology is None or topology.upstream(name, runtime=True) & set(states) <= up}
     return Evidence(frozenset(working), roles)
 
 

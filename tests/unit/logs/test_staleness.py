@@ -160,3 +160,13 @@ def test_matches_a_later_start_showed_over_are_recent_events_too() -> None:
     assert [(e.code, e.component, e.count) for e in events] == [
         ("AUTH_DB_CONNECTION_FAILED", "auth", 3)]
     assert "08:52" in events[0].ended
+
+
+def test_a_start_order_dependency_does_not_hold_a_service_s_findings() -> None:
+    # auth waits for analytics at start (depends_on) but does not use it while it runs.
+    down = live("CONTAINER_UNHEALTHY", "analytics", "container_status")
+    diagnostic = diagnose({
+        "container_status": containers({"analytics": ("running", "unhealthy")}, [down]),
+        "logs": result("logs", [from_logs("LOG_ERROR_SPIKE", "auth")])})
+    assert [(e.code, e.component) for e in diagnostic.recent_events] == [
+        ("LOG_ERROR_SPIKE", "auth")]
