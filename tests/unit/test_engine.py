@@ -236,3 +236,41 @@ def test_unknown_instance_and_check_are_errors(world, engines) -> None:
             engine.run(bad)
     with pytest.raises(DoctorError, match="unknown check"):
         engine.run("aaaa0001", checks=["nope"])
+
+
+class DetailCheck(PlainCheck):
+    """A check that reports given issues and details."""
+
+    def __init__(self, name: str, issues: tuple[Issue, ...] = (),
+                 details: dict[str, object] | None = None) -> None:
+        super().__init__(name, issues)
+        self.details = details or {}
+
+    def run(self, ctx: CheckContext) -> Findings:
+        return Findings(issues=self.issues, details=self.details)
+
+
+def test_a_log_finding_live_checks_show_over_is_a_recent_event(world, engines) -> None:
+    running = {"state": "running", "health": "healthy", "restarts": 0, "exit_code": None}
+    containers = DetailCheck("container_status", details={"components": {
+        name: running for name in ("db", "auth", "rest", "kong", "analytics", "vector")}})
+    old = make_issue("LOG_ERROR_SPIKE", check="logs", component="auth", message="errors",
+                     evidence={"error_count": 40, "latest": "could not reach the db"})
+    engine = make_engine(world, containers, DetailCheck("logs", (old,)))
+    engines.append(engine)
+    diagnostic = engine.run(IDS[0], use_cache=False).diagnostic
+    assert diagnostic.healthy and diagnostic.issues == () and diagnostic.root_cause is None
+    [event] = diagnostic.recent_events
+    assert (event.code, event.component, event.count) == ("LOG_ERROR_SPIKE", "auth", 40)
+    assert event.excerpt == "could not reach the db"
+    stored = engine.store.latest(IDS[0])
+    assert stored is not None and stored.recent_events == diagnostic.recent_events
+    # While auth fails a live check, the same lines are an issue.
+    failing = make_issue("AUTH_UNHEALTHY", check="auth_service", component="auth",
+                         message="down")
+    engine = make_engine(world, containers, DetailCheck("logs", (old,)),
+                         DetailCheck("auth_service", (failing,)))
+    engines.append(engine)
+    diagnostic = engine.run(IDS[0], use_cache=False).diagnostic
+    assert {i.code for i in diagnostic.issues} == {"AUTH_UNHEALTHY", "LOG_ERROR_SPIKE"}
+    assert diagnostic.recent_events == ()
