@@ -194,8 +194,10 @@ def build(components: Sequence[str], *,
     for _service, url in routes:
         for host in hosts_named(url):
             add("kong", names.get(host), "route")
-    ordered = order({s: {t: "service_started" for (a, t) in found if a == s}
-                     for s in components}, components)
+    # Components in start order (runtime links may form cycles: kong <-> functions).
+    ordered = order({s: {t: c or "service_started" for (a, t), (kinds, c) in found.items()
+                         if a == s and "depends_on" in kinds} for s in components},
+                    components)
     position = {c: n for n, c in enumerate(ordered)}
     links = tuple(Link(s, t, frozenset(kinds), condition)
                   for (s, t), (kinds, condition) in sorted(
