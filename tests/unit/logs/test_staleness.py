@@ -12,6 +12,7 @@ from exporter.discovery.model import COMPONENTS
 from exporter.discovery.topology import template
 from exporter.issues import Issue, make_issue
 from exporter.logs.staleness import settle
+from exporter.render import render_diagnostic
 from exporter.rootcause import find_root_cause, order_issues
 
 TOPOLOGY = template()
@@ -170,3 +171,19 @@ def test_a_start_order_dependency_does_not_hold_a_service_s_findings() -> None:
         "logs": result("logs", [from_logs("LOG_ERROR_SPIKE", "auth")])})
     assert [(e.code, e.component) for e in diagnostic.recent_events] == [
         ("LOG_ERROR_SPIKE", "auth")]
+
+
+def test_the_terminal_shows_recent_events_apart_from_issues() -> None:
+    healed = diagnose({"container_status": containers(),
+                       "logs": result("logs", [from_logs("LOG_ERROR_SPIKE", "auth")])})
+    text = render_diagnostic(healed)
+    assert text.startswith("Instance healed01: healthy")
+    assert "Issues:" not in text
+    events = text[text.index("Recent events"):]
+    assert "LOG_ERROR_SPIKE [auth] x9: auth: the outage's last line" in events
+    down = live("CONTAINER_NOT_RUNNING", "db", "container_status", state="exited")
+    broken = diagnose({"container_status": containers({"db": ("exited", None)}, [down]),
+                       "logs": result("logs", DB_OUTAGE_LOGS)})
+    text = render_diagnostic(broken)
+    assert "Root cause: CONTAINER_NOT_RUNNING [db]" in text
+    assert "  Chain: db (" in text and "-> auth (" in text
