@@ -40,6 +40,8 @@ CONTRACT_METRICS = {
     "ultrabase_filesystem_avail_bytes", "ultrabase_filesystem_size_bytes",
     "ultrabase_log_lines", "ultrabase_diagnostic_runs_total", "ultrabase_operations_total",
     "ultrabase_sweep_duration_seconds",
+    # Added after DESIGN.md's list, documented in docs/metrics.md.
+    "ultrabase_recent_event_timestamp_seconds",
 }
 # Metrics without instance_id (exporter-wide or store counters).
 HOST_WIDE = {"ultrabase_up", "ultrabase_build_info", "ultrabase_diagnostic_runs_total",
