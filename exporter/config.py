@@ -129,6 +129,27 @@ class ScheduleConfig(_Section):
     min_instance_interval_seconds: Annotated[float, Field(ge=60, le=86400)] = 900.0
 
 
+class WatchConfig(_Section):
+    """Detection between sweeps: Docker's event stream and the quick probe."""
+
+    # Follow the engine's container events (die, stop, pause, health_status, ...) and
+    # diagnose the affected instance at once.
+    events: bool = True
+    # A burst of events for one instance is one diagnostic: it starts this long after the
+    # burst's last event, but no later than event_max_delay_seconds after its first.
+    event_settle_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
+    event_max_delay_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # At most one event-triggered diagnostic per instance this often (a crash loop sends
+    # events for as long as it lasts).
+    event_min_gap_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    # Reconnecting to a broken event stream backs off up to this long between attempts.
+    reconnect_max_seconds: Annotated[float, Field(ge=1, le=600)] = 30.0
+    # The quick probe: one container listing and a few gateway requests per instance; a
+    # full diagnostic runs only where what it sees differs from the latest diagnostic.
+    probe: bool = True
+    probe_interval_seconds: Annotated[float, Field(ge=5, le=3600)] = 30.0
+
+
 class StoreConfig(_Section):
     """The SQLite store shared by the exporter and the action API."""
 
@@ -243,6 +264,7 @@ class Config(_Section):
     docker: DockerConfig = DockerConfig()
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    watch: WatchConfig = WatchConfig()
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
     exporter: ListenConfig = ListenConfig(port=9646)
@@ -362,6 +384,10 @@ def _check_consistency(config: Config, source: str) -> None:
     if thresholds.disk_critical_free_percent > thresholds.disk_low_free_percent:
         problems.append("diagnostics.thresholds.disk_critical_free_percent: must not exceed "
                         "disk_low_free_percent")
+    watch = config.watch
+    if watch.event_max_delay_seconds < watch.event_settle_seconds:
+        problems.append("watch.event_max_delay_seconds: must not be less than "
+                        "event_settle_seconds")
     names = [t.name for t in config.api.tokens]
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"api.tokens: name {name!r} is used more than once")

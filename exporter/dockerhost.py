@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
@@ -147,6 +148,31 @@ def _details(raw: Mapping[str, Any]) -> ContainerDetails:
     )
 
 
+class EventStream:
+    """The engine's event stream: iterating yields events (dicts) until the connection ends.
+
+    Iterating blocks between events (there is no read timeout) and raises
+    DockerUnavailableError when the stream breaks; close() ends it from any thread.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        try:
+            for item in self._stream:
+                if isinstance(item, Mapping):
+                    yield item
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError,
+                ValueError) as exc:
+            raise DockerUnavailableError(f"the event stream broke: {_reason(exc)}") from None
+
+    def close(self) -> None:
+        """End the stream; a blocked iteration returns or raises."""
+        with suppress(Exception):  # closing a stream that already broke may fail: it is over
+            self._stream.close()
+
+
 # Connections kept to the engine: a sweep reads logs and runs probes of several instances
 # at once, and a full pool would open and drop a connection per call.
 _POOL_SIZE = 32
@@ -250,6 +276,30 @@ class DockerHost:
                                          f"{_reason(exc)}") from None
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
         return ExecResult(code, text[-4000:])
+
+    def events(self, actions: Sequence[str], since: float | None = None) -> EventStream:
+        """Follow container events of these actions (die, stop, ...), from `since` or now.
+
+        since is a UNIX time; the engine replays what it still holds from then on.
+        """
+        filters = {"type": ["container"], "event": list(actions)}
+        try:
+            self._count()
+            stream = self.client.api.events(
+                since=_unix_time(since) if since is not None else None, filters=filters,
+                decode=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailableError(f"cannot follow events at {self._base_url}: "
+                                         f"{_reason(exc)}") from None
+        # docker-py reports a refusal (a proxy's 403, say) only at the first read; the
+        # status line has arrived already, so tell it now.
+        response = getattr(stream, "_response", None)
+        status = getattr(response, "status_code", 200)
+        if isinstance(status, int) and status >= 400:
+            EventStream(stream).close()
+            raise DockerUnavailableError(f"cannot follow events at {self._base_url}: "
+                                         f"the engine answered {status}")
+        return EventStream(stream)
 
     def logs(self, container_id: str, since: float, tail: int) -> list[str]:
         """Recent log lines (stdout and stderr, each prefixed by its RFC 3339 timestamp).

@@ -37,6 +37,11 @@ T = TypeVar("T")
 
 # quick_health: the checks and components of the path a Studio "create user" takes.
 QUICK_CHECKS: tuple[str, ...] = ("container_status", "database_connection", "api_endpoints")
+# Runs that include the synthetic user test at most every synthetic_user_interval_seconds
+# per instance: the sweep, and the event-driven runs (a crash loop sends events for as
+# long as it lasts). On-demand, operation and watch runs always include it: the quick
+# probe asks for a diagnostic when the admin API's answer changed, which the test judges.
+PACED_SYNTHETIC_TRIGGERS: frozenset[str] = frozenset({"scheduled", "event"})
 # Discovery is reused this long, so a burst of requests costs one Docker listing.
 _DISCOVERY_REUSE_SECONDS = 2.0
 
@@ -290,7 +295,7 @@ class DiagnosticsEngine:
         return tuple(dict.fromkeys(checks))
 
     def _synthetic_due(self, instance_id: str, trigger: str) -> bool:
-        if trigger != "scheduled":
+        if trigger not in PACED_SYNTHETIC_TRIGGERS:
             return True
         interval = self.config.diagnostics.synthetic_user_interval_seconds
         with self._lock:

@@ -1,4 +1,4 @@
-"""Scheduled diagnostics: the global sweep and per-instance schedules (APScheduler)."""
+"""Scheduled diagnostics: the global sweep, per-instance schedules and the quick probe."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ INTERVALS: dict[str, str] = {"1h": "0 * * * *", "6h": "0 */6 * * *", "12h": "0 *
                              "24h": "0 0 * * *"}
 _CRON_CHARS = re.compile(r"^[0-9*/,\- A-Za-z]{9,100}$")
 _SWEEP_JOB = "sweep"
+_PROBE_JOB = "probe"
 _MISFIRE_GRACE_SECONDS = 60
 
 
@@ -134,7 +135,9 @@ class DiagnosticScheduler:
     def __init__(self, engine: DiagnosticsEngine, store: SweepStore | None,
                  sweep_interval_seconds: float, *, sweep_enabled: bool = True,
                  min_instance_interval_seconds: float = 0.0,
-                 housekeeping: Callable[[], None] | None = None) -> None:
+                 housekeeping: Callable[[], None] | None = None,
+                 probe: Callable[[], object] | None = None,
+                 probe_interval_seconds: float = 30.0) -> None:
         # housekeeping runs after each sweep (the store's retention).
         self._engine = engine
         self._store = store
@@ -151,6 +154,10 @@ class DiagnosticScheduler:
             self._scheduler.add_job(self._sweep, IntervalTrigger(seconds=sweep_interval_seconds),
                                     id=_SWEEP_JOB, name="global sweep",
                                     next_run_time=datetime.now(UTC))
+        if probe is not None:
+            # The first round one interval after the start: the sweep is judging then.
+            self._scheduler.add_job(probe, IntervalTrigger(seconds=probe_interval_seconds),
+                                    id=_PROBE_JOB, name="quick probe")
 
     def start(self) -> None:
         """Start running jobs in background threads."""
@@ -205,5 +212,5 @@ class DiagnosticScheduler:
         # A failing job is logged and counted; the scheduler itself keeps going.
         self.failures += 1
         log.error("scheduled job %s failed: %s", event.job_id, event.exception)
-        if self._store is not None:
+        if self._store is not None and event.job_id != _PROBE_JOB:
             self._store.record_run("scheduled", "error")

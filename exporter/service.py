@@ -24,6 +24,7 @@ from exporter.metrics.render import MetricsRenderer
 from exporter.redaction import install_fingerprint_key
 from exporter.scheduler import DiagnosticScheduler
 from exporter.store import InstanceInfo, Store, apply_retention
+from exporter.watch.runner import Watch
 from exporter.web.app import create_app
 from exporter.web.context import Services
 from exporter.web.wsgi import Listener, create_servers
@@ -41,17 +42,23 @@ class Running:
     access: AccessControl
     app: Flask
 
+    watch: Watch | None = None
+
     def start(self) -> None:
-        """Start the scheduler and the renderer's background re-rendering."""
+        """Start the scheduler, the watch and the renderer's background re-rendering."""
         if self.services.scheduler:
             self.services.scheduler.start()
+        if self.watch:
+            self.watch.start()
         # Re-render soon after each store change, so scrapes only copy bytes.
         self.services.renderer.start()
 
     def close(self) -> None:
-        """Stop the scheduler, the engine's pools and the store."""
+        """Stop the scheduler, the watch, the engine's pools and the store."""
         if self.services.scheduler:
             self.services.scheduler.shutdown()
+        if self.watch:
+            self.watch.close()
         self.services.renderer.stop()
         self.services.engine.close()
         self.services.store.close()
@@ -79,12 +86,15 @@ def build(config: Config, *, schedule: bool = True,
     install_fingerprint_key(config.store.path)
     engine = DiagnosticsEngine(config, docker, store)
     scheduler = None
+    watch = Watch.build(engine, config.watch, store) if schedule else None
     if schedule:
+        probe = watch.probe.run_once if watch and watch.probe else None
         scheduler = DiagnosticScheduler(
             engine, store, config.schedule.sweep_interval_seconds,
             sweep_enabled=config.schedule.enabled,
             min_instance_interval_seconds=config.schedule.min_instance_interval_seconds,
-            housekeeping=lambda: apply_retention(store, config.store))
+            housekeeping=lambda: apply_retention(store, config.store),
+            probe=probe, probe_interval_seconds=config.watch.probe_interval_seconds)
         for saved in store.schedules():
             if saved.enabled:
                 try:
@@ -94,14 +104,14 @@ def build(config: Config, *, schedule: bool = True,
     svc = Services(config=config, engine=engine, store=store,
                    renderer=MetricsRenderer(store, config=config),
                    analyzer=LogAnalyzer(docker, timeout=config.diagnostics.timeout_seconds),
-                   scheduler=scheduler)
+                   scheduler=scheduler, watch=watch.status if watch else None)
     users = config.api.manager_jwt.users_file if config.api.manager_jwt else None
     access = AccessControl(config.api, users_file=users or config.ultrabase.users_file,
                            owners=lambda: registry_owners(config))
     found = engine.discover()
     store.set_instances([InstanceInfo(i.id, i.name, i.owner)
                          for i in found.instances.values()])
-    return Running(services=svc, access=access, app=create_app(svc, access))
+    return Running(services=svc, access=access, app=create_app(svc, access), watch=watch)
 
 
 @contextmanager

@@ -20,7 +20,8 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
     return [
         counter("ultrabase_diagnostic_runs",
                 "Diagnostic runs recorded in the store, by trigger (scheduled, on_demand, "
-                "operation) and result; counted by both processes",
+                "operation, event: a Docker container event, watch: the quick probe saw a "
+                "change) and result; counted by both processes",
                 ("trigger", "result"), _rows(snapshot.run_counts)),
         counter("ultrabase_operations",
                 "Operations (safe restart, repair, config edit, backup) recorded in the "

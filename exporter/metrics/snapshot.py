@@ -9,6 +9,7 @@ from typing import Protocol
 from exporter.diagnostic import Diagnostic
 from exporter.metrics.families import number
 from exporter.store import BudgetUse
+from exporter.watch.status import META_KEYS
 
 
 class InstanceRecord(Protocol):
@@ -123,6 +124,8 @@ class MetricsSnapshot:
     sweep_duration_seconds: float | None = None
     # Instance id -> auto-repairs started within the budget window (only those with any).
     auto_repairs: Mapping[str, BudgetUse] = field(default_factory=dict)
+    # watch part (events, probe) -> up; parts that are off are absent
+    watch: Mapping[str, bool] = field(default_factory=dict)
 
     @classmethod
     def take(cls, source: MetricsSource) -> MetricsSnapshot:
@@ -156,7 +159,18 @@ class MetricsSnapshot:
             docker_ok=_docker_ok(meta.get("docker_ok")),
             sweep_duration_seconds=_seconds(meta.get("sweep_duration_seconds")),
             auto_repairs=dict(sorted((auto_repairs or {}).items())),
+            watch=_watch(meta),
         )
+
+
+def _watch(meta: Mapping[str, str]) -> dict[str, bool]:
+    """Each watch part's state ("1" up, "0" down); empty or absent: the part is off."""
+    out: dict[str, bool] = {}
+    for part, key in META_KEYS.items():
+        value = (meta.get(key) or "").strip()
+        if value in ("0", "1"):
+            out[part] = value == "1"
+    return out
 
 
 def _docker_ok(value: str | None) -> bool | None:

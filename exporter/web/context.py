@@ -12,6 +12,7 @@ from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
 from exporter.scheduler import DiagnosticScheduler
 from exporter.store import Store
+from exporter.watch.status import WatchStatus
 
 EXTENSION = "ultrabase_doctor"
 
@@ -26,6 +27,7 @@ class Services:
     renderer: MetricsRenderer
     analyzer: LogAnalyzer
     scheduler: DiagnosticScheduler | None = None
+    watch: WatchStatus | None = None  # the event stream's and the quick probe's states
 
 
 def services() -> Services:

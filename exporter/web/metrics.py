@@ -34,5 +34,11 @@ def metrics() -> Response:
 @bp.get("/healthz")
 @open_route()
 def healthz() -> Response:
-    """Liveness: the process answers; the store's schema version says it is usable."""
-    return jsonify({"status": "ok", "version": __version__})
+    """Liveness (always 200 while the process answers); "degraded" when a watch is down."""
+    watch = services().watch
+    body: dict[str, object] = {"status": "ok", "version": __version__}
+    if watch is not None:
+        body["watch"] = watch.to_dict()
+        if not watch.healthy:
+            body["status"] = "degraded"
+    return jsonify(body)

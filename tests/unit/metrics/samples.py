@@ -82,7 +82,8 @@ def fleet(count: int = 3, *, broken: Sequence[str] = ("inst-001",)) -> MemorySou
                for n, i in enumerate(ids)],
         runs={("scheduled", "healthy"): 10, ("on_demand", "unhealthy"): 2},
         operations={("safe_restart", "success"): 1},
-        meta={"docker_ok": "1", "sweep_duration_seconds": "3.250"},
+        meta={"docker_ok": "1", "sweep_duration_seconds": "3.250", "watch_events_up": "1",
+              "watch_probe_up": "1"},
         # The last instance spent its auto-repair budget (frees in a far future).
         budgets={ids[-1]: BudgetUse(used=3, frees_at=4.0e9)},
         gen=1)

@@ -21,6 +21,7 @@ ID = "instance_id"
 # name -> (type, labels); DESIGN §6, the public contract.
 CONTRACT: dict[str, tuple[str, set[str]]] = {
     "ultrabase_up": ("gauge", set()),
+    "ultrabase_watch_up": ("gauge", {"watch"}),
     "ultrabase_build_info": ("gauge", {"version"}),
     "ultrabase_instance_info": ("gauge", {ID, "instance_name", "owner"}),
     "ultrabase_instance_healthy": ("gauge", {ID}),
@@ -76,6 +77,7 @@ def test_no_label_is_named_instance_service_or_job() -> None:
 def test_every_family_is_present_with_an_empty_store() -> None:
     output = render(MemorySource())
     assert set(parse(output)) == set(CONTRACT)
+    assert series(output, "ultrabase_watch_up") == {}  # no watch has said anything yet
     assert value(output, "ultrabase_up") == 1.0  # before the first sweep: unknown, so up
     assert value(output, "ultrabase_build_info", version=__version__) == 1.0
     assert series(output, "ultrabase_instance_healthy") == {}
@@ -169,6 +171,18 @@ def test_up_is_0_when_the_last_sweep_could_not_reach_docker() -> None:
     output = render(source)
     assert value(output, "ultrabase_up") == 0.0
     assert series(output, "ultrabase_sweep_duration_seconds") == {}
+
+
+def test_watch_up_per_part_and_absent_when_off() -> None:
+    source = fleet(1)
+    assert value(render(source), "ultrabase_watch_up", watch="events") == 1.0
+    assert value(render(source), "ultrabase_watch_up", watch="probe") == 1.0
+    # events down; the probe switched off (the service clears its key to "")
+    source.meta = {"docker_ok": "1", "watch_events_up": "0", "watch_probe_up": ""}
+    output = render(source)
+    assert series(output, "ultrabase_watch_up") == {(("watch", "events"),): 0.0}
+    source.meta = {"watch_events_up": "garbage"}
+    assert series(render(source), "ultrabase_watch_up") == {}
 
 
 def test_missing_details_omit_series_without_error() -> None:
