@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
+from bench.hostcpu import background_rate, host_busy
 from exporter.config import Config, load_config
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
@@ -50,24 +51,6 @@ def _engine(config: Config, concurrency: int) -> DiagnosticsEngine:
 def _cpu() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def _host_busy() -> float:
-    """CPU-seconds the whole host has been busy since boot, steal included (/proc/stat)."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _background_rate(seconds: float = 10.0) -> float:
-    """Cores the host keeps busy with the sweep idle (fleet healthchecks, other work).
-
-    Ten seconds span one round of the fleet's healthchecks at the bench's interval.
-    """
-    busy = _host_busy()
-    time.sleep(seconds)
-    return (_host_busy() - busy) / seconds
 
 
 @dataclass(frozen=True)
@@ -94,11 +77,11 @@ class Row:
 
 def _sweep(engine: DiagnosticsEngine, ids: list[str]) -> Sample:
     """Measure one sweep."""
-    started, cpu, busy = time.monotonic(), _cpu(), _host_busy()
+    started, cpu, busy = time.monotonic(), _cpu(), host_busy()
     diagnostics = engine.sweep("on_demand", ids)
     wall = time.monotonic() - started
     return Sample(wall, max(r.duration_seconds for d in diagnostics for r in d.results.values()),
-                  _cpu() - cpu, _host_busy() - busy)
+                  _cpu() - cpu, host_busy() - busy)
 
 
 def _measure(config: Config, ids: list[str], repeat: int) -> Row:
@@ -108,7 +91,7 @@ def _measure(config: Config, ids: list[str], repeat: int) -> Row:
     try:
         for engine in engines:
             engine.sweep("on_demand", ids)  # warm: imports, inspect cache, connections
-        background = _background_rate()
+        background = background_rate()
         for _ in range(repeat):
             for n, engine in enumerate(engines):
                 samples[n].append(_sweep(engine, ids))

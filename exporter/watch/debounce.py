@@ -12,6 +12,7 @@ class _Burst:
 
     first: float
     last: float
+    settling: float | None  # the last event that starts the settle time, if any
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class Debouncer:
     A burst is due `settle` seconds after its last event, but no later than `max_delay`
     after its first, and never sooner than `min_gap` after the key's previous run began
     (a crash loop sends events for as long as it lasts). A key runs once at a time: events
-    arriving meanwhile form the next burst.
+    arriving meanwhile form the next burst. An event that announces another (Docker's kill
+    comes before the die, which may take seconds) does not start the settle time: until a
+    settling event follows, only max_delay bounds the wait.
     """
 
     def __init__(self, settle: float, max_delay: float, min_gap: float) -> None:
@@ -41,14 +44,17 @@ class Debouncer:
         self._running: dict[str, float | None] = {}
         self._last_start: dict[str, float] = {}
 
-    def event(self, key: str, at: float) -> None:
-        """Note one event of key at time `at`."""
+    def event(self, key: str, at: float, *, settles: bool = True) -> None:
+        """Note one event of key at time `at` (settles False: more is announced)."""
         with self._lock:
             burst = self._pending.get(key)
+            settling = at if settles else None
             if burst is None:
-                self._pending[key] = _Burst(at, at)
-            else:
-                burst.first, burst.last = min(burst.first, at), max(burst.last, at)
+                self._pending[key] = _Burst(at, at, settling)
+                return
+            burst.first, burst.last = min(burst.first, at), max(burst.last, at)
+            if settling is not None:
+                burst.settling = max(burst.settling or settling, settling)
 
     def next_due(self) -> float | None:
         """When the earliest pending burst becomes due (None: nothing pending)."""
@@ -86,7 +92,7 @@ class Debouncer:
                 self._last_start[key] = previous
             burst = self._pending.get(key)
             if burst is None:
-                self._pending[key] = _Burst(last_event - self.max_delay, last_event)
+                self._pending[key] = _Burst(last_event - self.max_delay, last_event, None)
             else:
                 burst.first = min(burst.first, last_event - self.max_delay)
 
@@ -99,6 +105,8 @@ class Debouncer:
         if key in self._running:
             return None
         burst = self._pending[key]
-        at = min(burst.last + self.settle, burst.first + self.max_delay)
+        at = burst.first + self.max_delay
+        if burst.settling is not None:
+            at = min(at, burst.settling + self.settle)
         last = self._last_start.get(key)
         return at if last is None else max(at, last + self.min_gap)

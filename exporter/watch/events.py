@@ -32,6 +32,9 @@ TRIGGER = "event"
 WATCHED_ACTIONS: tuple[str, ...] = (
     "create", "start", "restart", "die", "kill", "oom", "stop", "pause", "unpause",
     "health_status", "destroy")
+# Events that announce another: a kill is followed by the die once the process has exited
+# (seconds later on a loaded host), and until then the container still lists as running.
+ANNOUNCING_ACTIONS: frozenset[str] = frozenset({"kill"})
 # An event of an unknown container looks the instances up again at most this often (other
 # compose projects on the host send events too).
 INDEX_REFRESH_SECONDS = 10.0
@@ -144,7 +147,8 @@ class EventWatch:
         instance_id = self._resolve(event)
         if instance_id is None:
             return None
-        self.debouncer.event(instance_id, self._clock())
+        self.debouncer.event(instance_id, self._clock(),
+                             settles=event.action not in ANNOUNCING_ACTIONS)
         with self._wake:
             self._wake.notify_all()
         return instance_id

@@ -50,6 +50,16 @@ def test_a_burst_is_one_run_after_its_last_event_settles() -> None:
     assert bounce.take_due(200) == []  # taken once
 
 
+def test_a_kill_waits_for_its_die_but_no_longer_than_max_delay() -> None:
+    bounce = Debouncer(settle=2, max_delay=8, min_gap=0)
+    bounce.event(A, 100.0, settles=False)  # kill: the container still runs
+    assert bounce.next_due() == 108.0
+    bounce.event(A, 103.0)  # die, three seconds later
+    assert bounce.next_due() == 105.0
+    bounce.event(B, 100.0, settles=False)  # a kill that no die follows (a signal, say)
+    assert [d.key for d in bounce.take_due(108.0)] == [A, B]
+
+
 def test_a_stream_of_events_runs_no_later_than_max_delay_after_its_first() -> None:
     bounce = Debouncer(settle=2, max_delay=5, min_gap=0)
     for step in range(10):  # a crash loop: an event every second
