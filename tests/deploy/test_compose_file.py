@@ -58,7 +58,8 @@ PERSISTENT = {  # service -> (named volume, where it is mounted)
     "grafana": ("grafana-data", "/var/lib/grafana"),
 }
 # Sections of the Docker API the exporter may read through the proxy, and nothing more.
-PROXY_READ_SECTIONS = {"CONTAINERS", "NETWORKS", "INFO", "VERSION", "PING", "ALLOW_LOGS"}
+PROXY_READ_SECTIONS = {"CONTAINERS", "NETWORKS", "INFO", "VERSION", "PING", "ALLOW_LOGS",
+                       "EVENTS"}
 PROXY_SETTINGS = {"LOG_LEVEL", "DISABLE_IPV6"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_?KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 LOCATION_NAME = re.compile(r"_(DIR|FILE|PATH)$")  # where secrets are, not what they are
@@ -343,7 +344,8 @@ def test_proxy_denies_every_write_including_exec() -> None:
     enabled = {k for k, v in env.items()
                if k not in PROXY_SETTINGS and v.strip().lower() in ("1", "true", "yes")}
     assert enabled <= PROXY_READ_SECTIONS, f"more than reads: {enabled - PROXY_READ_SECTIONS}"
-    assert {"CONTAINERS", "PING", "VERSION"} <= enabled, "the exporter needs these to work"
+    assert {"CONTAINERS", "PING", "VERSION", "EVENTS"} <= enabled, \
+        "the exporter needs these to work"
     sockets = [m for m in mounts(proxy) if touches_docker_socket(m)]
     assert sockets and all(m.read_only for m in sockets)
     assert proxy.get("network_mode") != "host"
