@@ -297,66 +297,65 @@ def run_class(stack: Stack, fleet: Fleet, fault: str, ids: Sequence[str],
               args: argparse.Namespace) -> list[Sample]:
     """Break every instance at once, measure, heal, measure."""
     samples = {i: Sample(i) for i in ids}
-    started: dict[str, float] = {}
     firing: dict[str, set[str]] = {i: set() for i in ids}
 
-    def act(what: Callable[[Fleet, str, str], None], stamps: dict[str, float],
-            instance_id: str) -> None:
-        stamps[instance_id] = time.time()
+    def broken(sample: Sample, since: float, healthy: Mapping[str, float], now: float) -> bool:
+        if sample.to_metrics is None and healthy.get(sample.instance_id) == 0:
+            sample.to_metrics = now - since
+        for at, alert in stack.webhook.alerts(sample.instance_id, since):
+            if alert["status"] == "firing":
+                firing[sample.instance_id].add(fingerprint(alert))
+                if sample.to_notified is None:
+                    sample.to_notified = at - since
+        return sample.to_metrics is not None and sample.to_notified is not None
+
+    def healed(sample: Sample, since: float, healthy: Mapping[str, float], now: float) -> bool:
+        if sample.heal_to_healthy is None and healthy.get(sample.instance_id) == 1:
+            sample.heal_to_healthy = now - since
+        resolved = {fingerprint(a): at for at, a in stack.webhook.alerts(sample.instance_id,
+                                                                          since)
+                    if a["status"] == "resolved"}
+        wanted = firing[sample.instance_id]
+        if sample.heal_to_resolved is None and set(resolved) >= wanted:
+            sample.heal_to_resolved = max([0.0, *(resolved[f] - since for f in wanted)])
+        return sample.heal_to_healthy is not None and sample.heal_to_resolved is not None
+
+    _phase(stack, fleet, fault, samples, inject, broken, args.notify_timeout)
+    _phase(stack, fleet, fault, samples, heal, healed, args.resolve_timeout)
+    return list(samples.values())
+
+
+Observe = Callable[[Sample, float, Mapping[str, float], float], bool]
+
+
+def _phase(stack: Stack, fleet: Fleet, fault: str, samples: Mapping[str, Sample],
+           act: Callable[[Fleet, str, str], None], observe: Observe, timeout: float) -> None:
+    """act on every instance at once, then poll /metrics and the webhook until observe()
+    holds for each (or the timeout passes); observe gets the time each act began."""
+    began: dict[str, float] = {}
+
+    def run(instance_id: str) -> None:
+        began[instance_id] = time.time()
         try:
-            what(fleet, instance_id, fault)
+            act(fleet, instance_id, fault)
         except Exception as exc:  # the fleet's own error: recorded, the others go on
             samples[instance_id].error = f"{type(exc).__name__}: {exc}"[:200]
 
-    with ThreadPoolExecutor(len(ids)) as pool:
-        for i in ids:
-            pool.submit(act, inject, started, i)
-        deadline = time.monotonic() + args.notify_timeout
+    with ThreadPoolExecutor(len(samples)) as pool:
+        for instance_id in samples:
+            pool.submit(run, instance_id)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 healthy = stack.healthy()
             except httpx.HTTPError:
                 healthy = {}
             now = time.time()
-            for i in (i for i in ids if i in started):
-                sample = samples[i]
-                if sample.to_metrics is None and healthy.get(i) == 0:
-                    sample.to_metrics = now - started[i]
-                for at, alert in stack.webhook.alerts(i, started[i]):
-                    if alert["status"] == "firing":
-                        firing[i].add(fingerprint(alert))
-                        if sample.to_notified is None:
-                            sample.to_notified = at - started[i]
-            if all(s.error or (s.to_metrics is not None and s.to_notified is not None)
-                   for s in samples.values()):
+            done = [bool(s.error) or (i in began and observe(s, began[i], healthy, now))
+                    for i, s in samples.items()]
+            if all(done):
                 break
             time.sleep(_POLL_SECONDS)
-    healed: dict[str, float] = {}
-    with ThreadPoolExecutor(len(ids)) as pool:
-        for i in ids:
-            pool.submit(act, heal, healed, i)
-        deadline = time.monotonic() + args.resolve_timeout
-        while time.monotonic() < deadline:
-            try:
-                healthy = stack.healthy()
-            except httpx.HTTPError:
-                healthy = {}
-            now = time.time()
-            for i in (i for i in ids if i in healed):
-                sample = samples[i]
-                if sample.heal_to_healthy is None and healthy.get(i) == 1:
-                    sample.heal_to_healthy = now - healed[i]
-                resolved = {fingerprint(a): at for at, a in stack.webhook.alerts(i, healed[i])
-                            if a["status"] == "resolved"}
-                if sample.heal_to_resolved is None and set(resolved) >= firing[i]:
-                    last = max((resolved[f] for f in firing[i]), default=now)
-                    sample.heal_to_resolved = max(0.0, last - healed[i])
-            if all(s.error or (s.heal_to_healthy is not None
-                               and s.heal_to_resolved is not None)
-                   for s in samples.values()):
-                break
-            time.sleep(_POLL_SECONDS)
-    return list(samples.values())
 
 
 def wait_clean(stack: Stack, ids: Sequence[str], timeout: float) -> list[str]:

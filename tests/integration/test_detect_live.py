@@ -62,35 +62,32 @@ def runs(exporter: Exporter) -> dict[str, float]:
     return out
 
 
+def seconds_until(exporter: Exporter, instance_id: str, healthy: float, since: float,
+                  timeout: float) -> float:
+    """Seconds from since until /metrics shows ultrabase_instance_healthy at that value."""
+    while healthy_on_metrics(exporter).get(instance_id) != healthy:
+        if time.monotonic() - since > timeout:
+            raise AssertionError(f"{instance_id} not at healthy={healthy:g} on /metrics "
+                                 f"after {timeout:g}s:\n" + exporter.log()[-3000:])
+        time.sleep(0.25)
+    return time.monotonic() - since
+
+
 def settle_healthy(exporter: Exporter, instance_id: str, timeout: float = 90) -> None:
     """Wait until a fresh on-demand diagnostic finds the instance healthy, and /metrics too.
 
     Between the tests only: log lines of an outage that is over keep a diagnostic
     unhealthy for the log window (20 s here), and no event or probe asks again after it.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
     path = f"/api/instances/{instance_id}/run-diagnostics"
     while not exporter.request("POST", path).json().get("healthy"):
-        if time.monotonic() > deadline:
+        if time.monotonic() - started > timeout:
             last = exporter.get(f"/api/instances/{instance_id}/last-diagnostic").json()
             raise AssertionError(f"{instance_id} not healthy: "
-                                 f"{[i['code'] for i in last.get('issues', [])]}\n"
-                                 + exporter.log()[-3000:])
+                                 f"{[i['code'] for i in last.get('issues', [])]}")
         time.sleep(3)
-    while healthy_on_metrics(exporter).get(instance_id) != 1:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{instance_id} not healthy on /metrics")
-        time.sleep(0.5)
-
-
-def seconds_until_unhealthy(exporter: Exporter, instance_id: str, since: float,
-                            timeout: float) -> float:
-    while time.monotonic() - since < timeout:
-        if healthy_on_metrics(exporter).get(instance_id) == 0:
-            return time.monotonic() - since
-        time.sleep(0.25)
-    raise AssertionError(f"{instance_id} still healthy on /metrics after {timeout:g}s:\n"
-                         + exporter.log()[-3000:])
+    seconds_until(exporter, instance_id, 1, started, timeout)
 
 
 def test_watch_is_up_on_healthz_and_metrics(watched: tuple[Fleet, Exporter]) -> None:
@@ -107,45 +104,38 @@ def test_watch_is_up_on_healthz_and_metrics(watched: tuple[Fleet, Exporter]) -> 
     assert up["events"] == 1
 
 
-def test_a_stopped_component_shows_within_15_seconds(watched: tuple[Fleet, Exporter]) -> None:
+# (fault, instance index, seconds to /metrics, the trigger that found it, the issue it
+# shows, seconds from the heal until /metrics is healthy again or None: not asserted)
+CASES = [
+    # A container fault: Docker's events (stop -> die) diagnose it at once. Its heal is not
+    # asserted: kong's log lines about rest being down stay in the log window after it.
+    ("stop:rest", 1, 15.0, "event", ("CONTAINER_NOT_RUNNING", "rest"), None),
+    # The storage volume dir moves away: no container changes, so no event comes; the
+    # quick probe sees it, and sees it back after the heal.
+    ("volume-missing", 2, PROBE_INTERVAL + 25, "watch", ("VOLUME_MISSING", "storage"),
+     PROBE_INTERVAL + 25),
+]
+
+
+@pytest.mark.parametrize(("fault", "index", "bound", "trigger", "issue", "healed_within"),
+                         CASES, ids=[c[0] for c in CASES])
+def test_a_fault_shows_on_metrics_without_a_sweep_or_on_demand_run(
+        watched: tuple[Fleet, Exporter], fault: str, index: int, bound: float, trigger: str,
+        issue: tuple[str, str], healed_within: float | None) -> None:
     fleet, exporter = watched
-    target = fleet.ids[1]
+    target = fleet.ids[index]
     settle_healthy(exporter, target)
     before = runs(exporter)
     started = time.monotonic()
-    with fleet.broken(target, "stop:rest"):
-        took = seconds_until_unhealthy(exporter, target, started, 15)
+    with fleet.broken(target, fault):
+        took = seconds_until(exporter, target, 0, started, bound)
         after = runs(exporter)
         last = exporter.get(f"/api/instances/{target}/last-diagnostic").json()
-        assert last["trigger"] == "event"
-        assert ("CONTAINER_NOT_RUNNING", "rest") in {(i["code"], i["component"])
-                                                     for i in last["issues"]}
-    # Neither a sweep nor an on-demand run did it.
-    assert after.get("event", 0) > before.get("event", 0)
-    for trigger in ("scheduled", "on_demand"):
-        assert after.get(trigger, 0) == before.get(trigger, 0), (trigger, took)
+        assert last["trigger"] == trigger, took
+        assert issue in {(i["code"], i["component"]) for i in last["issues"]}
+    assert after.get(trigger, 0) > before.get(trigger, 0)
+    for other in ("scheduled", "on_demand"):
+        assert after.get(other, 0) == before.get(other, 0), (other, took)
+    if healed_within is not None:
+        seconds_until(exporter, target, 1, time.monotonic(), healed_within)
     settle_healthy(exporter, target)
-
-
-def test_a_fault_without_container_events_is_seen_by_the_quick_probe(
-        watched: tuple[Fleet, Exporter]) -> None:
-    fleet, exporter = watched
-    target = fleet.ids[2]
-    settle_healthy(exporter, target)
-    before = runs(exporter)
-    started = time.monotonic()
-    # The storage volume dir moves away: no container changes, so no event comes.
-    with fleet.broken(target, "volume-missing"):
-        seconds_until_unhealthy(exporter, target, started, PROBE_INTERVAL + 25)
-        last = exporter.get(f"/api/instances/{target}/last-diagnostic").json()
-        assert last["trigger"] == "watch"
-        assert "VOLUME_MISSING" in {i["code"] for i in last["issues"]}
-        after = runs(exporter)
-    assert after.get("watch", 0) > before.get("watch", 0)
-    for trigger in ("scheduled", "on_demand"):
-        assert after.get(trigger, 0) == before.get(trigger, 0), trigger
-    # Moved back: the probe sees the dir again and asks for the diagnostic that clears it.
-    deadline = time.monotonic() + PROBE_INTERVAL + 25
-    while healthy_on_metrics(exporter).get(target) != 1:
-        assert time.monotonic() < deadline, exporter.log()[-3000:]
-        time.sleep(0.5)
