@@ -35,6 +35,9 @@ WATCHED_ACTIONS: tuple[str, ...] = (
 # Events that announce another: a kill is followed by the die once the process has exited
 # (seconds later on a loaded host), and until then the container still lists as running.
 ANNOUNCING_ACTIONS: frozenset[str] = frozenset({"kill"})
+# Events after which a container runs but may not answer yet (no healthcheck tells when it
+# does): a diagnostic that finds the instance unhealthy then gets one more look.
+STARTING_ACTIONS: frozenset[str] = frozenset({"start", "restart", "unpause"})
 # An event of an unknown container looks the instances up again at most this often (other
 # compose projects on the host send events too).
 INDEX_REFRESH_SECONDS = 10.0
@@ -148,7 +151,8 @@ class EventWatch:
         if instance_id is None:
             return None
         self.debouncer.event(instance_id, self._clock(),
-                             settles=event.action not in ANNOUNCING_ACTIONS)
+                             settles=event.action not in ANNOUNCING_ACTIONS,
+                             starting=event.action in STARTING_ACTIONS)
         with self._wake:
             self._wake.notify_all()
         return instance_id
@@ -221,7 +225,7 @@ class EventWatch:
                     return
 
     def _diagnose(self, due: Due) -> None:
-        covered = True
+        covered, again = True, False
         try:
             diagnostics = self._engine.sweep(TRIGGER, [due.key])
             if diagnostics:
@@ -230,9 +234,14 @@ class EventWatch:
                 found = diagnostics[0]
                 began = found.timestamp.timestamp() - found.duration_seconds
                 covered = began >= due.last_event
+                # A component that has just started may not answer yet; rest and kong have
+                # no healthcheck whose event would say when they do: look once more.
+                again = covered and due.starting and not found.healthy
         except Exception:  # one failed run must not stop the watch
             log.exception("watch events: diagnosing %s failed", due.key)
         finally:
             self.debouncer.finished(due.key, covered=covered, last_event=due.last_event)
+            if again:
+                self.debouncer.event(due.key, self._clock())
             with self._wake:
                 self._wake.notify_all()

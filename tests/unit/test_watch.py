@@ -60,6 +60,14 @@ def test_a_kill_waits_for_its_die_but_no_longer_than_max_delay() -> None:
     assert [d.key for d in bounce.take_due(108.0)] == [A, B]
 
 
+def test_a_start_is_remembered_for_the_burst() -> None:
+    bounce = Debouncer(settle=1, max_delay=5, min_gap=0)
+    bounce.event(A, 100.0, starting=True)
+    bounce.event(A, 100.5)  # restart: then "restart"; health comes later
+    bounce.event(B, 100.0)
+    assert [(d.key, d.starting) for d in bounce.take_due(102)] == [(A, True), (B, False)]
+
+
 def test_a_stream_of_events_runs_no_later_than_max_delay_after_its_first() -> None:
     bounce = Debouncer(settle=2, max_delay=5, min_gap=0)
     for step in range(10):  # a crash loop: an event every second
@@ -356,6 +364,26 @@ def test_a_burst_of_events_is_one_diagnostic_of_its_instance(world: World) -> No
         assert latest(world, A).trigger == "event" and not latest(world, A).healthy
         assert world.store.latest(B) is None
         assert world.docker.since[0] is None and world.docker.since[1] is not None
+    finally:
+        watch.stop()
+
+
+def test_a_start_that_is_not_yet_healthy_gets_one_more_look(world: World) -> None:
+    watch = EventWatch(world.engine, world.config.watch, world.status)
+    watch.start()
+    try:
+        wait_for("the stream to connect", lambda: world.status.healthy
+                 and world.status.get("events") is not None)
+        world.docker.set_state(A, "rest", "restarting")  # started, not up yet
+        rest = ultrabase_container_name("rest", A)
+        world.docker.feed.put(raw_event("start", rest, f"supabase-{A}", at=time.time()))
+        wait_for("the first diagnostic", lambda: world.runs("event") == 1)
+        assert not latest(world, A).healthy
+        world.docker.set_state(A, "rest", "running")
+        wait_for("the second look", lambda: world.runs("event") == 2)
+        assert latest(world, A).healthy
+        time.sleep(0.3)
+        assert world.runs("event") == 2  # healthy now: no third
     finally:
         watch.stop()
 
