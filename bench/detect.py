@@ -128,10 +128,9 @@ class Stack:
                 for s in family.samples if s.name == "ultrabase_instance_healthy"}
 
     def active_alerts(self) -> set[str]:
-        """Instance ids with an alert active in Alertmanager."""
+        """Instance ids with an alert in Alertmanager (active, inhibited or silenced)."""
         alerts = httpx.get(f"{self.alertmanager}/api/v2/alerts", timeout=5).json()
-        return {a["labels"].get("instance_id", "") for a in alerts
-                if a.get("status", {}).get("state") == "active"}
+        return {a["labels"].get("instance_id", "") for a in alerts}
 
 
 def start(cmd: Sequence[str], log: Path, processes: list[subprocess.Popen[bytes]]) -> None:
