@@ -63,6 +63,8 @@ OTHER_FAULTS = ("kong-key-mismatch", "service-key-wrong-secret", "volume-missing
 GOALS = {"container": (15.0, 90.0, 180.0), "other": (60.0, 180.0, 180.0)}
 GOAL_CPU_PER_INSTANCE_MINUTE = 0.1
 _POLL_SECONDS = 0.5
+# Ten instances come up in a few minutes on a loaded 2-core host.
+UP_TIMEOUT = 900.0
 
 
 def free_port() -> int:
@@ -414,7 +416,8 @@ def faults_phase(args: argparse.Namespace, work: Path) -> None:
         args.instances = len(fleet.ids)
     else:
         print(f"bringing up {args.instances} instances ...", file=sys.stderr)
-        fleet = Fleet.up(work / "fleet", args.instances, health_interval=args.health_interval)
+        fleet = Fleet.up(work / "fleet", args.instances, timeout=UP_TIMEOUT,
+                         health_interval=args.health_interval)
     rows: list[tuple[str, list[Sample]]] = []
     (work / "faults").mkdir()
     try:
@@ -485,7 +488,8 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
     """Watch a healthy fleet with the shipped defaults; print the CPU per instance-minute."""
     n, minutes = args.cost_instances, args.cost_minutes
     print(f"bringing up {n} instances for the cost of watching ...", file=sys.stderr)
-    fleet = Fleet.up(work / "cost-fleet", n, health_interval=args.health_interval)
+    fleet = Fleet.up(work / "cost-fleet", n, timeout=UP_TIMEOUT,
+                     health_interval=args.health_interval)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         ids = fleet_container_ids(fleet)
