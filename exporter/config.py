@@ -148,6 +148,11 @@ class WatchConfig(_Section):
     # full diagnostic runs only where what it sees differs from the latest diagnostic.
     probe: bool = True
     probe_interval_seconds: Annotated[float, Field(ge=5, le=3600)] = 30.0
+    # Its requests through each instance's gateway: auth (GoTrue's health, anon key), rest
+    # (PostgREST with the anon key as Bearer), admin (one page of GoTrue's admin user list
+    # with the service key: it reads the database). Each is cheap for the real services;
+    # rest and admin cost the test fleet's stand-ins 10-25 ms of CPU per instance and round.
+    probe_requests: tuple[Literal["auth", "rest", "admin"], ...] = ("auth",)
 
 
 class StoreConfig(_Section):

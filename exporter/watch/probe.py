@@ -1,14 +1,15 @@
 """The quick probe: a cheap look at every instance; a full diagnostic only where it differs.
 
 Each round costs one discovery (one container listing for all instances), a stat of each
-volume dir and three bounded requests per instance through its gateway on 127.0.0.1: auth's
-health with the anon key (as api_endpoints sends it), rest with the anon key as Bearer (as
-clients send it) and one page of GoTrue's admin user list with the service key (a read:
-nothing is created). What it sees is compared with the same facts in the latest stored
-diagnostic: a container that was fine and is now down, an answer that now fails, or the
-reverse. Where they differ, the instance gets a full diagnostic (trigger "watch"); the
-probe itself never publishes a verdict. A fact the diagnostic did not record (the admin
-read outside the hourly synthetic user test) is compared with the previous round instead.
+volume dir and bounded requests per instance through its gateway on 127.0.0.1, those of
+watch.probe_requests: auth's health with the anon key (as api_endpoints sends it); rest with
+the anon key as Bearer (as clients send it); one page of GoTrue's admin user list with the
+service key (a read: nothing is created). What it sees is compared with the same facts in
+the latest stored diagnostic: a container that was fine and is now down, an answer that now
+fails, or the reverse. Where they differ, the instance gets a full diagnostic (trigger
+"watch"); the probe itself never publishes a verdict. A fact the diagnostic did not record
+(the admin read outside the hourly synthetic user test) is compared with the previous
+round instead.
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ class ProbeRequest:
     params: Mapping[str, str | int] = field(default_factory=dict)
 
 
-REQUESTS: tuple[ProbeRequest, ...] = (
-    ProbeRequest("gateway:auth", "/auth/v1/health", "anon_key", bearer=False),
-    ProbeRequest("gateway:rest", "/rest/v1/", "anon_key", bearer=True),
-    ProbeRequest("gateway:admin", "/auth/v1/admin/users", "service_role_key", bearer=True,
-                 params={"page": 1, "per_page": 1}),
-)
+# watch.probe_requests names them.
+REQUESTS: Mapping[str, ProbeRequest] = {
+    "auth": ProbeRequest("gateway:auth", "/auth/v1/health", "anon_key", bearer=False),
+    "rest": ProbeRequest("gateway:rest", "/rest/v1/", "anon_key", bearer=True),
+    "admin": ProbeRequest("gateway:admin", "/auth/v1/admin/users", "service_role_key",
+                          bearer=True, params={"page": 1, "per_page": 1}),
+}
 # Where the diagnostic recorded the same request: api_endpoints' endpoint label.
 _ENDPOINTS = {"gateway:auth": "auth", "gateway:rest": "rest"}
 
@@ -171,6 +173,7 @@ class QuickProbe:
         self._http = http or httpx.Client(timeout=httpx.Timeout(timeout),
                                           follow_redirects=False, trust_env=False)
         self._pool = ThreadPoolExecutor(engine.config.diagnostics.concurrency, "ubd-probe")
+        self._requests = tuple(REQUESTS[name] for name in engine.config.watch.probe_requests)
         self._memory: dict[str, Memory] = {}
 
     def close(self) -> None:
@@ -229,7 +232,7 @@ class QuickProbe:
         # With kong not running every request would only fail (or hang, if it is paused);
         # its container's state already tells.
         if base is not None and (kong is None or kong.running):
-            for request in REQUESTS:
+            for request in self._requests:
                 key = getattr(instance.credentials, request.credential)
                 if not key:
                     continue

@@ -249,7 +249,8 @@ class World:
                 {"id": B, "gateway_url": "http://127.0.0.1:8200"}]},
             "diagnostics": {"timeout_seconds": 1},
             "watch": {"event_settle_seconds": 0.05, "event_max_delay_seconds": 0.2,
-                      "event_min_gap_seconds": 0, "reconnect_max_seconds": 1, **watch},
+                      "event_min_gap_seconds": 0, "reconnect_max_seconds": 1,
+                      "probe_requests": ["auth", "rest", "admin"], **watch},
         }, environ={})
         envs = {**runtime_envs(A, instance_values(A)), **runtime_envs(B, instance_values(B))}
         self.docker = EventDocker(containers_for(A) + containers_for(B, kong_port=8200), envs)
@@ -326,6 +327,18 @@ def test_the_probe_leaves_the_gateway_alone_while_kong_is_paused(world: World) -
         assert not any(k.startswith("gateway:") for k in seen.signals)
     finally:
         probe.close()
+
+
+def test_the_probe_sends_only_the_configured_requests(tmp_path: Path) -> None:
+    lean = World(tmp_path, probe_requests=["auth"])
+    probe = QuickProbe(lean.engine, lean.status, http=lean.http)
+    try:
+        seen = probe.observe(lean.engine.instance(A, fresh=True))
+        assert [k for k in seen.signals if k.startswith("gateway:")] == ["gateway:auth"]
+        assert [r.url.path for r in lean.gateway.seen] == ["/auth/v1/health"]
+    finally:
+        probe.close()
+        lean.close()
 
 
 def test_the_probe_is_down_without_docker(world: World) -> None:
@@ -447,6 +460,10 @@ def test_watch_config_is_validated() -> None:
     defaults = parse_config(plain, environ={}).watch
     assert defaults.events and defaults.probe
     assert 15 <= defaults.probe_interval_seconds <= 30
+    assert defaults.probe_requests == ("auth",)  # the others cost the stand-ins dearly
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**plain, "watch": {"probe_requests": ["auth", "signup"]}}, environ={})
+    assert "watch.probe_requests" in " ".join(caught.value.problems)
     with pytest.raises(ConfigError) as caught:
         parse_config({**plain, "watch": {"event_settle_seconds": 10,
                                          "probe_interval_seconds": 1, "surprise": True}},
