@@ -9,7 +9,7 @@ the fault into every instance at once and measures for each instance:
   fault -> ultrabase_instance_healthy 0 on the exporter's /metrics (polled every 0.5 s),
   fault -> the first firing notification about the instance at the webhook receiver,
   heal  -> healthy 1 on /metrics, and heal -> the resolved notification of every alert that
-           notified.
+           notified; and whether an alert about it notified firing again after the heal.
 A fault starts when its injection starts and a heal when its undo starts (the fleet's own
 break and heal, waiting for the symptom, run meanwhile). Before each class every instance
 must be healthy on /metrics with no alert active (up to --settle-timeout).
@@ -291,6 +291,7 @@ class Sample:
     to_notified: float | None = None
     heal_to_healthy: float | None = None
     heal_to_resolved: float | None = None
+    refired: bool = False  # an alert about it notified firing again after the heal
     error: str | None = None
 
 
@@ -319,6 +320,9 @@ def run_class(stack: Stack, fleet: Fleet, fault: str, ids: Sequence[str],
         wanted = firing[sample.instance_id]
         if sample.heal_to_resolved is None and set(resolved) >= wanted:
             sample.heal_to_resolved = max([0.0, *(resolved[f] - since for f in wanted)])
+        sample.refired = sample.refired or any(
+            a["status"] == "firing" and at > since + 1
+            for at, a in stack.webhook.alerts(sample.instance_id, since))
         return sample.heal_to_healthy is not None and sample.heal_to_resolved is not None
 
     _phase(stack, fleet, fault, samples, inject, broken, args.notify_timeout)
@@ -392,8 +396,8 @@ def print_faults(rows: Sequence[tuple[str, list[Sample]]], args: argparse.Namesp
     print(f"\nDetection on a fleet of {args.instances} (shipped defaults), seconds, "
           "median / max over the instances:")
     print("| fault | kind | n | fault → /metrics | fault → notified | heal → healthy | "
-          "heal → resolved | goals |")
-    print("|---|---|---|---|---|---|---|---|")
+          "heal → resolved | notified again | goals |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for fault, samples in rows:
         kind = kind_of(fault)
         cells = [_stat([s.to_metrics for s in samples], args.notify_timeout),
@@ -401,8 +405,9 @@ def print_faults(rows: Sequence[tuple[str, list[Sample]]], args: argparse.Namesp
                  _stat([s.heal_to_healthy for s in samples], args.resolve_timeout),
                  _stat([s.heal_to_resolved for s in samples], args.resolve_timeout)]
         goals = "/".join(f"{g:g}" for g in GOALS[kind])
+        again = sum(s.refired for s in samples)
         print(f"| {fault} | {kind} | {len(samples)} | "
-              + " | ".join(f"{m} / {x}" for m, x in cells) + f" | {goals} |")
+              + " | ".join(f"{m} / {x}" for m, x in cells) + f" | {again} | {goals} |")
     for fault, samples in rows:
         for s in samples:
             if s.error:
