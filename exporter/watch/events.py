@@ -169,7 +169,7 @@ class EventWatch:
                 if self._stop.is_set():
                     stream.close()
                     return
-                # Connected: the engine answers; it says so at the first event or at once.
+                # Connected: the engine accepted the stream.
                 self._status.set("events", True)
                 backoff = _FIRST_BACKOFF_SECONDS
                 connected_at = self._clock()
@@ -179,9 +179,11 @@ class EventWatch:
                         # Replayed after a reconnect from just past the last one seen.
                         since = event.at + 1e-6
                         self.handle(event)
-                # The engine (or a proxy's idle timeout) closed it: reconnect at once.
+                # The engine (or a proxy's idle timeout) closed it: reconnect at once, unless
+                # it closes as soon as it opens (then back off as after a failure).
                 since = since or connected_at
-                continue
+                if self._clock() - connected_at >= _FIRST_BACKOFF_SECONDS:
+                    continue
             except DockerUnavailableError as exc:
                 if self._stop.is_set():
                     return
