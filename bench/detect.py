@@ -53,6 +53,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.hostcpu import background_rate, container_cpu, engine_cpu, host_busy, process_cpu
+from exporter.service import terminate_on_sigterm
 from fleet import engine as fleet_engine
 from fleet.fleet import Fleet
 
@@ -561,13 +562,15 @@ def main() -> int:
     args = parser.parse_args()
     args.faults = [f for f in args.faults.split(",") if f]
     work = Path(tempfile.mkdtemp(prefix="ubd-detect-"))
-    try:
-        if not args.skip_cost:
-            cost_phase(args, work)
-        if not args.skip_faults:
-            faults_phase(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    # SIGTERM ends the run like Ctrl-C: the processes and fleets it started are stopped.
+    with terminate_on_sigterm():
+        try:
+            if not args.skip_cost:
+                cost_phase(args, work)
+            if not args.skip_faults:
+                faults_phase(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
