@@ -20,7 +20,7 @@ from fleet.fleet import Fleet
 from tests.integration.conftest import FleetFactory
 from tests.integration.test_exporter_live import Exporter, free_port, samples
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleets(3)]
 
 PROBE_INTERVAL = 5.0  # the smallest the config allows, to keep the test short
 Watched = Callable[..., tuple[Fleet, Exporter]]
