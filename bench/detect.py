@@ -1,11 +1,13 @@
 """Detection with the shipped defaults, end to end, and what watching a healthy fleet costs.
 
 Faults: brings up a fleet (3 instances; --instances 10), runs the exporter with the shipped
-defaults (only its store and port set), the real Prometheus and Alertmanager (Debian
-binaries) with the shipped prometheus.yml, rules and alertmanager.yml (scrape targets and
-receivers pointed at this bench: every receiver becomes a webhook receiver in this process;
-routes, timings and inhibitions stay as shipped). Then, one fault class at a time, injects
-the fault into every instance at once and measures for each instance:
+defaults (only its store and port set; --log-window also sets diagnostics.log_window_seconds,
+since log lines of a healed fault count until they leave the window), the real Prometheus
+and Alertmanager (Debian binaries) with the shipped prometheus.yml, rules and
+alertmanager.yml (scrape targets and receivers pointed at this bench: every receiver
+becomes a webhook receiver in this process; routes, timings and inhibitions stay as
+shipped). Then, one fault class at a time, injects the fault into every instance at once
+and measures for each instance:
   fault -> ultrabase_instance_healthy 0 on the exporter's /metrics (polled every 0.5 s),
   fault -> the first firing notification about the instance at the webhook receiver,
   heal  -> healthy 1 on /metrics, and heal -> the resolved notification of every alert that
@@ -22,8 +24,11 @@ the host's busy time from /proc/stat during the window net of the idle backgroun
 method and code of bench.sweep), and its parts measured on their own (the exporter, the
 fleet's containers, dockerd/containerd and the fleet's shims).
 
+Both phases run on an existing fleet instead with --root DIR (kept at the end).
+
 Writes nothing into the tree. Run: python -m bench.detect [--instances 3 | --root DIR]
-[--faults F,G] [--skip-faults] [--cost-instances 10] [--cost-minutes 10] [--skip-cost]
+[--faults F,G] [--log-window S] [--skip-faults] [--cost-instances 10] [--cost-minutes 10]
+[--idle-seconds 60] [--skip-cost]
 """
 
 from __future__ import annotations
@@ -170,22 +175,26 @@ def wait_until(what: str, probe: Callable[[], Any], timeout: float,
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
-def exporter_config(fleet: Fleet, work: Path, port: int) -> Path:
-    """The fleet's doctor config with a store and a port of this bench: shipped defaults."""
+def exporter_config(fleet: Fleet, work: Path, port: int,
+                    log_window: float | None = None) -> Path:
+    """The fleet's doctor config with a store and a port of this bench: shipped defaults
+    (and the log window, when one is given)."""
     raw = yaml.safe_load(fleet.config_path.read_text())
     raw["store"] = {"path": str(work / "store.sqlite3")}
     raw["exporter"] = {"host": "127.0.0.1", "port": port}
+    if log_window is not None:
+        raw.setdefault("diagnostics", {})["log_window_seconds"] = log_window
     path = work / "doctor.yaml"
     path.write_text(yaml.safe_dump(raw))
     path.chmod(0o600)
     return path
 
 
-def start_exporter(fleet: Fleet, work: Path,
-                   processes: list[subprocess.Popen[bytes]]) -> str:
+def start_exporter(fleet: Fleet, work: Path, processes: list[subprocess.Popen[bytes]],
+                   log_window: float | None = None) -> str:
     """Start `ultrabase-doctor exporter` on the fleet; its URL once /healthz answers."""
     port = free_port()
-    config = exporter_config(fleet, work, port)
+    config = exporter_config(fleet, work, port, log_window)
     start([sys.executable, "-m", "exporter.cli", "exporter", "--config", str(config)],
           work / "exporter.log", processes)
     url = f"http://127.0.0.1:{port}"
@@ -226,7 +235,7 @@ def alertmanager_config(work: Path, webhook: Webhook) -> Path:
 
 
 @contextmanager
-def monitoring(fleet: Fleet, work: Path) -> Iterator[Stack]:
+def monitoring(fleet: Fleet, work: Path, log_window: float | None = None) -> Iterator[Stack]:
     """The exporter, Alertmanager and Prometheus over the fleet; all stopped on exit."""
     prometheus_bin = shutil.which("prometheus")
     alertmanager_bin = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -236,7 +245,7 @@ def monitoring(fleet: Fleet, work: Path) -> Iterator[Stack]:
     threading.Thread(target=webhook.serve_forever, daemon=True).start()
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        exporter = start_exporter(fleet, work, processes)
+        exporter = start_exporter(fleet, work, processes, log_window)
         am_port, prom_port = free_port(), free_port()
         start([alertmanager_bin, f"--config.file={alertmanager_config(work, webhook)}",
                f"--storage.path={work / 'am-data'}",
@@ -394,7 +403,9 @@ def _stat(values: Sequence[float | None], timeout: float) -> tuple[str, str]:
 
 def print_faults(rows: Sequence[tuple[str, list[Sample]]], args: argparse.Namespace) -> None:
     """The detection table, then the errors."""
-    print(f"\nDetection on a fleet of {args.instances} (shipped defaults), seconds, "
+    window = ("" if args.log_window is None
+              else f"; diagnostics.log_window_seconds {args.log_window:g}")
+    print(f"\nDetection on a fleet of {args.instances} (shipped defaults{window}), seconds, "
           "median / max over the instances:")
     print("| fault | kind | n | fault → /metrics | fault → notified | heal → healthy | "
           "heal → resolved | notified again | goals |")
@@ -427,7 +438,7 @@ def faults_phase(args: argparse.Namespace, work: Path) -> None:
     rows: list[tuple[str, list[Sample]]] = []
     (work / "faults").mkdir()
     try:
-        with monitoring(fleet, work / "faults") as stack:
+        with monitoring(fleet, work / "faults", args.log_window) as stack:
             ids = list(fleet.ids)
             wait_until("every instance on /metrics",
                        lambda: len(stack.healthy()) == len(ids), 300, every=1)
@@ -492,10 +503,15 @@ def runs_by_trigger(exporter: str) -> dict[str, float]:
 
 def cost_phase(args: argparse.Namespace, work: Path) -> None:
     """Watch a healthy fleet with the shipped defaults; print the CPU per instance-minute."""
-    n, minutes = args.cost_instances, args.cost_minutes
-    print(f"bringing up {n} instances for the cost of watching ...", file=sys.stderr)
-    fleet = Fleet.up(work / "cost-fleet", n, timeout=UP_TIMEOUT,
-                     health_interval=args.health_interval)
+    if args.root:
+        fleet = Fleet.open(Path(args.root))
+        n = len(fleet.ids)
+    else:
+        n = args.cost_instances
+        print(f"bringing up {n} instances for the cost of watching ...", file=sys.stderr)
+        fleet = Fleet.up(work / "cost-fleet", n, timeout=UP_TIMEOUT,
+                         health_interval=args.health_interval)
+    minutes = args.cost_minutes
     processes: list[subprocess.Popen[bytes]] = []
     try:
         ids = fleet_container_ids(fleet)
@@ -521,7 +537,8 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
         host_idle = (host_idle + background_rate(args.idle_seconds)) / 2
     finally:
         stop_all(processes)
-        fleet.down()
+        if not args.root:
+            fleet.down()
     rates = before.rates(after)
     per = 60.0 / n  # cores -> CPU-seconds per instance-minute
     net = {"host": rates["host"] - host_idle, "tool": rates["tool"],
@@ -546,8 +563,8 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=3, help="fleet size for the faults")
     parser.add_argument("--faults", default=",".join(CONTAINER_FAULTS + OTHER_FAULTS),
                         help="fault classes (fleet faults, or kill:<component>)")
-    parser.add_argument("--root", help="run the faults on the existing fleet at this "
-                        "root (python -m fleet up) instead of a new one; it is kept")
+    parser.add_argument("--root", help="run both phases on the existing fleet at this "
+                        "root (python -m fleet up) instead of new ones; it is kept")
     parser.add_argument("--notify-timeout", type=float, default=300.0)
     parser.add_argument("--resolve-timeout", type=float, default=1200.0)
     parser.add_argument("--settle-timeout", type=float, default=1200.0,
@@ -555,6 +572,9 @@ def main() -> int:
     parser.add_argument("--cost-instances", type=int, default=10)
     parser.add_argument("--cost-minutes", type=float, default=10.0)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--log-window", type=float, default=None,
+                        help="the exporter's diagnostics.log_window_seconds (default: as "
+                        "shipped); log lines of a healed fault count until they age out")
     parser.add_argument("--health-interval", default="10s",
                         help="the fleet's healthcheck interval (the template's is 5-10 s)")
     parser.add_argument("--skip-faults", action="store_true")
