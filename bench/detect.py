@@ -64,7 +64,8 @@ from fleet.fleet import Fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINER_FAULTS = ("stop:auth", "kill:rest", "pause:kong", "auth-db-password", "port-taken")
-OTHER_FAULTS = ("kong-key-mismatch", "service-key-wrong-secret", "volume-missing")
+OTHER_FAULTS = ("kong-key-mismatch", "service-key-wrong-secret", "volume-missing",
+                "recreate:auth")
 # Goals in seconds: fault -> /metrics, fault -> notified, heal -> resolved.
 GOALS = {"container": (15.0, 90.0, 180.0), "other": (60.0, 180.0, 180.0)}
 GOAL_CPU_PER_INSTANCE_MINUTE = 0.1
