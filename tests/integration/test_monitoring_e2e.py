@@ -9,7 +9,6 @@ receiver in this test.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -26,6 +25,7 @@ import httpx
 import pytest
 import yaml
 
+from bench.detect import start, stop_all
 from fleet.fleet import Fleet
 from grafana.dashboards_src import EMPTY_WHEN_HEALTHY, all_queries
 from tests.integration.conftest import FleetFactory
@@ -102,12 +102,6 @@ class Stack:
         return list(body["data"]["result"])
 
 
-def _start(cmd: list[str], log: Path, processes: list[subprocess.Popen[bytes]]) -> None:
-    handle = open(log, "ab")  # noqa: SIM115 - closed when the process ends
-    processes.append(subprocess.Popen(cmd, stdout=handle, stderr=handle,
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}))
-
-
 def _doctor_config(fleet: Fleet, work: Path, name: str, exporter_port: int,
                    actions_port: int) -> Path:
     raw = yaml.safe_load(fleet.config_path.read_text())
@@ -157,9 +151,9 @@ def stack(fleet_factory: FleetFactory,
         port = free_port()
         configs[host] = _doctor_config(fleet, work, host, port, actions_port)
         exporters[host] = f"http://127.0.0.1:{port}"
-        _start([sys.executable, "-m", "exporter.cli", "exporter", "--config",
+        start([sys.executable, "-m", "exporter.cli", "exporter", "--config",
                 str(configs[host])], work / f"{host}-exporter.log", processes)
-    _start([sys.executable, "-m", "actions.cli", "actions", "--config",
+    start([sys.executable, "-m", "actions.cli", "actions", "--config",
             str(configs["host-a"])], work / "actions.log", processes)
     am_port, prom_port = free_port(), free_port()
     am_config = {
@@ -169,7 +163,7 @@ def stack(fleet_factory: FleetFactory,
             {"url": f"http://127.0.0.1:{webhook.server_address[1]}/", "send_resolved": True}]}],
     }
     (work / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
-    _start([ALERTMANAGER, f"--config.file={work / 'alertmanager.yml'}",
+    start([ALERTMANAGER, f"--config.file={work / 'alertmanager.yml'}",
             f"--storage.path={work / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
             "--cluster.listen-address="], work / "alertmanager.log", processes)
     # The shipped prometheus.yml, its jobs pointed at this test's processes.
@@ -192,7 +186,7 @@ def stack(fleet_factory: FleetFactory,
                                      for job in prom_config["scrape_configs"]
                                      if job["job_name"] in targets]
     (work / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-    _start([PROMETHEUS, f"--config.file={work / 'prometheus.yml'}",
+    start([PROMETHEUS, f"--config.file={work / 'prometheus.yml'}",
             f"--storage.tsdb.path={work / 'prom-data'}",
             f"--web.listen-address=127.0.0.1:{prom_port}"], work / "prometheus.log", processes)
     built = Stack(fleets, exporters, f"http://127.0.0.1:{actions_port}",
@@ -205,13 +199,7 @@ def stack(fleet_factory: FleetFactory,
                    lambda: len(built.query("ultrabase_instance_healthy")) == 5, timeout=120)
         yield built
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         webhook.shutdown()
 
 
