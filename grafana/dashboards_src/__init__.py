@@ -32,6 +32,14 @@ DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
 EMPTY_WHEN_HEALTHY: frozenset[tuple[str, str]] = frozenset({
     (fleet.UID, "Active issues"),
     (instance.UID, "Active issues"),
+    (fleet.UID, "Recent events"),
+    (instance.UID, "Recent events"),
+})
+# Of those, the panels of faults that are over: empty until a fault has been healed (and so
+# also while the first one is still going on).
+EMPTY_UNTIL_HEALED: frozenset[tuple[str, str]] = frozenset({
+    (fleet.UID, "Recent events"),
+    (instance.UID, "Recent events"),
 })
 
 # What render_query puts in place of Grafana's built-in variables.
