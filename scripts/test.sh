@@ -18,7 +18,8 @@ say "mypy"
 mypy
 say "pytest"
 set +e
-pytest -p no:cacheprovider "$@"
+# Two workers: the live tests in one, everything else in the other (tests/conftest.py).
+pytest -p no:cacheprovider -n 2 "$@"
 status=$?
 set -e
 # pytest's 5 means no test ran: that is a failure here, not a pass.

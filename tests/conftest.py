@@ -8,8 +8,12 @@ build, not a reason to pass.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
+
+# The tests that need the Docker engine's fleets, by node id prefix.
+LIVE_SCOPE = "tests/integration/"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,3 +49,20 @@ def _integration_needs_docker(request: pytest.FixtureRequest) -> None:
     """Apply the Docker guard to every test marked `integration`."""
     if request.node.get_closest_marker("integration") is not None:
         request.getfixturevalue("docker_available")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist, run the live tests as one unit, in order, on one worker.
+
+    Every other test is a unit of its own, spread over the other workers. Fleets are never
+    up twice at once (their healthchecks are what loads a small host), and the unit tests
+    run while the live ones wait on Docker. (xdist's own `--dist loadgroup` cannot do this
+    on pytest 9.2, whose node ids it can no longer suffix with a group.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LiveInOneLane(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return LIVE_SCOPE if nodeid.startswith(LIVE_SCOPE) else nodeid
+
+    return LiveInOneLane(config, log)
