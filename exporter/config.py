@@ -142,6 +142,10 @@ class WatchConfig(_Section):
     # At most one event-triggered diagnostic per instance this often (a crash loop sends
     # events for as long as it lasts).
     event_min_gap_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    # After a container (re)starts, an instance still unhealthy is looked at again (at most
+    # every event_min_gap_seconds) for this long: rest and kong have no healthcheck whose
+    # event would say when they answer.
+    start_grace_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
     # Reconnecting to a broken event stream backs off up to this long between attempts.
     reconnect_max_seconds: Annotated[float, Field(ge=1, le=600)] = 30.0
     # The quick probe: one container listing and a few gateway requests per instance; a

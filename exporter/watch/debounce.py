@@ -13,7 +13,7 @@ class _Burst:
     first: float
     last: float
     settling: float | None  # the last event that starts the settle time, if any
-    starting: bool = False  # a container of the key (re)started in this burst
+    started: float | None = None  # when a container of the key (re)started, if one did
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Due:
 
     key: str
     last_event: float
-    starting: bool = False  # a container (re)started: it may not answer yet
+    started: float | None = None  # when a container (re)started: it may not answer yet
 
 
 class Debouncer:
@@ -47,17 +47,18 @@ class Debouncer:
         self._last_start: dict[str, float] = {}
 
     def event(self, key: str, at: float, *, settles: bool = True,
-              starting: bool = False) -> None:
-        """Note one event of key at time `at` (settles False: more is announced; starting:
-        a container started, so one more look may be needed once it answers)."""
+              started: float | None = None) -> None:
+        """Note one event of key at time `at` (settles False: more is announced; started:
+        when a container started, so more looks may be needed until it answers)."""
         with self._lock:
             burst = self._pending.get(key)
             settling = at if settles else None
             if burst is None:
-                self._pending[key] = _Burst(at, at, settling, starting)
+                self._pending[key] = _Burst(at, at, settling, started)
                 return
             burst.first, burst.last = min(burst.first, at), max(burst.last, at)
-            burst.starting = burst.starting or starting
+            if started is not None:
+                burst.started = max(burst.started or started, started)
             if settling is not None:
                 burst.settling = max(burst.settling or settling, settling)
 
@@ -78,7 +79,7 @@ class Debouncer:
                 burst = self._pending.pop(key)
                 self._running[key] = self._last_start.get(key)
                 self._last_start[key] = now
-                out.append(Due(key, burst.last, burst.starting))
+                out.append(Due(key, burst.last, burst.started))
         return out
 
     def finished(self, key: str, *, covered: bool, last_event: float) -> None:

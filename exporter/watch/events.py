@@ -36,7 +36,8 @@ WATCHED_ACTIONS: tuple[str, ...] = (
 # (seconds later on a loaded host), and until then the container still lists as running.
 ANNOUNCING_ACTIONS: frozenset[str] = frozenset({"kill"})
 # Events after which a container runs but may not answer yet (no healthcheck tells when it
-# does): a diagnostic that finds the instance unhealthy then gets one more look.
+# does): while a diagnostic finds the instance unhealthy, it is looked at again, at most
+# every event_min_gap_seconds, until watch.start_grace_seconds after the start.
 STARTING_ACTIONS: frozenset[str] = frozenset({"start", "restart", "unpause"})
 # An event of an unknown container looks the instances up again at most this often (other
 # compose projects on the host send events too).
@@ -110,6 +111,7 @@ class EventWatch:
         self._status = status
         self._clock = clock
         self._backoff_max = config.reconnect_max_seconds
+        self._start_grace = config.start_grace_seconds
         self.debouncer = Debouncer(config.event_settle_seconds,
                                    config.event_max_delay_seconds,
                                    config.event_min_gap_seconds)
@@ -150,9 +152,10 @@ class EventWatch:
         instance_id = self._resolve(event)
         if instance_id is None:
             return None
-        self.debouncer.event(instance_id, self._clock(),
+        now = self._clock()
+        self.debouncer.event(instance_id, now,
                              settles=event.action not in ANNOUNCING_ACTIONS,
-                             starting=event.action in STARTING_ACTIONS)
+                             started=now if event.action in STARTING_ACTIONS else None)
         with self._wake:
             self._wake.notify_all()
         return instance_id
@@ -237,13 +240,14 @@ class EventWatch:
                 began = found.timestamp.timestamp() - found.duration_seconds
                 covered = began >= due.last_event
                 # A component that has just started may not answer yet; rest and kong have
-                # no healthcheck whose event would say when they do: look once more.
-                again = covered and due.starting and not found.healthy
+                # no healthcheck whose event would say when they do: look again, for a while.
+                again = (covered and not found.healthy and due.started is not None
+                         and self._clock() - due.started < self._start_grace)
         except Exception:  # one failed run must not stop the watch
             log.exception("watch events: diagnosing %s failed", due.key)
         finally:
             self.debouncer.finished(due.key, covered=covered, last_event=due.last_event)
             if again:
-                self.debouncer.event(due.key, self._clock())
+                self.debouncer.event(due.key, self._clock(), started=due.started)
             with self._wake:
                 self._wake.notify_all()

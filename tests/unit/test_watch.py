@@ -62,10 +62,11 @@ def test_a_kill_waits_for_its_die_but_no_longer_than_max_delay() -> None:
 
 def test_a_start_is_remembered_for_the_burst() -> None:
     bounce = Debouncer(settle=1, max_delay=5, min_gap=0)
-    bounce.event(A, 100.0, starting=True)
+    bounce.event(A, 100.0, started=100.0)
     bounce.event(A, 100.5)  # restart: then "restart"; health comes later
+    bounce.event(A, 100.7, started=99.0)  # a look again, for an earlier start
     bounce.event(B, 100.0)
-    assert [(d.key, d.starting) for d in bounce.take_due(102)] == [(A, True), (B, False)]
+    assert [(d.key, d.started) for d in bounce.take_due(102)] == [(A, 100.0), (B, None)]
 
 
 def test_a_stream_of_events_runs_no_later_than_max_delay_after_its_first() -> None:
@@ -381,7 +382,8 @@ def test_a_burst_of_events_is_one_diagnostic_of_its_instance(world: World) -> No
         watch.stop()
 
 
-def test_a_start_that_is_not_yet_healthy_gets_one_more_look(world: World) -> None:
+def test_a_start_that_is_not_yet_healthy_is_looked_at_until_it_answers(tmp_path: Path) -> None:
+    world = World(tmp_path, event_min_gap_seconds=0.2, start_grace_seconds=30)
     watch = EventWatch(world.engine, world.config.watch, world.status)
     watch.start()
     try:
@@ -390,15 +392,38 @@ def test_a_start_that_is_not_yet_healthy_gets_one_more_look(world: World) -> Non
         world.docker.set_state(A, "rest", "restarting")  # started, not up yet
         rest = ultrabase_container_name("rest", A)
         world.docker.feed.put(raw_event("start", rest, f"supabase-{A}", at=time.time()))
-        wait_for("the first diagnostic", lambda: world.runs("event") == 1)
+        # No event comes when rest answers: the watch keeps looking, min_gap apart.
+        wait_for("three looks", lambda: world.runs("event") >= 3)
         assert not latest(world, A).healthy
         world.docker.set_state(A, "rest", "running")
-        wait_for("the second look", lambda: world.runs("event") == 2)
-        assert latest(world, A).healthy
-        time.sleep(0.3)
-        assert world.runs("event") == 2  # healthy now: no third
+        wait_for("the healthy verdict", lambda: latest(world, A).healthy)
+        looks = world.runs("event")
+        time.sleep(0.6)  # three min gaps: another look would have run by now
+        assert world.runs("event") == looks  # healthy: no more looks
+        assert world.store.latest(B) is None
     finally:
         watch.stop()
+        world.close()
+
+
+def test_looking_again_ends_with_the_start_grace(tmp_path: Path) -> None:
+    world = World(tmp_path, event_min_gap_seconds=0.1, start_grace_seconds=0.5)
+    watch = EventWatch(world.engine, world.config.watch, world.status)
+    watch.start()
+    try:
+        wait_for("the stream to connect", lambda: world.status.healthy
+                 and world.status.get("events") is not None)
+        world.docker.set_state(A, "rest", "restarting")  # started, and never answers
+        rest = ultrabase_container_name("rest", A)
+        world.docker.feed.put(raw_event("start", rest, f"supabase-{A}", at=time.time()))
+        wait_for("a second look", lambda: world.runs("event") >= 2)
+        time.sleep(1.5)  # past the grace, and a last look begun before its end
+        looks = world.runs("event")
+        time.sleep(0.5)  # five min gaps
+        assert world.runs("event") == looks and not latest(world, A).healthy
+    finally:
+        watch.stop()
+        world.close()
 
 
 def test_a_broken_stream_reconnects_from_the_last_event(world: World) -> None:
