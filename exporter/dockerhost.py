@@ -285,7 +285,9 @@ class DockerHost:
         filters = {"type": ["container"], "event": list(actions)}
         try:
             self._count()
-            stream = self.client.api.events(
+            # docker-py sends `since` as given; its stubs allow only int and datetime,
+            # which would drop the fraction the replay needs.
+            stream = self.client.api.events(  # type: ignore[call-overload]
                 since=_unix_time(since) if since is not None else None, filters=filters,
                 decode=True)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -316,7 +318,7 @@ class DockerHost:
             params["since"] = _unix_time(since)
         try:
             self._count()
-            api = self.client.api
+            api: Any = self.client.api  # its private helpers are not in docker-py's stubs
             # docker-py's APIClient.logs() inspects the container on every call to learn
             # whether its output is framed (no TTY) or raw. That cannot change for a
             # container id, so it is kept, and the logs endpoint is called through the

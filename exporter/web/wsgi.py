@@ -51,13 +51,15 @@ class Listener:
     port: int
 
 
-class _JsonError(Error):  # type: ignore[misc]  # waitress ships no type hints
+class _JsonError(Error):
     """A waitress error answered with the APIs' JSON error body."""
 
     error_code = "error"
     extra_headers: tuple[tuple[str, str], ...] = ()
 
-    def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+    # types-waitress says the body is str; waitress 3 returns (and task.py writes) bytes.
+    def to_response(  # type: ignore[override]
+            self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
         """Status, headers and the JSON body `{"error": {"code", "message"}}`."""
         body = json.dumps({"error": {"code": self.error_code, "message": self.body}}).encode()
         headers = [("Content-Type", "application/json"), *self.extra_headers]
@@ -81,13 +83,13 @@ def _parser_class(authenticated: Callable[[str | None], bool],
                   max_body: int) -> type[HTTPRequestParser]:
     """A request parser that reads no body of an unauthenticated request."""
 
-    class GatedParser(HTTPRequestParser):  # type: ignore[misc]
+    class GatedParser(HTTPRequestParser):
         """waitress's parser, with the authentication gate after the headers."""
 
         def parse_header(self, header_plus: bytes) -> None:
             super().parse_header(header_plus)
-            chunked = bool(self.chunked)  # type: ignore[has-type]
-            length = int(self.content_length)  # type: ignore[has-type]
+            chunked = bool(self.chunked)
+            length = int(self.content_length)
             small = not chunked and length <= UNVERIFIED_BODY_BYTES
             if not small and not authenticated(self.headers.get("AUTHORIZATION")):
                 # No receiver: the parser completes with the headers and the error.
