@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import httpx
 
@@ -132,6 +132,17 @@ def _kong_error(status: int, message: str | None) -> KongError:
     return _KONG_ERRORS_BY_STATUS.get(status, "other")
 
 
+
+class CallSummary(TypedDict):
+    """A call as check details show it."""
+
+    status: int | None
+    latency_seconds: float | None  # only for an answer
+    origin: str | None  # who answered: kong or the upstream
+    kong_error: str | None
+    kong_message: str | None
+    error: str | None  # why no answer came
+
 @dataclass(frozen=True)
 class GatewayCall:
     """One request through the gateway: the answer or why none came, and its latency."""
@@ -183,7 +194,7 @@ class GatewayCall:
             return "upstream_rejected"
         return None
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> CallSummary:
         """The call as shown in details: status, latency, who answered, Kong's error."""
         verdict = self.verdict
         return {

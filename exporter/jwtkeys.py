@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import jwt
 from jwt.algorithms import HMACAlgorithm
@@ -30,6 +30,19 @@ ExpiryState = Literal["valid", "expiring", "expired", "no_expiry"]
 _HS256 = HMACAlgorithm(HMACAlgorithm.SHA256)
 
 
+class KeyClaims(TypedDict, total=False):
+    """KeyAnalysis as details show it (to_dict gives every key)."""
+
+    exp: int | None
+    iat: int | None
+    role: str | None
+    expected_role: str
+    role_valid: bool
+    algorithm: str | None
+    signature_valid: bool | None
+    error: str | None
+
+
 @dataclass(frozen=True)
 class KeyAnalysis:
     """What one API key says about itself and whether the given secret signed it."""
@@ -39,7 +52,6 @@ class KeyAnalysis:
     decodable: bool
     algorithm: str | None = None
     role: str | None = None
-    issuer: str | None = None
     issued_at: int | None = None
     expires_at: int | None = None
     # None when no secret was given or the key could not be decoded
@@ -62,7 +74,7 @@ class KeyAnalysis:
             return "expiring"
         return "valid"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> KeyClaims:
         """The public, secret-free view (the key itself is never included)."""
         return {
             "exp": self.expires_at, "iat": self.issued_at, "role": self.role,
@@ -100,7 +112,7 @@ def analyse_key(name: str, token: str, secret: str | None) -> KeyAnalysis:
     return KeyAnalysis(
         name, expected, decodable=True,
         algorithm=_str(header.get("alg")), role=_str(claims.get("role")),
-        issuer=_str(claims.get("iss")), issued_at=_int(claims.get("iat")),
+        issued_at=_int(claims.get("iat")),
         expires_at=_int(claims.get("exp")),
         signature_valid=signature_valid(token, secret) if secret else None,
     )

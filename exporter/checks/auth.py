@@ -19,18 +19,19 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
-from exporter.checks.base import CheckContext, Findings
+from exporter.checks.base import CheckContext, Family, Findings
 from exporter.checks.database import shared_login
 from exporter.checks.endpoints import kong_file_view, stale_kind
 from exporter.checks.listener import url_port, withheld_in
 from exporter.checks.upstream import upstream_view
-from exporter.gateway import GatewayCall, call
+from exporter.gateway import CallSummary, GatewayCall, call
 from exporter.issues import Issue, make_issue
 from exporter.jwtkeys import (
     MIN_SECRET_LENGTH,
     KeyAnalysis,
+    KeyClaims,
     analyse_key,
     secret_bytes,
     secret_weak,
@@ -39,7 +40,80 @@ from exporter.jwtkeys import (
 from exporter.pg import instance_dbname, service_login
 from exporter.redaction import Redactor, fingerprint
 
-NAME = "auth_service"
+
+class Skipped(TypedDict):
+    """A part of the check that did not run, and why."""
+
+    skipped: str
+
+
+class JwtSecretState(TypedDict):
+    """The JWT secret auth uses, never its value."""
+
+    known: bool
+    fingerprint: str | None
+    source: str | None
+    weak: bool | None
+
+
+class KeyState(KeyClaims, total=False):
+    """One API key: absent, or its fingerprint and claims."""
+
+    present: Required[bool]  # the rest only for a present key
+    fingerprint: str | None
+
+
+class GoTrueHealth(CallSummary, total=False):
+    """GoTrue's /health through the gateway."""
+
+    version: str | None  # from an ok answer
+    kong_route_stale: bool  # GoTrue answers inside Kong's network, Kong's route does not
+
+
+class GoTrueSettings(CallSummary, total=False):
+    """GoTrue's /settings through the gateway, with its sign-up settings from an ok answer."""
+
+    disable_signup: object
+    mailer_autoconfirm: object
+    email_enabled: object
+
+
+class DbLoginState(TypedDict):
+    """GoTrue's own database login, as its runtime DSN configures it."""
+
+    user: str
+    database: str
+    outcome: str
+    sqlstate: str | None
+    password_fingerprint: str | None
+
+
+class SyntheticUser(TypedDict, total=False):
+    """The synthetic admin user test."""
+
+    ran: bool
+    created: bool
+    deleted: bool
+    status: int | None  # of the create call
+    latency_seconds: float | None
+    reason: str | None  # why it did not run
+    leftovers_removed: int  # earlier runs' users swept first
+    leftovers_failed: list[str]
+
+
+class AuthServiceDetails(TypedDict, total=False):
+    """auth_service's details, filled by the parts of the check."""
+
+    jwt_secret: JwtSecretState
+    keys: dict[str, KeyState]  # by key name: anon, service_role
+    health: GoTrueHealth | Skipped
+    settings: GoTrueSettings
+    db_login: DbLoginState | Skipped
+    synthetic_user: SyntheticUser
+
+
+AUTH_SERVICE: Family[AuthServiceDetails] = Family("auth_service")
+NAME = AUTH_SERVICE.name
 DOCTOR_DOMAIN = "ultrabase-doctor.invalid"
 ADMIN_USERS = "/auth/v1/admin/users"
 # Leftovers younger than this may belong to a run in progress in the other process.
@@ -54,7 +128,7 @@ class _Report:
     """Issues and details collected by the parts of the check."""
 
     issues: list[Issue] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: AuthServiceDetails = field(default_factory=AuthServiceDetails)
 
 
 class AuthServiceCheck:
@@ -107,7 +181,7 @@ def _check_keys(ctx: CheckContext, report: _Report) -> dict[str, KeyAnalysis]:
                     "carrying a key signed with it",
             evidence={"secret_fingerprint": secret_fp, "length": length,
                       "minimum": MIN_SECRET_LENGTH, "source": secret_source}))
-    keys: dict[str, Any] = {}
+    keys: dict[str, KeyState] = {}
     analyses: dict[str, KeyAnalysis] = {}
     warning_days = ctx.config.thresholds.jwt_expiry_warning_days
     for name, token in (("anon", creds.anon_key), ("service_role", creds.service_role_key)):
@@ -174,16 +248,17 @@ def _probe_gotrue(ctx: CheckContext, report: _Report) -> bool:
         settings_f = pool.submit(call, ctx.http, "GET", base, "/auth/v1/settings",
                                  headers=headers)
     health, settings = health_f.result(), settings_f.result()
-    health_details = health.summary()
+    # A fresh CallSummary: these shapes only add optional keys to it.
+    health_details = cast(GoTrueHealth, health.summary())
     if health.ok:
         health_details["version"] = health.body_text("version")
-    settings_details = settings.summary()
+    settings_details = cast(GoTrueSettings, settings.summary())
     if settings.ok and isinstance(settings.body, Mapping):
         external = settings.body.get("external")
-        settings_details.update(
-            disable_signup=settings.body.get("disable_signup"),
-            mailer_autoconfirm=settings.body.get("mailer_autoconfirm"),
-            email_enabled=external.get("email") if isinstance(external, Mapping) else None)
+        settings_details.update({
+            "disable_signup": settings.body.get("disable_signup"),
+            "mailer_autoconfirm": settings.body.get("mailer_autoconfirm"),
+            "email_enabled": external.get("email") if isinstance(external, Mapping) else None})
     report.details["health"] = health_details
     report.details["settings"] = settings_details
 
@@ -267,14 +342,15 @@ def _admin_session(ctx: CheckContext, service: KeyAnalysis | None) -> _AdminSess
 def _synthetic_user(ctx: CheckContext, report: _Report, service: KeyAnalysis | None,
                     auth_hangs: bool, session: _AdminSession | None,
                     swept: _Sweep | None) -> None:
-    details: dict[str, Any] = {"ran": False, "created": False, "deleted": False,
-                               "status": None, "latency_seconds": None}
+    details: SyntheticUser = {"ran": False, "created": False, "deleted": False,
+                              "status": None, "latency_seconds": None}
     report.details["synthetic_user"] = details
     reason = _not_run_reason(ctx, auth_hangs)
     if reason is None and session is not None and swept is not None:
         _run_synthetic(report, details, session, swept)
         return
-    if auth_hangs and (report.details.get("health") or {}).get("kong_route_stale"):
+    health = report.details.get("health")
+    if auth_hangs and health is not None and "kong_route_stale" in health:
         reason = "Kong's route to GoTrue times out: Kong holds an outdated address for auth"
     details["reason"] = reason
     if service is not None and service.decodable and not service.role_valid:
@@ -301,7 +377,7 @@ def _not_run_reason(ctx: CheckContext, auth_hangs: bool) -> str | None:
     return None
 
 
-def _run_synthetic(report: _Report, details: dict[str, Any], session: _AdminSession,
+def _run_synthetic(report: _Report, details: SyntheticUser, session: _AdminSession,
                    sweep: _Sweep) -> None:
     """After the sweep of leftovers, create and delete this run's user."""
     details["ran"] = True
@@ -368,7 +444,7 @@ class _AdminSession:
                     break  # GoTrue hangs: do not spend a timeout per leftover
         return _Sweep(listing, removed, failed)
 
-    def create_and_delete(self, report: _Report, details: dict[str, Any]) -> None:
+    def create_and_delete(self, report: _Report, details: SyntheticUser) -> None:
         """Create the synthetic user, then delete it whatever happened in between."""
         user_id: str | None = None
         try:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 import httpx
 
@@ -19,6 +19,29 @@ from exporter.redaction import Redactor
 
 CheckStatus = Literal["ok", "degraded", "failed", "skipped"]
 T = TypeVar("T")
+# The shape of one check family's details: a TypedDict declared in the family's module.
+D = TypeVar("D", bound=Mapping[str, object])
+
+
+@dataclass(frozen=True)
+class Family(Generic[D]):
+    """A check family's public name, typed by the shape of the details it writes.
+
+    The check builds its details as D, and readers (the metric groups) look them up through
+    the same Family, so mypy sees every key on both sides.
+    """
+
+    name: str
+
+    def details(self, result: CheckResult | None) -> D:
+        """result's details in this family's shape; empty without a result.
+
+        Read every key with .get() and check every value: a skipped check writes no details,
+        and a diagnostic from an older store row may hold anything.
+        """
+        found = result.details if result is not None and isinstance(result.details,
+                                                                    Mapping) else {}
+        return cast(D, found)
 
 
 class RunOnce:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import NotRequired, TypedDict
 
-from exporter.checks.base import CheckContext, Findings
+from exporter.checks.base import CheckContext, Family, Findings
 from exporter.discovery.model import Component
 from exporter.dockerhost import ContainerDetails, ContainerSummary
 from exporter.errors import DockerUnavailableError
@@ -30,10 +30,30 @@ FORGET_AFTER_SECONDS = 3600.0
 _RECENTLY_UP = re.compile(r"^Up (Less than a second|\d+ seconds?|About a minute)\b")
 
 
+class ContainerState(TypedDict):
+    """One component's container as details show it (restarts only when it was inspected)."""
+
+    state: str  # Docker's state, or "missing"
+    health: str | None
+    restarts: int | None
+    exit_code: int | None  # of a container that is not running
+
+
+class ContainerStatusDetails(TypedDict):
+    """container_status's details."""
+
+    components: dict[str, ContainerState]
+    inspect_error: NotRequired[str]  # why inspecting stopped (the engine failed)
+    over_by_live_checks: NotRequired[list[str]]  # codes exporter.logs.staleness took out
+
+
+CONTAINER_STATUS: Family[ContainerStatusDetails] = Family("container_status")
+
+
 class ContainerStatusCheck:
     """Every expected container exists, runs, is healthy and is not crash-looping."""
 
-    name = "container_status"
+    name = CONTAINER_STATUS.name
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -46,7 +66,7 @@ class ContainerStatusCheck:
             return Findings(skipped="docker unreachable")
         self._forget_old(ctx.now)
         issues: list[Issue] = []
-        components: dict[str, dict[str, Any]] = {}
+        components: dict[str, ContainerState] = {}
         inspect_error: str | None = None
         for name, component in ctx.instance.components.items():
             container = component.container
@@ -75,7 +95,7 @@ class ContainerStatusCheck:
                 "exit_code": details.exit_code if details and not running else None,
             }
             issues.extend(self._judge(ctx, component, container, details))
-        out: dict[str, Any] = {"components": components}
+        out: ContainerStatusDetails = {"components": components}
         if inspect_error:
             out["inspect_error"] = inspect_error
         return Findings(tuple(issues), out)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TypedDict
 
 import psycopg
 
-from exporter.checks.base import CheckContext, Findings
+from exporter.checks.base import CheckContext, Family, Findings
 from exporter.checks.listener import withheld_in
 from exporter.discovery.model import Instance
 from exporter.issues import Issue, make_issue
@@ -25,7 +25,25 @@ from exporter.pg import (
 )
 from exporter.redaction import fingerprint
 
-NAME = "database_connection"
+
+class DatabaseDetails(TypedDict, total=False):
+    """database_connection's details (only credentials_withheld when no login was tried)."""
+
+    # The server's facts, as the first admin user that logged in read them (else None).
+    version: str | None
+    connections: int | None
+    max_connections: int | None
+    size_bytes: int | None
+    superuser: str  # that admin user
+    superuser_error: str  # why no admin user could read them, when not a password
+    roles: dict[str, str]  # role -> ok, password_mismatch or error
+    role_password_sources: dict[str, str]  # role -> where its tested password came from
+    role_errors: dict[str, str]  # role -> why its login failed, other than the password
+    credentials_withheld: str  # why no password went to the port
+
+
+DATABASE_CONNECTION: Family[DatabaseDetails] = Family("database_connection")
+NAME = DATABASE_CONNECTION.name
 REQUIRED_SCHEMA = "auth"
 
 
@@ -94,51 +112,41 @@ class DatabaseConnectionCheck:
                 {"credentials_withheld": withheld})
         host = instance.endpoints.db_host
         dbname = instance_dbname(instance)
-        issues: list[Issue] = []
-        details: dict[str, Any] = {"version": None, "connections": None,
-                                   "max_connections": None, "size_bytes": None, "roles": {}}
-
-        facts, superuser_results = _superuser_session(host, port, password, dbname,
-                                                      ctx.timeout)
-        if facts is not None:
-            details["superuser"] = list(superuser_results)[-1]
-        first = superuser_results[ADMIN_USERS[0]]
+        details: DatabaseDetails = {"version": None, "connections": None,
+                                    "max_connections": None, "size_bytes": None, "roles": {}}
+        facts, admins = _superuser_session(host, port, password, dbname, ctx.timeout)
+        first = admins[ADMIN_USERS[0]]
         if first.outcome in ("unreachable", "unavailable"):
-            issues.append(make_issue(
+            return Findings((make_issue(
                 "DB_UNREACHABLE", check=NAME, component="db",
                 message=f"the database on 127.0.0.1:{port} does not accept connections: "
                         f"{ctx.redactor.text(first.reason)}",
                 evidence={"host": host, "port": port, "outcome": first.outcome,
                           "sqlstate": first.sqlstate,
-                          "error": ctx.redactor.text(first.reason)}))
-            return Findings(tuple(issues), details)
+                          "error": ctx.redactor.text(first.reason)}),), details)
 
+        issues: list[Issue] = []
         superuser_denied = facts is None and all(
-            r.outcome == "auth_failed" for r in superuser_results.values())
+            r.outcome == "auth_failed" for r in admins.values())
         if superuser_denied:
             issues.append(make_issue(
                 "DB_AUTH_FAILED", check=NAME, component="db",
                 message="the database rejects the configured password for "
-                        + " and ".join(superuser_results),
-                evidence={"users": list(superuser_results),
+                        + " and ".join(admins),
+                evidence={"users": list(admins),
                           "password_fingerprint": fingerprint(password),
                           "password_source": instance.credentials.sources.get(
                               "postgres_password")}))
         elif facts is None:
             details["superuser_error"] = ctx.redactor.text(first.reason)
-        if facts is not None:
-            details.update(version=facts.version, connections=facts.connections,
-                           max_connections=facts.max_connections, size_bytes=facts.size_bytes)
-            issues.extend(_capacity_issues(ctx, facts))
-            if not facts.schema_present:
-                issues.append(make_issue(
-                    "DB_SCHEMA_MISSING", check=NAME, component="db",
-                    message=f"schema {REQUIRED_SCHEMA!r} is missing in database {dbname!r}",
-                    evidence={"schema": REQUIRED_SCHEMA, "database": dbname,
-                              "created_by": "auth"}))
+        else:
+            details.update({"version": facts.version, "connections": facts.connections,
+                            "max_connections": facts.max_connections,
+                            "size_bytes": facts.size_bytes, "superuser": list(admins)[-1]})
+            issues.extend(_server_issues(ctx, facts, dbname))
 
         role_issues, roles, sources, errors = _test_roles(
-            ctx, host, port, dbname, superuser_results.get("supabase_admin"), superuser_denied)
+            ctx, host, port, dbname, admins.get("supabase_admin"), superuser_denied)
         issues.extend(role_issues)
         details["roles"] = roles
         details["role_password_sources"] = sources
@@ -189,20 +197,25 @@ def _read_server(host: str, port: int, login: DbLogin, timeout: float) -> Server
                        schema_present=bool(row[4]))
 
 
-def _capacity_issues(ctx: CheckContext, facts: ServerFacts) -> list[Issue]:
+def _server_issues(ctx: CheckContext, facts: ServerFacts, dbname: str) -> list[Issue]:
+    """Too many connections in use; the auth schema missing."""
+    issues: list[Issue] = []
     threshold = ctx.config.thresholds.db_connections_ratio
-    if facts.max_connections <= 0:
-        return []
-    ratio = facts.connections / facts.max_connections
-    if ratio <= threshold:
-        return []
-    return [make_issue(
-        "DB_CONNECTIONS_HIGH", check=NAME, component="db",
-        message=f"{facts.connections} of {facts.max_connections} connections in use "
-                f"({ratio:.0%}, threshold {threshold:.0%})",
-        evidence={"connections": facts.connections,
-                  "max_connections": facts.max_connections,
-                  "ratio": round(ratio, 4), "threshold": threshold})]
+    ratio = facts.connections / facts.max_connections if facts.max_connections > 0 else None
+    if ratio is not None and ratio > threshold:
+        issues.append(make_issue(
+            "DB_CONNECTIONS_HIGH", check=NAME, component="db",
+            message=f"{facts.connections} of {facts.max_connections} connections in use "
+                    f"({ratio:.0%}, threshold {threshold:.0%})",
+            evidence={"connections": facts.connections,
+                      "max_connections": facts.max_connections,
+                      "ratio": round(ratio, 4), "threshold": threshold}))
+    if not facts.schema_present:
+        issues.append(make_issue(
+            "DB_SCHEMA_MISSING", check=NAME, component="db",
+            message=f"schema {REQUIRED_SCHEMA!r} is missing in database {dbname!r}",
+            evidence={"schema": REQUIRED_SCHEMA, "database": dbname, "created_by": "auth"}))
+    return issues
 
 
 def role_logins(instance: Instance, dbname: str) -> list[RoleLogin]:

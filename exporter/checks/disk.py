@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, Required, TypedDict
 
-from exporter.checks.base import CheckContext, Findings
+from exporter.checks.base import CheckContext, Family, Findings
 from exporter.checks.probes import call_bounded, run_bounded
 from exporter.discovery.lifecycle import never_started
 from exporter.issues import Issue, make_issue
@@ -31,6 +31,40 @@ MAX_ENTRIES = 200_000
 VOLUME_COMPONENTS: Mapping[str, str] = {"db_data": "db", "storage": "storage",
                                         "functions": "functions"}
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class FilesystemState(TypedDict, total=False):
+    """The filesystem holding the instance's files: its space, or why it was not read."""
+
+    path: Required[str]
+    avail_bytes: int
+    size_bytes: int
+    free_percent: float
+    error: str
+
+
+class VolumeState(TypedDict):
+    """One volume dir as details show it."""
+
+    path: str
+    exists: bool | None  # None: could not tell
+    size_bytes: int | None
+    complete: bool  # False: size_bytes is a lower bound
+    entries: int
+    error: NotRequired[str]
+    note: NotRequired[str]  # why a missing dir is no issue
+
+
+class DiskUsageDetails(TypedDict):
+    """disk_usage's details."""
+
+    filesystem: FilesystemState | None  # None when no instance path is known
+    volumes: dict[str, VolumeState]
+    logs_bytes: dict[str, int]  # component -> size of its container's json-file log
+    logs_skipped: NotRequired[str]
+
+
+DISK_USAGE: Family[DiskUsageDetails] = Family("disk_usage")
 
 
 @dataclass(frozen=True)
@@ -72,7 +106,7 @@ class _Tally:
 class DiskUsageCheck:
     """Enough free space, every volume dir present, container logs not oversized."""
 
-    name = "disk_usage"
+    name = DISK_USAGE.name
 
     def __init__(self, docker_root: Path = DOCKER_ROOT, max_entries: int = MAX_ENTRIES) -> None:
         self._docker_root = docker_root
@@ -83,7 +117,7 @@ class DiskUsageCheck:
         files = ctx.instance.files
         thresholds = ctx.config.thresholds
         issues: list[Issue] = []
-        details: dict[str, Any] = {"filesystem": None, "volumes": {}, "logs_bytes": {}}
+        details: DiskUsageDetails = {"filesystem": None, "volumes": {}, "logs_bytes": {}}
 
         anchor = files.volumes_dir or (files.compose_file.parent if files.compose_file
                                        else next(iter(files.volume_dirs.values()), None))
@@ -98,14 +132,14 @@ class DiskUsageCheck:
         # absence is no loss (exporter.lifecycle).
         first_start_pending = never_started(ctx.instance, ctx.now)
         for name, usage in volumes.items():
-            details["volumes"][name] = {"path": usage.path, "exists": usage.exists,
-                                        "size_bytes": usage.size_bytes,
-                                        "complete": usage.complete, "entries": usage.entries}
+            volume: VolumeState = {
+                "path": usage.path, "exists": usage.exists, "size_bytes": usage.size_bytes,
+                "complete": usage.complete, "entries": usage.entries}
+            details["volumes"][name] = volume
             if usage.error:
-                details["volumes"][name]["error"] = usage.error
+                volume["error"] = usage.error
             if usage.exists is False and first_start_pending and name in DOCKER_CREATES:
-                details["volumes"][name]["note"] = ("not created yet: Docker creates it at "
-                                                    "the instance's first start")
+                volume["note"] = "not created yet: Docker creates it at the instance's first start"
             elif usage.exists is False:
                 issues.append(make_issue(
                     "VOLUME_MISSING", check=self.name, component=VOLUME_COMPONENTS.get(name),
@@ -130,13 +164,13 @@ class DiskUsageCheck:
     # filesystem ----------------------------------------------------------------------
 
     def _filesystem(self, ctx: CheckContext, anchor: Path
-                    ) -> tuple[list[Issue], dict[str, Any] | None]:
+                    ) -> tuple[list[Issue], FilesystemState]:
         try:
             usage = call_bounded(lambda: filesystem_usage(anchor), ctx.timeout)
         except (OSError, TimeoutError) as exc:
             return [], {"path": str(anchor), "error": _reason(exc)}
         free = round(usage.free_percent, 2)
-        info = {"path": usage.path, "avail_bytes": usage.avail_bytes,
+        info: FilesystemState = {"path": usage.path, "avail_bytes": usage.avail_bytes,
                 "size_bytes": usage.size_bytes, "free_percent": free}
         thresholds = ctx.config.thresholds
         if free < thresholds.disk_critical_free_percent:

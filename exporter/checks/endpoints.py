@@ -5,17 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
-from exporter.checks.base import CheckContext, Findings
+from exporter.checks.base import CheckContext, Family, Findings
 from exporter.checks.listener import url_port, withheld_in
 from exporter.checks.upstream import UpstreamView, upstream_view
 from exporter.discovery.model import Instance
-from exporter.gateway import GatewayCall, call
+from exporter.gateway import CallSummary, GatewayCall, call
 from exporter.issues import Issue, make_issue
 from exporter.redaction import fingerprint
 
-NAME = "api_endpoints"
+
+class ApiEndpointsDetails(TypedDict):
+    """api_endpoints's details."""
+
+    endpoints: NotRequired[dict[str, CallSummary]]  # by Route.endpoint, for those probed
+    not_probed: NotRequired[dict[str, str]]  # endpoint -> why not
+    credentials_withheld: NotRequired[str]  # why nothing was sent
+
+
+API_ENDPOINTS: Family[ApiEndpointsDetails] = Family("api_endpoints")
+NAME = API_ENDPOINTS.name
 Credential = Literal["anon_key", "dashboard"]
 
 
@@ -73,7 +83,7 @@ class ApiEndpointsCheck:
             futures = {r: pool.submit(_probe, ctx, base, r) for r in routes}
         calls = {route: future.result() for route, future in futures.items()}
 
-        details: dict[str, Any] = {
+        details: ApiEndpointsDetails = {
             "endpoints": {r.endpoint: calls[r].summary() for r in routes}}
         if not_probed:
             details["not_probed"] = not_probed
@@ -123,30 +133,14 @@ def _issues(ctx: CheckContext, base: str, calls: Mapping[Route, GatewayCall]) ->
 
     issues: list[Issue] = []
     rejected: dict[Credential, list[Route]] = {}
-    for route, fault in faults.items():
-        c = calls[route]
-        if fault == "kong_rejected":
+    slow = ctx.config.thresholds.endpoint_slow_seconds
+    for route, c in calls.items():
+        if c.fault == "kong_rejected":
             # A route probed without a key (none known) says nothing about the keys.
             if route.credential or ctx.instance.credentials.anon_key:
                 rejected.setdefault(route.credential or "anon_key", []).append(route)
-        elif fault in ("upstream_unavailable", "timeout", "no_route"):
-            issues.append(_upstream_issue(ctx, route, c))
-        elif fault == "upstream_rejected" and route.upstream == "rest":
-            issues.append(_rest_rejected_issue(ctx, route, c))
-        elif fault in ("kong_error", "upstream_error"):
-            component = "kong" if fault == "kong_error" else route.upstream
-            message = (f"{route.path} through the gateway answered {c.status} from "
-                       f"{'Kong itself' if fault == 'kong_error' else route.upstream}")
-            upstream = ctx.instance.component(route.upstream)
-            if fault == "kong_error" and not upstream.running:
-                # Kong 2.8 answers 500 when looking up a missing name fails other than
-                # with "name error" (runloop/balancer/init.lua:310-319).
-                message += (f"; {route.upstream} is not running ({upstream.state}), so "
-                            "Kong's lookup of its name failed")
-            issues.append(make_issue(
-                "COMPONENT_UNHEALTHY", check=NAME, component=component, message=message,
-                evidence=_call_evidence(ctx, route, c)))
-        slow = ctx.config.thresholds.endpoint_slow_seconds
+        elif (issue := _fault_issue(ctx, route, c)) is not None:
+            issues.append(issue)
         if c.answered and c.latency_seconds > slow:
             issues.append(make_issue(
                 "ENDPOINT_SLOW", check=NAME, component=route.upstream,
@@ -156,6 +150,28 @@ def _issues(ctx: CheckContext, base: str, calls: Mapping[Route, GatewayCall]) ->
     for credential, routes in rejected.items():
         issues.append(_rejected_issue(ctx, credential, routes, calls))
     return issues
+
+
+def _fault_issue(ctx: CheckContext, route: Route, c: GatewayCall) -> Issue | None:
+    """The issue of a route that Kong or its upstream failed (other than a rejected key)."""
+    fault = c.fault
+    if fault in ("upstream_unavailable", "timeout", "no_route"):
+        return _upstream_issue(ctx, route, c)
+    if fault == "upstream_rejected" and route.upstream == "rest":
+        return _rest_rejected_issue(ctx, route, c)
+    if fault not in ("kong_error", "upstream_error"):
+        return None
+    component = "kong" if fault == "kong_error" else route.upstream
+    message = (f"{route.path} through the gateway answered {c.status} from "
+               f"{'Kong itself' if fault == 'kong_error' else route.upstream}")
+    upstream = ctx.instance.component(route.upstream)
+    if fault == "kong_error" and not upstream.running:
+        # Kong 2.8 answers 500 when looking up a missing name fails other than
+        # with "name error" (runloop/balancer/init.lua:310-319).
+        message += (f"; {route.upstream} is not running ({upstream.state}), so "
+                    "Kong's lookup of its name failed")
+    return make_issue("COMPONENT_UNHEALTHY", check=NAME, component=component, message=message,
+                      evidence=_call_evidence(ctx, route, c))
 
 
 def _upstream_issue(ctx: CheckContext, route: Route, c: GatewayCall) -> Issue:

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-from exporter.checks.base import CheckContext, Findings
+from exporter.checks.base import CheckContext, Family, Findings
 from exporter.issues import SEVERITY_RANK, Issue, make_issue
 from exporter.logs.analyzer import LogAnalyzer
 from exporter.logs.cache import LogCache
 from exporter.logs.model import LogEntry, LogSummary, at_least
 from exporter.logs.patterns import MAX_CAPTURED_VALUES, PatternMatch
 
-NAME = "logs"
+
+class LogsDetails(TypedDict):
+    """The logs check's details."""
+
+    window_seconds: float
+    max_lines_per_component: int
+    log_lines: dict[str, dict[str, int]]  # component -> level -> lines in the window
+    patterns: list[dict[str, Any]]  # PatternMatch.to_dict() of each known failure seen
+    truncated: list[str]  # components with more lines than max_lines_per_component
+    unreadable: dict[str, str]  # component -> why its logs could not be read
+    over_by_live_checks: NotRequired[list[str]]  # codes exporter.logs.staleness took out
+
+
+LOGS: Family[LogsDetails] = Family("logs")
+NAME = LOGS.name
 # Docker serves logs from disk; a few parallel reads are enough to hide the latency.
 _WORKERS = 4
 
@@ -42,7 +56,7 @@ class LogsCheck:
             ctx.instance, components, level="debug", since_seconds=config.log_window_seconds,
             max_lines=config.log_max_lines, now=ctx.now)
         matches = analyzer.analyze(entries, now=ctx.now)
-        details: dict[str, Any] = {
+        details: LogsDetails = {
             "window_seconds": config.log_window_seconds,
             "max_lines_per_component": config.log_max_lines,
             "log_lines": {c: dict(levels) for c, levels in summary.by_component.items()},

@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import TypedDict
 
 import httpx
 
-from exporter.checks.base import CheckContext, Findings
+from exporter.checks.base import CheckContext, Family, Findings
 from exporter.checks.probes import (
     HttpOutcome,
     HttpProbeRun,
@@ -49,67 +49,94 @@ PROBE_RUNNERS: tuple[str, ...] = ("kong", "auth")
 SERVER_ERROR = 500
 
 
+class ComponentHealth(TypedDict):
+    """One component as details show it: up by its HTTP probe, else by Docker's health."""
+
+    up: bool
+    http_status: int | None
+    latency_seconds: float | None
+    state: str
+    docker_health: str | None
+    probed: bool  # an HTTP probe answered for it (else Docker's healthcheck decided)
+
+
+class ProbeInfo(TypedDict):
+    """Which container ran the in-network probe, and why it told nothing."""
+
+    ran_in: str | None
+    error: str | None
+
+
+class ServiceHealthDetails(TypedDict):
+    """service_health's details."""
+
+    components: dict[str, ComponentHealth]
+    probe: ProbeInfo
+
+
+SERVICE_HEALTH: Family[ServiceHealthDetails] = Family("service_health")
+
+
 class ServiceHealthCheck:
     """Each running component answers its health endpoint without a server error."""
 
-    name = "service_health"
+    name = SERVICE_HEALTH.name
 
     def run(self, ctx: CheckContext) -> Findings:
         """Probe running components (one exec, plus one gateway request) and judge them."""
         instance = ctx.instance
         if not instance.runtime_known:
             return Findings(skipped="docker unreachable")
-        gateway_url = instance.endpoints.gateway_url
-        gateway_by_host = gateway_from_host(instance)
-        targets = inside_targets(instance)
-        runner = next((r for r in PROBE_RUNNERS if instance.component(r).running), None)
-
-        outcomes: dict[str, HttpOutcome] = {}
-        probe_info: dict[str, Any] = {"ran_in": runner, "error": None}
-        skipped: str | None = None
-        calls: list[Callable[[], HttpProbeRun | HttpOutcome]] = []
-        kinds: list[str] = []
-        if targets and runner is not None:
-            calls.append(partial(self._probe_inside, ctx, runner, targets))
-            kinds.append("inside")
-        if gateway_by_host and gateway_url is not None:
-            calls.append(partial(probe_gateway, ctx.http, gateway_url))
-            kinds.append("gateway")
-        # The exec and the gateway request run side by side: one timeout, not two.
-        for kind, result in zip(kinds, run_bounded(calls, ctx.timeout * 2 + 1), strict=True):
-            if isinstance(result, BaseException):
-                if kind == "inside":
-                    probe_info["error"] = f"probe did not finish: {type(result).__name__}"
-                    skipped = "in-network probe unavailable"
-                else:
-                    outcomes[GATEWAY] = HttpOutcome(GATEWAY, gateway_url or "", None, None,
-                                                    "timeout")
-                continue
-            if isinstance(result, HttpProbeRun):
-                probe_info.update(ran_in=result.ran_in, error=result.error)
-                if result.usable:
-                    outcomes.update(result.outcomes)
-                else:
-                    skipped = f"in-network probe unavailable: {result.error}"
-            else:
-                outcomes[GATEWAY] = result
-        if targets and runner is None:
-            skipped = "neither kong nor auth runs to probe from"
-            probe_info["error"] = skipped
-
+        outcomes, probe, skipped = self._probe(ctx)
         issues: list[Issue] = []
-        components: dict[str, dict[str, Any]] = {}
+        components: dict[str, ComponentHealth] = {}
         for name, component in instance.components.items():
-            entry, issue = self._judge(component, outcomes.get(name), probe_info["ran_in"])
-            components[name] = entry
+            components[name], issue = self._judge(component, outcomes.get(name),
+                                                  probe["ran_in"])
             if issue is not None:
                 issues.append(issue)
-        details = {"components": components,
-                   "probe": ctx.redactor.data(probe_info)}
+        details: ServiceHealthDetails = {"components": components,
+                                         "probe": ctx.redactor.data(probe)}
         if not any(c.running for c in instance.components.values()):
             # Nothing was probed: that is no evidence of health (container_status says why).
             skipped = "no component of the instance runs, so none was probed"
         return Findings(tuple(issues), details, skipped=skipped)
+
+    def _probe(self, ctx: CheckContext) -> tuple[dict[str, HttpOutcome], ProbeInfo, str | None]:
+        """Each probed component's outcome, where the in-network probe ran, and why the
+        check is skipped when that probe could not run."""
+        instance = ctx.instance
+        targets = inside_targets(instance)
+        runner = next((r for r in PROBE_RUNNERS if instance.component(r).running), None)
+        probe: ProbeInfo = {"ran_in": runner, "error": None}
+        skipped: str | None = None
+        if targets and runner is None:
+            skipped = probe["error"] = "neither kong nor auth runs to probe from"
+        calls: dict[str, Callable[[], HttpProbeRun | HttpOutcome]] = {}
+        if targets and runner is not None:
+            calls["inside"] = partial(self._probe_inside, ctx, runner, targets)
+        gateway_url = instance.endpoints.gateway_url
+        if gateway_from_host(instance) and gateway_url is not None:
+            calls["gateway"] = partial(probe_gateway, ctx.http, gateway_url)
+        # The exec and the gateway request run side by side: one timeout, not two.
+        results = dict(zip(calls, run_bounded(list(calls.values()), ctx.timeout * 2 + 1),
+                           strict=True))
+        outcomes: dict[str, HttpOutcome] = {}
+        inside = results.get("inside")
+        if isinstance(inside, BaseException):
+            probe["error"] = f"probe did not finish: {type(inside).__name__}"
+            skipped = "in-network probe unavailable"
+        elif isinstance(inside, HttpProbeRun):
+            probe.update({"ran_in": inside.ran_in, "error": inside.error})
+            if inside.usable:
+                outcomes.update(inside.outcomes)
+            else:
+                skipped = f"in-network probe unavailable: {inside.error}"
+        gateway = results.get("gateway")
+        if gateway is not None:
+            outcomes[GATEWAY] = gateway if isinstance(gateway, HttpOutcome) else HttpOutcome(
+                GATEWAY, gateway_url or "", None, None, "timeout")
+        return outcomes, probe, skipped
 
     def _probe_inside(self, ctx: CheckContext, runner: str,
                       targets: list[HttpTarget]) -> HttpProbeRun:
@@ -127,10 +154,10 @@ class ServiceHealthCheck:
         return run
 
     def _judge(self, component: Component, outcome: HttpOutcome | None,
-               ran_in: str | None) -> tuple[dict[str, Any], Issue | None]:
+               ran_in: str | None) -> tuple[ComponentHealth, Issue | None]:
         name = component.name
         health = component.container.health if component.container else None
-        entry: dict[str, Any] = {"up": False, "http_status": None, "latency_seconds": None,
+        entry: ComponentHealth = {"up": False, "http_status": None, "latency_seconds": None,
                                  "state": component.state, "docker_health": health,
                                  "probed": False}
         if not component.running:
@@ -140,9 +167,9 @@ class ServiceHealthCheck:
             # healthcheck is the only signal; "starting" is not yet proven up.
             entry["up"] = health in (None, "healthy")
             return entry, None
-        entry.update(probed=True, http_status=outcome.http_status,
-                     latency_seconds=outcome.latency_seconds,
-                     up=outcome.answered and (outcome.http_status or 0) < SERVER_ERROR)
+        entry.update({"probed": True, "http_status": outcome.http_status,
+                      "latency_seconds": outcome.latency_seconds,
+                      "up": outcome.answered and (outcome.http_status or 0) < SERVER_ERROR})
         where = "the host, through the published gateway" if name == GATEWAY and \
             outcome.url.startswith("http://127.0.0.1") else f"inside the {ran_in} container"
         if not outcome.answered:

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.metrics.families import Refresh, Row, details, entries, gauge, number
+from exporter.checks.auth import AUTH_SERVICE
+from exporter.metrics.families import Refresh, Row, details, entries, gauge, number, part
 from exporter.metrics.snapshot import MetricsSnapshot
-
-_CHECK = "auth_service"
 
 
 def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
@@ -29,7 +28,7 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
 
 def _user_create(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
-        test = details(d, _CHECK, "synthetic_user")
+        test = part(details(d, AUTH_SERVICE).get("synthetic_user")) or {}
         if test.get("ran") is True:
             ok = test.get("created") is True and test.get("deleted") is True
             yield (d.instance_id,), float(ok)
@@ -39,7 +38,7 @@ def _key_expiry(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
         # The label is the key's name, not its role claim: a wrong claim is an issue, and
         # the series must stay the same when it is fixed.
-        for role, key in entries(details(d, _CHECK).get("keys")):
+        for role, key in entries(details(d, AUTH_SERVICE).get("keys")):
             expiry = number(key.get("exp"))
             if expiry is not None:
                 yield (d.instance_id, role), expiry

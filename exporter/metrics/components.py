@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.checks.containers import CONTAINER_STATUS
+from exporter.checks.services import SERVICE_HEALTH
 from exporter.metrics.families import Refresh, Row, details, entries, flag, gauge, number
 from exporter.metrics.snapshot import MetricsSnapshot
 
@@ -37,7 +39,7 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
 
 def _component_up(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
-        for name, entry in entries(details(d, "service_health").get("components")):
+        for name, entry in entries(details(d, SERVICE_HEALTH).get("components")):
             up = flag(entry.get("up"))
             if up is not None:
                 yield (d.instance_id, name), up
@@ -45,7 +47,7 @@ def _component_up(snapshot: MetricsSnapshot) -> Iterator[Row]:
 
 def _container_states(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
-        for name, entry in entries(details(d, "container_status").get("components")):
+        for name, entry in entries(details(d, CONTAINER_STATUS).get("components")):
             current = entry.get("state")
             if not isinstance(current, str):
                 continue
@@ -58,7 +60,7 @@ def _container_states(snapshot: MetricsSnapshot) -> Iterator[Row]:
 
 def _restarts(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
-        for name, entry in entries(details(d, "container_status").get("components")):
+        for name, entry in entries(details(d, CONTAINER_STATUS).get("components")):
             restarts = number(entry.get("restarts"))
             if restarts is not None:
                 yield (d.instance_id, name), restarts

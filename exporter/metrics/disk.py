@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.checks.disk import DISK_USAGE
 from exporter.metrics.families import (
     Refresh,
     Row,
     details,
     entries,
     gauge,
-    instance_numbers,
     number,
+    part,
 )
 from exporter.metrics.snapshot import MetricsSnapshot
-
-_CHECK = "disk_usage"
 
 
 def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
@@ -31,17 +31,27 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
               refresh.cached("Bytes available on the filesystem holding the instance's files "
                              "(to unprivileged users)"),
               ("instance_id",),
-              instance_numbers(snapshot.diagnostics, _CHECK, "avail_bytes", "filesystem")),
+              _filesystem(snapshot, "avail_bytes")),
         gauge("ultrabase_filesystem_size_bytes",
               refresh.cached("Size in bytes of the filesystem holding the instance's files"),
               ("instance_id",),
-              instance_numbers(snapshot.diagnostics, _CHECK, "size_bytes", "filesystem")),
+              _filesystem(snapshot, "size_bytes")),
     ]
 
 
 def _volumes(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
-        for volume, entry in entries(details(d, _CHECK).get("volumes")):
+        for volume, entry in entries(details(d, DISK_USAGE).get("volumes")):
             size = number(entry.get("size_bytes"))
             if size is not None:
                 yield (d.instance_id, volume), size
+
+
+
+def _filesystem(snapshot: MetricsSnapshot,
+                fact: Literal["avail_bytes", "size_bytes"]) -> Iterator[Row]:
+    for d in snapshot.diagnostics:
+        filesystem = part(details(d, DISK_USAGE).get("filesystem"))
+        value = number(filesystem.get(fact)) if filesystem is not None else None
+        if value is not None:
+            yield (d.instance_id,), value

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.checks.endpoints import API_ENDPOINTS
 from exporter.metrics.families import Refresh, Row, details, entries, gauge, number
 from exporter.metrics.snapshot import MetricsSnapshot
 
@@ -20,7 +21,7 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
 
 def _latencies(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
-        for endpoint, entry in entries(details(d, "api_endpoints").get("endpoints")):
+        for endpoint, entry in entries(details(d, API_ENDPOINTS).get("endpoints")):
             latency = number(entry.get("latency_seconds"))
             if latency is not None:
                 yield (d.instance_id, endpoint), latency

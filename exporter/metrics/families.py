@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from exporter.checks.base import D, Family
 from exporter.config import Config
 from exporter.diagnostic import Diagnostic
 
 # One series: its label values, in the family's label order, and its value.
 Row = tuple[Sequence[str], float]
+
+M = TypeVar("M", bound=Mapping[str, object])
 
 _DEFAULT = Config()
 
@@ -74,7 +77,7 @@ class Refresh:
                 "ultrabase_diagnostic_timestamp_seconds for its age")
 
 
-def number(value: Any) -> float | None:
+def number(value: object) -> float | None:
     """value as a float when it is a finite int or float (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -82,36 +85,27 @@ def number(value: Any) -> float | None:
     return result if math.isfinite(result) else None
 
 
-def flag(value: Any) -> float | None:
+def flag(value: object) -> float | None:
     """1.0 or 0.0 for a bool, None for anything else (unknown)."""
     return float(value) if isinstance(value, bool) else None
 
 
-def mapping(value: Any) -> Mapping[str, Any]:
-    """value when it is a mapping, else an empty one: details may be missing or malformed."""
-    return value if isinstance(value, Mapping) else {}
+def details(diagnostic: Diagnostic, family: Family[D]) -> D:
+    """A check family's details in the diagnostic, in the shape its check writes them
+    (Family.details: read with .get() and check every value with number/flag/part)."""
+    return family.details(diagnostic.results.get(family.name))
 
 
-def details(diagnostic: Diagnostic, check: str, *path: str) -> Mapping[str, Any]:
-    """A check's details, or the mapping at path inside them; empty when anything is absent."""
-    result = diagnostic.results.get(check)
-    found = mapping(result.details) if result is not None else {}
-    for key in path:
-        found = mapping(found.get(key))
-    return found
+def part(value: M | None) -> M | None:
+    """value when it is a mapping, else None (the same caution as details())."""
+    return value if isinstance(value, Mapping) else None
 
 
-def entries(value: Any) -> Iterable[tuple[str, Mapping[str, Any]]]:
+def entries(value: Mapping[str, M] | None) -> Iterator[tuple[str, M]]:
     """(name, mapping) pairs of a mapping of mappings, skipping malformed entries."""
-    for name, entry in mapping(value).items():
+    if not isinstance(value, Mapping):
+        return
+    for name, entry in value.items():
         if isinstance(entry, Mapping):
             yield str(name), entry
 
-
-def instance_numbers(diagnostics: Iterable[Diagnostic], check: str, key: str,
-                     *path: str) -> Iterable[Row]:
-    """(instance_id,) rows of one number in a check's details, where it is a number."""
-    for d in diagnostics:
-        value = number(details(d, check, *path).get(key))
-        if value is not None:
-            yield (d.instance_id,), value

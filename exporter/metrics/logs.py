@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.checks.logs import LOGS
 from exporter.metrics.families import Refresh, Row, details, entries, gauge, number
 from exporter.metrics.snapshot import MetricsSnapshot
 
@@ -20,7 +21,7 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
 
 def _lines(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
-        for component, levels in entries(details(d, "logs").get("log_lines")):
+        for component, levels in entries(details(d, LOGS).get("log_lines")):
             for level, count in levels.items():
                 value = number(count)
                 if value is not None:
