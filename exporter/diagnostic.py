@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,7 +73,6 @@ class Diagnostic:
     issues: tuple[Issue, ...]
     root_cause: RootCause | None
     trigger: str = "on_demand"
-    checks_requested: tuple[str, ...] = field(default_factory=tuple)
     # Faults live evidence shows over: shown, never an issue (exporter.logs.staleness).
     recent_events: tuple[RecentEvent, ...] = ()
 
@@ -81,13 +80,6 @@ class Diagnostic:
     def healthy(self) -> bool:
         """True when no issue of severity warning or above was found."""
         return not any(i.severity in UNHEALTHY_SEVERITIES for i in self.issues)
-
-    @property
-    def complete(self) -> bool:
-        """True when every check ran (a full diagnostic, not a subset)."""
-        from exporter.checks import ALL_CHECKS
-
-        return set(ALL_CHECKS) <= set(self.results)
 
     def age_seconds(self, now: datetime | None = None) -> float:
         """Seconds since the run finished."""

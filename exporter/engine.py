@@ -328,7 +328,7 @@ class DiagnosticsEngine:
             issues=settled.issues if settled else tuple(issues),
             root_cause=settled.root_cause if settled else find_root_cause(
                 issues, topology=topology),
-            trigger=trigger, checks_requested=selected, recent_events=events,
+            trigger=trigger, recent_events=events,
         )
         self.store.save(diagnostic)
         self.store.record_run(trigger, "healthy" if diagnostic.healthy else "unhealthy")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +21,7 @@ CheckStatus = Literal["ok", "degraded", "failed", "skipped"]
 T = TypeVar("T")
 # The shape of one check family's details: a TypedDict declared in the family's module.
 D = TypeVar("D", bound=Mapping[str, object])
+M = TypeVar("M", bound=Mapping[str, object])
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,20 @@ class CheckContext:
     def timeout(self) -> float:
         """The per-call timeout in seconds."""
         return self.config.timeout_seconds
+
+
+def part(value: M | None) -> M | None:
+    """value when it is a mapping, else None (the same caution as Family.details)."""
+    return value if isinstance(value, Mapping) else None
+
+
+def entries(value: Mapping[str, M] | None) -> Iterator[tuple[str, M]]:
+    """(name, mapping) pairs of a mapping of mappings, skipping malformed entries."""
+    if not isinstance(value, Mapping):
+        return
+    for name, entry in value.items():
+        if isinstance(entry, Mapping):
+            yield str(name), entry
 
 
 @dataclass(frozen=True)

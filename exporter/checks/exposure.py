@@ -7,7 +7,7 @@ change in the manager's template and what the doctor's config editor can change.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Literal, TypedDict
 
 from exporter.discovery.model import Component, Instance
 from exporter.issues import Issue, make_issue
@@ -32,11 +32,26 @@ DEFAULT_LOGINS: Mapping[tuple[str, str], str] = {
 CHECK = "network_connectivity"
 
 
-def exposure(instance: Instance) -> tuple[list[Issue], dict[str, Any]]:
+class ExposedPort(TypedDict):
+    """A host port published on every interface."""
+
+    host_port: int  # 0 when Docker picks it
+    container_port: int
+    protocol: str
+    source: Literal["container", "compose_file"]  # the running container, else the file
+
+
+class Exposure(TypedDict):
+    """The exposure part of network_connectivity's details."""
+
+    exposed_ports: dict[str, list[ExposedPort]]  # by component, only those with any
+
+
+def exposure(instance: Instance) -> tuple[list[Issue], Exposure]:
     """PORT_EXPOSED per component published on every interface, DEFAULT_CREDENTIALS per
     default login or placeholder key; and the details (ports per component)."""
     issues: list[Issue] = []
-    exposed: dict[str, list[dict[str, Any]]] = {}
+    exposed: dict[str, list[ExposedPort]] = {}
     for name, component in instance.components.items():
         ports = _open_ports(instance, name, component)
         if not ports:
@@ -72,12 +87,12 @@ def exposure(instance: Instance) -> tuple[list[Issue], dict[str, Any]]:
 
 
 def _open_ports(instance: Instance, name: str, component: Component
-                ) -> list[dict[str, Any]]:
+                ) -> list[ExposedPort]:
     """The component's ports on every interface: as the running container publishes them,
     else as the compose file asks for them."""
     container = component.container
     if container is not None and container.state == "running" and container.ports:
-        seen: dict[tuple[int, int], dict[str, Any]] = {}
+        seen: dict[tuple[int, int], ExposedPort] = {}
         for p in container.ports:
             if p.host_ip in ALL_INTERFACES:
                 seen.setdefault((p.host_port, p.container_port), {

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, Required, TypedDict
 
-from exporter.checks.base import CheckContext, Findings
-from exporter.checks.exposure import exposure
+from exporter.checks.base import CheckContext, Family, Findings
+from exporter.checks.exposure import Exposure, exposure
 from exporter.checks.listener import listeners_on, url_port
 from exporter.checks.probes import (
     Connect,
@@ -52,6 +52,46 @@ LINKS: tuple[tuple[str, str, int, str | None], ...] = (
 _NO_NETWORK = {"none", "host"}
 
 
+class PortState(TypedDict):
+    """One published port as the host sees it on both loopbacks."""
+
+    component: str
+    port: int
+    ipv4: bool | None  # accepts connections on 127.0.0.1 (None: no IPv4 here)
+    ipv6: bool | None  # on ::1 (None: no IPv6 here, or not tried in time)
+    ipv4_error: str | None
+    published: bool  # the instance's own container publishes it
+
+
+class NetworkState(TypedDict):
+    """The compose network the instance's containers should share, and theirs."""
+
+    expected: str | None
+    attached: dict[str, list[str]]  # running component -> its networks
+
+
+class LinkState(TypedDict, total=False):
+    """One inner link (LINKS): whether it works, or why it was not tested."""
+
+    ok: Required[bool | None]
+    skipped: str
+    http_status: int | None
+    error: str | None
+    tool: str | None  # what tested a TCP link inside the container
+
+
+class NetworkDetails(Exposure):
+    """network_connectivity's details (network and links only with Docker reachable)."""
+
+    ports: dict[str, PortState]  # by PublishedEndpoint.label
+    localhost_ipv6: bool | None  # localhost resolves to ::1 here
+    network: NotRequired[NetworkState]
+    links: NotRequired[dict[str, LinkState]]  # by "source->target"
+
+
+NETWORK_CONNECTIVITY: Family[NetworkDetails] = Family("network_connectivity")
+
+
 @dataclass(frozen=True)
 class PublishedEndpoint:
     """A host port the instance should publish, and the component that owns it."""
@@ -64,7 +104,7 @@ class PublishedEndpoint:
 class NetworkConnectivityCheck:
     """Published ports answer, nothing else holds them, the network and inner links work."""
 
-    name = "network_connectivity"
+    name = NETWORK_CONNECTIVITY.name
 
     def __init__(self, proc_root: Path = Path("/proc"),
                  localhost_addresses: Callable[[], list[str]] | None = None) -> None:
@@ -77,11 +117,11 @@ class NetworkConnectivityCheck:
         issues: list[Issue] = []
         endpoints = published_endpoints(instance)
         ports, localhost_v6 = self._probe_ports(ctx, endpoints)
-        details: dict[str, Any] = {"ports": ports, "localhost_ipv6": localhost_v6}
         # The instance's own exposure comes from its files and the listing: always judged.
         exposed, exposure_details = exposure(instance)
         issues.extend(exposed)
-        details.update(exposure_details)
+        details: NetworkDetails = {"ports": ports, "localhost_ipv6": localhost_v6,
+                                   "exposed_ports": exposure_details["exposed_ports"]}
         if not instance.runtime_known:
             # The ports were still tried: that needs no Docker.
             for ep in endpoints:
@@ -107,7 +147,7 @@ class NetworkConnectivityCheck:
     # ports ---------------------------------------------------------------------------
 
     def _probe_ports(self, ctx: CheckContext, endpoints: Sequence[PublishedEndpoint]
-                     ) -> tuple[dict[str, dict[str, Any]], bool | None]:
+                     ) -> tuple[dict[str, PortState], bool | None]:
         """Connect to every port on both loopbacks at once; resolve localhost alongside."""
         calls: list[Callable[[], Any]] = []
         for ep in endpoints:
@@ -118,7 +158,7 @@ class NetworkConnectivityCheck:
         resolved = results[-1]
         localhost_v6 = (any(":" in a for a in resolved) if isinstance(resolved, list)
                         else None)
-        ports: dict[str, dict[str, Any]] = {}
+        ports: dict[str, PortState] = {}
         for i, ep in enumerate(endpoints):
             v4, v6 = results[2 * i], results[2 * i + 1]
             owner = instance_container(ctx.instance, ep.component)
@@ -131,7 +171,7 @@ class NetworkConnectivityCheck:
             }
         return ports, localhost_v6
 
-    def _judge_port(self, ctx: CheckContext, ep: PublishedEndpoint, seen: dict[str, Any],
+    def _judge_port(self, ctx: CheckContext, ep: PublishedEndpoint, seen: PortState,
                     localhost_v6: bool | None, holders: _HolderFinder,
                     start_error: str | None, conflicts: set[tuple[str, int]]) -> list[Issue]:
         owner = instance_container(ctx.instance, ep.component)
@@ -155,7 +195,7 @@ class NetworkConnectivityCheck:
                           "localhost_resolves_to_ipv6": True})]
         return []
 
-    def _not_listening(self, ep: PublishedEndpoint, seen: dict[str, Any],
+    def _not_listening(self, ep: PublishedEndpoint, seen: PortState,
                        owner: ContainerSummary | None) -> Issue:
         return make_issue(
             "PORT_NOT_LISTENING", check=self.name, component=ep.component,
@@ -220,7 +260,7 @@ class NetworkConnectivityCheck:
 
     # networks ------------------------------------------------------------------------
 
-    def _networks(self, ctx: CheckContext) -> tuple[list[Issue], dict[str, Any]]:
+    def _networks(self, ctx: CheckContext) -> tuple[list[Issue], NetworkState]:
         """Every running container is attached to the instance's compose network."""
         instance = ctx.instance
         running = {name: c.container for name, c in instance.components.items()
@@ -231,7 +271,7 @@ class NetworkConnectivityCheck:
         counts = Counter(n for nets in attached.values() for n in nets)
         expected = default if default in counts else (
             min(counts, key=lambda n: (-counts[n], n)) if counts else None)
-        info: dict[str, Any] = {"expected": expected, "attached": attached}
+        info: NetworkState = {"expected": expected, "attached": attached}
         issues: list[Issue] = []
         if running and expected is None:
             issues.append(make_issue(
@@ -249,18 +289,17 @@ class NetworkConnectivityCheck:
 
     # links ---------------------------------------------------------------------------
 
-    def _links(self, ctx: CheckContext) -> tuple[list[Issue], dict[str, Any]]:
+    def _links(self, ctx: CheckContext) -> tuple[list[Issue], dict[str, LinkState]]:
         """kong -> auth/rest from service_health's probe, auth -> db by exec, side by side."""
         instance = ctx.instance
-        links: dict[str, Any] = {}
+        links: dict[str, LinkState] = {}
         http: dict[str, list[tuple[str, str]]] = {}  # source -> [(key, target)]
         tcp: list[tuple[str, str, str, str, int]] = []  # (key, source, target, host, port)
         for source, target, port, path in LINKS:
             key = f"{source}->{target}"
             if not (instance.component(source).running and instance.component(target).running):
                 links[key] = {"ok": None, "skipped": "a side is not running"}
-                continue
-            if path is None:
+            elif path is None:
                 tcp.append((key, source, target, service_host(instance.component(target)),
                             port))
             else:
@@ -269,34 +308,46 @@ class NetworkConnectivityCheck:
                 http.setdefault(source, []).append((key, target))
         calls: list[Callable[[], Any]] = [partial(in_network_probe, ctx, source)
                                           for source in http]
-        for _, source, _, host, port in tcp:
-            calls.append(partial(probe_tcp, ctx.docker, _cid(instance, source), host, port,
-                                 ctx.timeout))
+        calls.extend(partial(probe_tcp, ctx.docker, _cid(instance, source), host, port,
+                             ctx.timeout) for _, source, _, host, port in tcp)
         results = iter(run_bounded(calls, ctx.timeout + 2))
-        issues: list[Issue] = []
+        judged: list[tuple[str, tuple[LinkState, Issue | None]]] = []
         for source, pairs in http.items():
             run = next(results)
-            for key, target in pairs:
-                outcome = run.outcomes.get(target) if isinstance(run, HttpProbeRun) else None
-                if not isinstance(run, HttpProbeRun) or not run.usable or outcome is None:
-                    links[key] = {"ok": None, "skipped": run.error if isinstance(
-                        run, HttpProbeRun) and run.error else "probe did not finish"}
-                    continue
-                links[key] = {"ok": outcome.answered, "http_status": outcome.http_status,
-                              "error": outcome.error}
-                if not outcome.answered:
-                    issues.append(self._link_down(source, target, outcome.url, outcome.error))
-        for key, source, target, host, port in tcp:
-            tested = next(results)
-            if not isinstance(tested, TcpOutcome) or tested.reachable is None:
-                links[key] = {"ok": None, "skipped": tested.detail if isinstance(
-                    tested, TcpOutcome) else "probe did not finish"}
-                continue
-            links[key] = {"ok": tested.reachable, "tool": tested.tool}
-            if not tested.reachable:
-                issues.append(self._link_down(source, target, f"{host}:{port}",
-                                              tested.detail or "no response"))
+            judged.extend((key, self._http_link(source, target, run)) for key, target in pairs)
+        judged.extend((key, self._tcp_link(source, target, f"{host}:{port}", next(results)))
+                      for key, source, target, host, port in tcp)
+        issues: list[Issue] = []
+        for key, (state, issue) in judged:
+            links[key] = state
+            if issue is not None:
+                issues.append(issue)
         return issues, links
+
+    def _http_link(self, source: str, target: str, run: object
+                   ) -> tuple[LinkState, Issue | None]:
+        """A link read from source's in-network probe (or what that probe failed with)."""
+        probe = run if isinstance(run, HttpProbeRun) else None
+        outcome = probe.outcomes.get(target) if probe is not None and probe.usable else None
+        if outcome is None:
+            return {"ok": None, "skipped": probe.error if probe is not None and probe.error
+                    else "probe did not finish"}, None
+        state: LinkState = {"ok": outcome.answered, "http_status": outcome.http_status,
+                            "error": outcome.error}
+        if outcome.answered:
+            return state, None
+        return state, self._link_down(source, target, outcome.url, outcome.error)
+
+    def _tcp_link(self, source: str, target: str, where: str, tested: object
+                  ) -> tuple[LinkState, Issue | None]:
+        """A link tested by a TCP connect from inside source's container."""
+        if not isinstance(tested, TcpOutcome) or tested.reachable is None:
+            return {"ok": None, "skipped": tested.detail if isinstance(tested, TcpOutcome)
+                    else "probe did not finish"}, None
+        state: LinkState = {"ok": tested.reachable, "tool": tested.tool}
+        if tested.reachable:
+            return state, None
+        return state, self._link_down(source, target, where, tested.detail or "no response")
 
     def _link_down(self, source: str, target: str, where: str, error: str | None) -> Issue:
         return make_issue(

@@ -24,14 +24,17 @@ from datetime import datetime
 from typing import Any
 
 from exporter.checks.base import CheckResult, Findings, status_of
+from exporter.checks.containers import CONTAINER_STATUS
+from exporter.checks.database import DATABASE_CONNECTION
+from exporter.checks.logs import LOGS as LOGS_FAMILY
 from exporter.diagnostic import RecentEvent
 from exporter.discovery.topology import Topology
 from exporter.issues import Issue
 from exporter.logs.patterns import MAX_CAPTURED_VALUES
 
-LOGS = "logs"
-CONTAINERS = "container_status"
-DATABASE = "database_connection"
+LOGS = LOGS_FAMILY.name
+CONTAINERS = CONTAINER_STATUS.name
+DATABASE = DATABASE_CONNECTION.name
 _SERIOUS = frozenset({"warning", "critical"})
 # Role findings: settled by the logins of those roles, not by the db's state.
 _ROLE_CODES = frozenset({"DB_ROLE_PASSWORD_MISMATCH", "DB_AUTH_FAILED"})
@@ -67,7 +70,7 @@ def live_evidence(results: Mapping[str, CheckResult], topology: Topology | None,
     containers = results.get(CONTAINERS)
     if containers is None or containers.status == "skipped":
         return Evidence(frozenset(), roles)  # without it no component is shown working
-    states: Mapping[str, Mapping[str, Any]] = containers.details.get("components") or {}
+    states = CONTAINER_STATUS.details(containers).get("components") or {}
     failing = {i.component for r in results.values() if r.name != LOGS for i in r.issues
                if i.severity in _SERIOUS and i.component is not None
                and not any(i is p for p in past)}
@@ -82,9 +85,9 @@ def live_evidence(results: Mapping[str, CheckResult], topology: Topology | None,
 def _working_roles(database: CheckResult | None) -> frozenset[str]:
     if database is None:
         return frozenset()
-    roles = {role for role, state in (database.details.get("roles") or {}).items()
-             if state == "ok"}
-    if database.details.get("superuser") and not any(i.code == "DB_AUTH_FAILED"
+    found = DATABASE_CONNECTION.details(database)
+    roles = {role for role, state in (found.get("roles") or {}).items() if state == "ok"}
+    if found.get("superuser") and not any(i.code == "DB_AUTH_FAILED"
                                                      for i in database.issues):
         roles |= _SUPERUSERS
     return frozenset(roles)
@@ -101,11 +104,11 @@ def _past_container_issues(results: Mapping[str, CheckResult]) -> list[Issue]:
     containers = results.get(CONTAINERS)
     if containers is None:
         return []
-    states: Mapping[str, Mapping[str, Any]] = containers.details.get("components") or {}
-    return [i for i in containers.issues if i.code in _PAST_CONTAINER_CODES
-            and i.component is not None
-            and (states.get(i.component) or {}).get("state") == "running"
-            and (states.get(i.component) or {}).get("health") == "healthy"]
+    states = CONTAINER_STATUS.details(containers).get("components") or {}
+    healthy = {name for name, state in states.items()
+               if state.get("state") == "running" and state.get("health") == "healthy"}
+    return [i for i in containers.issues
+            if i.code in _PAST_CONTAINER_CODES and i.component in healthy]
 
 
 def settle(results: Mapping[str, CheckResult], topology: Topology | None
@@ -132,7 +135,7 @@ def settle(results: Mapping[str, CheckResult], topology: Topology | None
             events.extend(_event(issue, ended) for issue, ended in over)
     logs = results.get(LOGS)
     if logs is not None:
-        events.extend(_resolved_matches(logs.details.get("patterns") or []))
+        events.extend(_resolved_matches(LOGS_FAMILY.details(logs).get("patterns") or []))
     return settled, tuple(sorted(events, key=lambda e: e.last_seen or "", reverse=True))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from exporter.metrics.collector import UltrabaseCollector
 from exporter.metrics.families import Refresh
 from exporter.metrics.render import MetricsRenderer
-from exporter.metrics.snapshot import InstanceRecord, MetricsSnapshot, MetricsSource
+from exporter.metrics.snapshot import MetricsSnapshot, MetricsSource
 
-__all__ = ["InstanceRecord", "MetricsRenderer", "MetricsSnapshot", "MetricsSource", "Refresh",
-           "UltrabaseCollector"]
+__all__ = ["MetricsRenderer", "MetricsSnapshot", "MetricsSource", "Refresh", "UltrabaseCollector"]

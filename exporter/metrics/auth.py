@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import Metric
 
 from exporter.checks.auth import AUTH_SERVICE
-from exporter.metrics.families import Refresh, Row, details, entries, gauge, number, part
+from exporter.checks.base import entries, part
+from exporter.metrics.families import Refresh, Row, details, gauge, number
 from exporter.metrics.snapshot import MetricsSnapshot
 
 

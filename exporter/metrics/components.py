@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.checks.base import entries
 from exporter.checks.containers import CONTAINER_STATUS
 from exporter.checks.services import SERVICE_HEALTH
-from exporter.metrics.families import Refresh, Row, details, entries, flag, gauge, number
+from exporter.metrics.families import Refresh, Row, details, flag, gauge, number
 from exporter.metrics.snapshot import MetricsSnapshot
 
 # Docker's container states plus "missing" (expected but absent); each gets a series so

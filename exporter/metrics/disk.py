@@ -7,15 +7,14 @@ from typing import Literal
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.checks.base import entries, part
 from exporter.checks.disk import DISK_USAGE
 from exporter.metrics.families import (
     Refresh,
     Row,
     details,
-    entries,
     gauge,
     number,
-    part,
 )
 from exporter.metrics.snapshot import MetricsSnapshot
 

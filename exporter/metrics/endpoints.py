@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.checks.base import entries
 from exporter.checks.endpoints import API_ENDPOINTS
-from exporter.metrics.families import Refresh, Row, details, entries, gauge, number
+from exporter.metrics.families import Refresh, Row, details, gauge, number
 from exporter.metrics.snapshot import MetricsSnapshot
 
 

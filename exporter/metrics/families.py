@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -15,8 +14,6 @@ from exporter.diagnostic import Diagnostic
 
 # One series: its label values, in the family's label order, and its value.
 Row = tuple[Sequence[str], float]
-
-M = TypeVar("M", bound=Mapping[str, object])
 
 _DEFAULT = Config()
 
@@ -94,18 +91,3 @@ def details(diagnostic: Diagnostic, family: Family[D]) -> D:
     """A check family's details in the diagnostic, in the shape its check writes them
     (Family.details: read with .get() and check every value with number/flag/part)."""
     return family.details(diagnostic.results.get(family.name))
-
-
-def part(value: M | None) -> M | None:
-    """value when it is a mapping, else None (the same caution as details())."""
-    return value if isinstance(value, Mapping) else None
-
-
-def entries(value: Mapping[str, M] | None) -> Iterator[tuple[str, M]]:
-    """(name, mapping) pairs of a mapping of mappings, skipping malformed entries."""
-    if not isinstance(value, Mapping):
-        return
-    for name, entry in value.items():
-        if isinstance(entry, Mapping):
-            yield str(name), entry
-

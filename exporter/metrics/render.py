@@ -34,14 +34,8 @@ from prometheus_client.samples import Sample
 from exporter.config import Config
 from exporter.metrics.collector import UltrabaseCollector
 from exporter.metrics.families import Refresh
-from exporter.metrics.snapshot import (
-    InstanceLabels,
-    InstanceRecord,
-    MetricsSnapshot,
-    MetricsSource,
-    StoreContent,
-    newest,
-)
+from exporter.metrics.snapshot import InstanceLabels, MetricsSnapshot, MetricsSource, newest
+from exporter.store import InstanceInfo, StoreSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +226,7 @@ class _State:
         empty = MetricsSnapshot()
         return cls(None, {}, {}, {}, {}, empty, _fleet(empty, collector), None)
 
-    def update(self, content: StoreContent, layout: _Layout,
+    def update(self, content: StoreSnapshot, layout: _Layout,
                collector: UltrabaseCollector) -> _State:
         """The state after content (read with since=self.generation) arrived."""
         records, touched = self._records(content.instances, layout, collector)
@@ -261,7 +255,7 @@ class _State:
             state = replace(state, output=state.assemble(layout))
         return state
 
-    def _records(self, instances: Iterable[InstanceRecord], layout: _Layout,
+    def _records(self, instances: Iterable[InstanceInfo], layout: _Layout,
                  collector: UltrabaseCollector,
                  ) -> tuple[dict[str, tuple[InstanceLabels, Samples]], set[str]]:
         """The instance list's pieces: kept where the labels are the same; the ids that
@@ -280,7 +274,7 @@ class _State:
                 touched.add(iid)
         return records, touched
 
-    def _diagnostics(self, content: StoreContent, layout: _Layout,
+    def _diagnostics(self, content: StoreSnapshot, layout: _Layout,
                      collector: UltrabaseCollector,
                      ) -> tuple[dict[str, Samples], dict[str, Rendered], set[str]]:
         """The diagnostics' pieces: the changed ones rendered, the rest kept; what they

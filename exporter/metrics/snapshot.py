@@ -2,77 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from exporter.diagnostic import Diagnostic
 from exporter.metrics.families import number
-from exporter.store import BudgetUse
+from exporter.store import BudgetUse, InstanceInfo, StoreSnapshot
 from exporter.watch.status import META_KEYS
-
-
-class InstanceRecord(Protocol):
-    """An instance as the store lists it."""
-
-    @property
-    def id(self) -> str:
-        """The instance id."""
-        ...
-
-    @property
-    def name(self) -> str | None:
-        """Its display name."""
-        ...
-
-    @property
-    def owner(self) -> str | None:
-        """Its owner, when the registry names one."""
-        ...
-
-
-class StoreContent(Protocol):
-    """What a MetricsSource holds, read in one transaction (exporter.store.StoreSnapshot)."""
-
-    @property
-    def generation(self) -> int:
-        """The source's generation when it was read."""
-        ...
-
-    @property
-    def latest(self) -> Sequence[Diagnostic]:
-        """The latest diagnostics that changed after the generation asked for (else all)."""
-        ...
-
-    @property
-    def latest_generations(self) -> Mapping[str, int]:
-        """Every instance that has a latest diagnostic -> the generation it changed at."""
-        ...
-
-    @property
-    def instances(self) -> Sequence[InstanceRecord]:
-        """Every known instance."""
-        ...
-
-    @property
-    def run_counts(self) -> Mapping[tuple[str, str], int]:
-        """Diagnostic runs so far by (trigger, result)."""
-        ...
-
-    @property
-    def operation_counts(self) -> Mapping[tuple[str, str], int]:
-        """Operations so far by (operation, result)."""
-        ...
-
-    @property
-    def meta(self) -> Mapping[str, str]:
-        """Every exporter-wide fact (docker_ok, sweep_duration_seconds, ...)."""
-        ...
-
-    @property
-    def auto_repairs(self) -> Mapping[str, BudgetUse]:
-        """Auto-repairs started within the budget window, by instance."""
-        ...
 
 
 class MetricsSource(Protocol):
@@ -82,7 +19,7 @@ class MetricsSource(Protocol):
         """A number that changes whenever the store's content changes, in any process."""
         ...
 
-    def snapshot(self, since: int | None = None) -> StoreContent:
+    def snapshot(self, since: int | None = None) -> StoreSnapshot:
         """The whole content at one moment; with since, only the diagnostics changed after."""
         ...
 
@@ -96,7 +33,7 @@ class InstanceLabels:
     owner: str
 
     @classmethod
-    def of(cls, record: InstanceRecord) -> InstanceLabels:
+    def of(cls, record: InstanceInfo) -> InstanceLabels:
         """The labels of a store record ("" for a missing name or owner)."""
         return cls(str(record.id), record.name or "", record.owner or "")
 
@@ -143,7 +80,7 @@ class MetricsSnapshot:
         return min(times) if times else None
 
     @classmethod
-    def build(cls, diagnostics: Iterable[Diagnostic], instances: Iterable[InstanceRecord],
+    def build(cls, diagnostics: Iterable[Diagnostic], instances: Iterable[InstanceInfo],
               run_counts: Mapping[tuple[str, str], int],
               operation_counts: Mapping[tuple[str, str], int],
               meta: Mapping[str, str],

@@ -24,6 +24,11 @@ from typing import Any, Literal
 
 import httpx
 
+from exporter.checks.auth import AUTH_SERVICE
+from exporter.checks.base import D, Family, entries, part
+from exporter.checks.containers import CONTAINER_STATUS
+from exporter.checks.disk import DISK_USAGE
+from exporter.checks.endpoints import API_ENDPOINTS
 from exporter.diagnostic import Diagnostic
 from exporter.discovery import Instance
 from exporter.engine import DiagnosticsEngine
@@ -94,23 +99,21 @@ def volume_exists(path: Path) -> bool | None:
 def expected(diagnostic: Diagnostic) -> dict[str, bool]:
     """The facts a diagnostic recorded, keyed as the probe keys what it sees."""
     out: dict[str, bool] = {}
-    containers = _details(diagnostic, "container_status").get("components")
-    for name, seen in _items(containers):
-        if isinstance(seen, Mapping):
-            out[f"container:{name}"] = container_ok(seen.get("state"), seen.get("health"))
-    endpoints = _details(diagnostic, "api_endpoints").get("endpoints")
-    endpoints = endpoints if isinstance(endpoints, Mapping) else {}
+    for name, seen in entries(_details(diagnostic, CONTAINER_STATUS).get("components")):
+        out[f"container:{name}"] = container_ok(seen.get("state"), seen.get("health"))
+    endpoints = part(_details(diagnostic, API_ENDPOINTS).get("endpoints")) or {}
     for key, endpoint in _ENDPOINTS.items():
-        summary = endpoints.get(endpoint)
-        if isinstance(summary, Mapping):
+        summary = part(endpoints.get(endpoint))
+        if summary is not None:
             out[key] = answer_ok(summary)
-    synthetic = _details(diagnostic, "auth_service").get("synthetic_user")
-    if isinstance(synthetic, Mapping) and synthetic.get("ran") is True:
+    synthetic = part(_details(diagnostic, AUTH_SERVICE).get("synthetic_user"))
+    if synthetic is not None and synthetic.get("ran") is True:
         # The test's user listing and create are admin calls with the service key.
         out["gateway:admin"] = synthetic.get("created") is True
-    for name, volume in _items(_details(diagnostic, "disk_usage").get("volumes")):
-        if isinstance(volume, Mapping) and isinstance(volume.get("exists"), bool):
-            out[f"volume:{name}"] = volume["exists"]
+    for name, volume in entries(_details(diagnostic, DISK_USAGE).get("volumes")):
+        exists = volume.get("exists")
+        if isinstance(exists, bool):
+            out[f"volume:{name}"] = exists
     return out
 
 
@@ -247,15 +250,9 @@ class QuickProbe:
         return Observation(instance.id, signals, notes)
 
 
-def _details(diagnostic: Diagnostic, check: str) -> Mapping[str, Any]:
-    result = diagnostic.results.get(check)
-    if result is None or result.status == "skipped":
-        return {}
-    return result.details if isinstance(result.details, Mapping) else {}
-
-
-def _items(value: Any) -> list[tuple[str, Any]]:
-    return [(str(k), v) for k, v in value.items()] if isinstance(value, Mapping) else []
+def _details(diagnostic: Diagnostic, family: Family[D]) -> D:
+    result = diagnostic.results.get(family.name)
+    return family.details(result if result is not None and result.status != "skipped" else None)
 
 
 def _describe(reasons: Mapping[str, str], notes: Mapping[str, str]) -> str:
