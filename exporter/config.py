@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -381,32 +381,46 @@ def manager_secret_problem(secret: str) -> str | None:
 
 
 def _check_consistency(config: Config, source: str) -> None:
-    problems: list[str] = []
+    """Raise ConfigError listing every rule across sections that config breaks."""
+    problems = [*_secret_problems(config), *_ordering_problems(config),
+                *_token_problems(config), *_source_problems(config)]
+    if problems:
+        raise ConfigError(f"invalid config in {source}:", tuple(problems))
+
+
+def _secret_problems(config: Config) -> Iterator[str]:
     manager = config.api.manager_jwt
     if manager is not None and manager.secret is not None:
         problem = manager_secret_problem(manager.secret.get_secret_value())
         if problem is not None:
             # Named with its variable too: the value usually comes from the environment.
-            problems.append(f"api.manager_jwt.secret (or ULTRABASE_DOCTOR_MANAGER_JWT_SECRET): "
-                            f"{problem}")
+            yield f"api.manager_jwt.secret (or ULTRABASE_DOCTOR_MANAGER_JWT_SECRET): {problem}"
+
+
+def _ordering_problems(config: Config) -> Iterator[str]:
+    """Pairs of settings where one must not pass the other."""
     thresholds = config.diagnostics.thresholds
     if thresholds.disk_critical_free_percent > thresholds.disk_low_free_percent:
-        problems.append("diagnostics.thresholds.disk_critical_free_percent: must not exceed "
-                        "disk_low_free_percent")
+        yield ("diagnostics.thresholds.disk_critical_free_percent: must not exceed "
+               "disk_low_free_percent")
     watch = config.watch
     if watch.event_max_delay_seconds < watch.event_settle_seconds:
-        problems.append("watch.event_max_delay_seconds: must not be less than "
-                        "event_settle_seconds")
+        yield "watch.event_max_delay_seconds: must not be less than event_settle_seconds"
+
+
+def _token_problems(config: Config) -> Iterator[str]:
     names = [t.name for t in config.api.tokens]
     for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(f"api.tokens: name {name!r} is used more than once")
+        yield f"api.tokens: name {name!r} is used more than once"
     for i, token in enumerate(config.api.tokens):
         for scope in token.instances:
             if scope != "*" and not INSTANCE_ID_PATTERN.fullmatch(scope):
-                problems.append(f"api.tokens[{i}].instances: {scope!r} is not an instance id")
+                yield f"api.tokens[{i}].instances: {scope!r} is not an instance id"
+
+
+def _source_problems(config: Config) -> Iterator[str]:
+    """Discovery sources switched on without what they read."""
     if "static" in config.discovery.sources and not config.discovery.static:
-        problems.append("discovery.static: the static source is on but lists no instance")
+        yield "discovery.static: the static source is on but lists no instance"
     if "ultrabase" in config.discovery.sources and config.ultrabase.registry is None:
-        problems.append("ultrabase.registry: required when the ultrabase source is on")
-    if problems:
-        raise ConfigError(f"invalid config in {source}:", tuple(problems))
+        yield "ultrabase.registry: required when the ultrabase source is on"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.diagnostic import Diagnostic
+from exporter.diagnostic import Diagnostic, RecentEvent, RootCause
 from exporter.discovery import Discovery
 
 _MARK = {"ok": "ok", "degraded": "WARN", "failed": "FAIL", "skipped": "skip"}
@@ -15,6 +15,25 @@ def render_diagnostic(diagnostic: Diagnostic, *, cached: bool = False,
                       rate_limited: bool = False) -> str:
     """Root cause and its hint first, then a line per check, then every issue."""
     d = diagnostic
+    lines = [_headline(d, cached=cached, rate_limited=rate_limited)]
+    if d.root_cause:
+        lines += ["", *_root_cause(d.root_cause)]
+    lines += ["", f"{'CHECK':<22} {'STATUS':<6} {'TIME':>7}  ISSUES"]
+    for name, result in d.results.items():
+        codes = ", ".join(sorted({i.code for i in result.issues})) or "-"
+        lines.append(f"{name:<22} {_MARK[result.status]:<6} {result.duration_seconds:>6.2f}s"
+                     f"  {codes}")
+    if d.issues:
+        lines += ["", "Issues:"]
+        lines += [f"  {i.severity.upper():<8} {i.code}{_where(i.component)} ({i.check}): "
+                  f"{i.message}" for i in d.issues]
+    if d.recent_events:
+        lines += ["", "Recent events (over, shown by live checks):"]
+        lines += [_event(e) for e in d.recent_events]
+    return "\n".join(lines) + "\n"
+
+
+def _headline(d: Diagnostic, *, cached: bool, rate_limited: bool) -> str:
     state = "healthy" if d.healthy else "UNHEALTHY"
     if d.root_cause and d.root_cause.issue.code in _STATES:
         state = _STATES[d.root_cause.issue.code] + ("" if d.healthy else ", UNHEALTHY")
@@ -23,40 +42,34 @@ def render_diagnostic(diagnostic: Diagnostic, *, cached: bool = False,
         notes.append(f"cached, {d.age_seconds():.0f}s old")
     if rate_limited:
         notes.append("rate limited")
-    lines = [f"Instance {d.instance_id}: {state} ({', '.join(notes)})"]
-    if d.root_cause:
-        rc = d.root_cause.issue
-        where = f" [{rc.component}]" if rc.component else ""
-        lines += ["", f"Root cause: {rc.code}{where}: {rc.message}", f"  Hint: {rc.hint}"]
-        if rc.repair:
-            lines.append(f"  Repair: {rc.repair}")
-        if d.root_cause.explains:
-            explained = sorted({f"{i.code}" + (f"[{i.component}]" if i.component else "")
-                                for i in d.root_cause.explains})
-            lines.append(f"  Explains: {', '.join(explained)}")
-        if len(d.root_cause.chain) > 1:
-            steps = [str(step.get("link") or step.get("component") or "instance")
-                     + f" ({step.get('code')})" for step in d.root_cause.chain]
-            lines.append(f"  Chain: {' -> '.join(steps)}")
-    lines += ["", f"{'CHECK':<22} {'STATUS':<6} {'TIME':>7}  ISSUES"]
-    for name, result in d.results.items():
-        codes = ", ".join(sorted({i.code for i in result.issues})) or "-"
-        lines.append(f"{name:<22} {_MARK[result.status]:<6} {result.duration_seconds:>6.2f}s"
-                     f"  {codes}")
-    if d.issues:
-        lines += ["", "Issues:"]
-        for issue in d.issues:
-            where = f" [{issue.component}]" if issue.component else ""
-            lines.append(f"  {issue.severity.upper():<8} {issue.code}{where} ({issue.check}): "
-                         f"{issue.message}")
-    if d.recent_events:
-        lines += ["", "Recent events (over, shown by live checks):"]
-        for event in d.recent_events:
-            where = f" [{event.component}]" if event.component else ""
-            count = f" x{event.count}" if event.count is not None else ""
-            lines.append(f"  {event.last_seen or '-'} {event.code}{where}{count}: "
-                         f"{event.excerpt or ''}".rstrip())
-    return "\n".join(lines) + "\n"
+    return f"Instance {d.instance_id}: {state} ({', '.join(notes)})"
+
+
+def _root_cause(root: RootCause) -> list[str]:
+    """The root cause, its hint and repair, what it explains and the chain to its effects."""
+    rc = root.issue
+    lines = [f"Root cause: {rc.code}{_where(rc.component)}: {rc.message}", f"  Hint: {rc.hint}"]
+    if rc.repair:
+        lines.append(f"  Repair: {rc.repair}")
+    if root.explains:
+        explained = sorted({f"{i.code}" + (f"[{i.component}]" if i.component else "")
+                            for i in root.explains})
+        lines.append(f"  Explains: {', '.join(explained)}")
+    if len(root.chain) > 1:
+        steps = [str(step.get("link") or step.get("component") or "instance")
+                 + f" ({step.get('code')})" for step in root.chain]
+        lines.append(f"  Chain: {' -> '.join(steps)}")
+    return lines
+
+
+def _event(event: RecentEvent) -> str:
+    count = f" x{event.count}" if event.count is not None else ""
+    return (f"  {event.last_seen or '-'} {event.code}{_where(event.component)}{count}: "
+            f"{event.excerpt or ''}").rstrip()
+
+
+def _where(component: str | None) -> str:
+    return f" [{component}]" if component else ""
 
 
 def render_instances(found: Discovery) -> str:

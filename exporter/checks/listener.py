@@ -43,7 +43,26 @@ class Listener:
 
 def listeners_on(proc: Path, port: int, deadline: float) -> list[Listener]:
     """Processes with a listening TCP socket on port (any address), via /proc."""
-    inodes: dict[str, str] = {}
+    sockets = _listening_sockets(proc, port)
+    if not sockets:
+        return []
+    try:
+        pids = [e.name for e in os.scandir(proc) if e.name.isdigit()]
+    except OSError:
+        return []
+    found: list[Listener] = []
+    for pid in pids:
+        if time.monotonic() > deadline:
+            break
+        address = _held_by(proc, pid, sockets)
+        if address is not None:
+            found.append(Listener(int(pid), _comm(proc, pid), address))
+    return found
+
+
+def _listening_sockets(proc: Path, port: int) -> dict[str, str]:
+    """Each listening TCP socket on port, as its fd link reads (socket:[inode]) -> address."""
+    sockets: dict[str, str] = {}
     for table in ("tcp", "tcp6"):
         try:
             lines = (proc / "net" / table).read_text().splitlines()[1:]
@@ -52,35 +71,29 @@ def listeners_on(proc: Path, port: int, deadline: float) -> list[Listener]:
         for line in lines:
             fields = line.split()
             # fields: sl, local address, remote address, state (0A = LISTEN), ..., inode
-            if len(fields) < 10 or fields[3] != "0A":
+            if len(fields) < 10 or fields[3] != "0A" or fields[9] == "0":
                 continue
             address, _, hex_port = fields[1].rpartition(":")
-            if int(hex_port, 16) == port and fields[9] != "0":
-                inodes[f"socket:[{fields[9]}]"] = _address(address)
-    found: list[Listener] = []
-    if not inodes:
-        return found
+            if int(hex_port, 16) == port:
+                sockets[f"socket:[{fields[9]}]"] = _address(address)
+    return sockets
+
+
+def _held_by(proc: Path, pid: str, sockets: dict[str, str]) -> str | None:
+    """The address of the first of sockets that the process has open, if any."""
+    fd_dir = proc / pid / "fd"
     try:
-        pids = [e.name for e in os.scandir(proc) if e.name.isdigit()]
+        fds = os.listdir(fd_dir)
     except OSError:
-        return found
-    for pid in pids:
-        if time.monotonic() > deadline:
-            break
-        fd_dir = proc / pid / "fd"
+        return None  # gone, or not ours to read
+    for fd in fds:
         try:
-            fds = os.listdir(fd_dir)
+            link = os.readlink(fd_dir / fd)
         except OSError:
-            continue  # gone, or not ours to read
-        for fd in fds:
-            try:
-                link = os.readlink(fd_dir / fd)
-            except OSError:
-                continue
-            if link in inodes:
-                found.append(Listener(int(pid), _comm(proc, pid), inodes[link]))
-                break
-    return found
+            continue
+        if link in sockets:
+            return sockets[link]
+    return None
 
 
 def _comm(proc: Path, pid: str) -> str:

@@ -281,47 +281,52 @@ def read_kong_file(path: Path, env: Mapping[str, str] | None = None, *,
     if not isinstance(data, dict):
         raise FileReadError("is not a mapping")
     env = env or {}
-
-    def value(raw: Any) -> str | None:
-        if raw is None:
-            return None
-        text = str(raw)
-        match = _VAR.match(text)
-        return env.get(match.group(1)) if match else text
-
-    keys: dict[str, str] = {}
-    for consumer in data.get("consumers") or []:
-        if not isinstance(consumer, dict):
-            continue
-        for cred in consumer.get("keyauth_credentials") or []:
-            key = value(cred.get("key")) if isinstance(cred, dict) else None
-            if key and consumer.get("username"):
-                keys[str(consumer["username"])] = key
-    user = password = None
-    for cred in data.get("basicauth_credentials") or []:
-        if isinstance(cred, dict):
-            user, password = value(cred.get("username")), value(cred.get("password"))
-            break
+    # Studio's login: the first basic-auth credential.
+    login = next(iter(_mappings(data.get("basicauth_credentials"))), {})
     routes: list[tuple[str, str]] = []
     seen: set[str] = set()
     duplicates: list[str] = []
     upstreams: list[tuple[str, str]] = []
-    for service in data.get("services") or []:
-        if not isinstance(service, dict):
-            continue
+    for service in _mappings(data.get("services")):
         name = str(service.get("name", ""))
-        url = value(service.get("url"))
+        url = _kong_value(service.get("url"), env)
         if url:
             upstreams.append((name, _resolve_vars(url, env)))
         if name in seen:
             duplicates.append(name)
         seen.add(name)
-        for route in service.get("routes") or []:
-            for p in (route.get("paths") or []) if isinstance(route, dict) else []:
-                routes.append((name, str(p)))
-    return KongFacts(keys=keys, dashboard_username=user, dashboard_password=password,
-                     routes=tuple(routes), duplicate_services=tuple(duplicates),
-                     upstreams=tuple(upstreams))
+        routes.extend((name, str(p)) for route in _mappings(service.get("routes"))
+                      for p in route.get("paths") or [])
+    return KongFacts(keys=_consumer_keys(data, env),
+                     dashboard_username=_kong_value(login.get("username"), env),
+                     dashboard_password=_kong_value(login.get("password"), env),
+                     routes=tuple(routes),
+                     duplicate_services=tuple(duplicates), upstreams=tuple(upstreams))
+
+
+def _consumer_keys(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Consumer username -> its key-auth key."""
+    keys: dict[str, str] = {}
+    for consumer in _mappings(data.get("consumers")):
+        for cred in consumer.get("keyauth_credentials") or []:
+            key = _kong_value(cred.get("key"), env) if isinstance(cred, dict) else None
+            if key and consumer.get("username"):
+                keys[str(consumer["username"])] = key
+    return keys
+
+
+def _mappings(items: Any) -> list[dict[str, Any]]:
+    """The mappings of a YAML list, skipping anything else in it."""
+    return [item for item in items or [] if isinstance(item, dict)]
+
+
+def _kong_value(raw: Any, env: Mapping[str, str]) -> str | None:
+    """A value as kong's entrypoint reads it: a bare $VAR is taken from kong's env."""
+    if raw is None:
+        return None
+    text = str(raw)
+    match = _VAR.match(text)
+    return env.get(match.group(1)) if match else text
 
 
 _INNER_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")

@@ -107,6 +107,7 @@ def _invalid(instance_id: str | None, message: str, evidence: Mapping[str, Any])
 
 
 def _record(record_id: str, item: Any, where: str) -> RegistryRecord:
+    """One registry entry: every field that is unusable is left out as a problem."""
     problems: list[str] = []
     if not isinstance(item, dict):
         problems.append(f"the record is a {type(item).__name__}, not an object")
@@ -117,54 +118,70 @@ def _record(record_id: str, item: Any, where: str) -> RegistryRecord:
     if not isinstance(name, str) or not name.strip():
         problems.append("name is missing or not text")
         name = record_id
-    owner = item.get("owner") if isinstance(item.get("owner"), str) else None
-    created = item.get("created_at") if isinstance(item.get("created_at"), str) else None
-    status = item.get("status") if isinstance(item.get("status"), str) else None
-    updated = item.get("updated_at") if isinstance(item.get("updated_at"), str) else None
-    ports = _section(item, "ports", problems)
-    valid_ports: dict[str, int] = {}
+    ports = _ports(_section(item, "ports", problems), problems)
+    creds = _credentials(_section(item, "credentials", problems), problems)
+    names = _file_names(record_id, _section(item, "docker", problems), problems)
+    issues = tuple(
+        _invalid(record_id, f"registry record of {record_id} ({where}): {p}", {"field": p})
+        for p in problems
+    )
+    return RegistryRecord(
+        id=record_id, name=name, owner=_text(item, "owner"),
+        created_at=_text(item, "created_at"), ports=ports, credentials=creds,
+        compose_file=names["compose_file"], env_file=names["env_file"],
+        volumes_dir=names["volumes_dir"], problems=issues, raw=item,
+        status=_text(item, "status"), updated_at=_text(item, "updated_at"),
+    )
+
+
+def _text(item: Mapping[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _ports(section: Mapping[str, Any], problems: list[str]) -> dict[str, int]:
+    """The section's valid port numbers (digit strings too); the others are problems."""
+    ports: dict[str, int] = {}
     for key in _PORT_KEYS:
-        value = ports.get(key)
+        value = section.get(key)
         if value is None:
             continue
         if isinstance(value, str) and value.isdigit():
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
-            valid_ports[key] = value
+            ports[key] = value
         else:
             problems.append(f"ports.{key} is not a port number")
-    creds = _section(item, "credentials", problems)
-    valid_creds: dict[str, str] = {}
+    return ports
+
+
+def _credentials(section: Mapping[str, Any], problems: list[str]) -> dict[str, str]:
+    """The section's credentials that are text; the others are problems."""
+    creds: dict[str, str] = {}
     for key in _CREDENTIAL_KEYS:
-        value = creds.get(key)
-        if value is None:
-            continue
+        value = section.get(key)
         if isinstance(value, str):
-            valid_creds[key] = value
-        else:
+            creds[key] = value
+        elif value is not None:
             problems.append(f"credentials.{key} is not text")
-    docker = _section(item, "docker", problems)
-    names = {}
+    return creds
+
+
+def _file_names(record_id: str, section: Mapping[str, Any], problems: list[str]
+                ) -> dict[str, str]:
+    """compose_file, env_file and volumes_dir: plain names, else the manager's defaults."""
+    names: dict[str, str] = {}
     for key, default in (("compose_file", f"docker-compose-{record_id}.yml"),
                          ("env_file", f".env-{record_id}"),
                          ("volumes_dir", f"volumes-{record_id}")):
-        value = docker.get(key, default)
+        value = section.get(key, default)
         # The record names files inside supabase-core; anything path-like is refused so a
         # record can never point the tool elsewhere on the host.
         if not isinstance(value, str) or not _PLAIN_NAME.match(value) or value in (".", ".."):
             problems.append(f"docker.{key} is not a plain file name; using {default}")
             value = default
         names[key] = value
-    issues = tuple(
-        _invalid(record_id, f"registry record of {record_id} ({where}): {p}", {"field": p})
-        for p in problems
-    )
-    return RegistryRecord(
-        id=record_id, name=name, owner=owner, created_at=created, ports=valid_ports,
-        credentials=valid_creds, compose_file=names["compose_file"],
-        env_file=names["env_file"], volumes_dir=names["volumes_dir"], problems=issues,
-        raw=item, status=status, updated_at=updated,
-    )
+    return names
 
 
 def _section(item: Mapping[str, Any], key: str, problems: list[str]) -> Mapping[str, Any]:

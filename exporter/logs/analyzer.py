@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 
 from exporter.discovery.model import Instance
@@ -98,6 +98,8 @@ class LogAnalyzer:
 
     def _read(self, instance: Instance, names: list[str], since: datetime, until: datetime,
               max_lines: int) -> tuple[dict[str, list[LogEntry]], dict[str, str], list[str]]:
+        """Each component's entries in the window, why the others could not be read, and
+        which ones max_lines cut."""
         redactor = self.redactor_for(instance)
         unreadable: dict[str, str] = {}
         targets: dict[str, str] = {}
@@ -111,42 +113,50 @@ class LogAnalyzer:
         truncated: list[str] = []
         if not targets:
             return read, unreadable, truncated
-
-        cache = self._cache
-        if cache is not None:
+        if self._cache is not None:
             # Containers nobody read within the window (removed, recreated, or read with
             # other secrets) hold nothing a read of this window could use.
-            cache.forget_idle(since)
-
-        def one(component: str) -> tuple[list[LogEntry], bool]:
-            if cache is not None:
-                read = cache.read(self._docker, targets[component], component, redactor,
-                                  since=since, until=until, max_lines=max_lines)
-                return read.entries, read.truncated
-            # Whole seconds: Docker's since includes the lines of the second the window
-            # starts in; entries before the window's start are dropped after parsing.
-            lines = self._docker.logs(targets[component], since=float(int(since.timestamp())),
-                                      tail=max_lines)
-            return parse_lines(component, lines, redactor, until), len(lines) >= max_lines
-
+            self._cache.forget_idle(since)
         # A hanging Docker call costs one timeout, not one per component.
         pool = ThreadPoolExecutor(max_workers=min(self._workers, len(targets)),
                                   thread_name_prefix="logs")
         try:
-            futures = {name: pool.submit(one, name) for name in targets}
+            futures = {name: pool.submit(self._read_one, name, container_id, redactor, since,
+                                         until, max_lines)
+                       for name, container_id in targets.items()}
             wait(futures.values(), timeout=self._timeout)
             for name, future in futures.items():
-                if not future.done():
-                    unreadable[name] = f"no answer from Docker within {self._timeout:g}s"
+                outcome = self._outcome(future, redactor)
+                if isinstance(outcome, str):
+                    unreadable[name] = outcome
                     continue
-                try:
-                    entries, cut = future.result()
-                except DoctorError as exc:
-                    unreadable[name] = redactor.text(str(exc))
-                    continue
-                read[name] = entries
+                read[name], cut = outcome
                 if cut:
                     truncated.append(name)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         return read, unreadable, truncated
+
+    def _read_one(self, component: str, container_id: str, redactor: Redactor,
+                  since: datetime, until: datetime, max_lines: int
+                  ) -> tuple[list[LogEntry], bool]:
+        """One container's entries in the window, and whether max_lines cut them."""
+        if self._cache is not None:
+            cached = self._cache.read(self._docker, container_id, component, redactor,
+                                      since=since, until=until, max_lines=max_lines)
+            return cached.entries, cached.truncated
+        # Whole seconds: Docker's since includes the lines of the second the window
+        # starts in; entries before the window's start are dropped after parsing.
+        lines = self._docker.logs(container_id, since=float(int(since.timestamp())),
+                                  tail=max_lines)
+        return parse_lines(component, lines, redactor, until), len(lines) >= max_lines
+
+    def _outcome(self, future: Future[tuple[list[LogEntry], bool]], redactor: Redactor
+                 ) -> tuple[list[LogEntry], bool] | str:
+        """A read's entries and whether max_lines cut them, or why it gave none."""
+        if not future.done():
+            return f"no answer from Docker within {self._timeout:g}s"
+        try:
+            return future.result()
+        except DoctorError as exc:
+            return redactor.text(str(exc))

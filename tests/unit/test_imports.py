@@ -76,38 +76,24 @@ def _known(target: str, files: Mapping[str, Path]) -> str | None:
 
 
 def cycles(graph: Graph) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan), sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
+    """The strongly connected components with more than one module, sorted: each is a set
+    of modules that all reach one another."""
+    reach = {node: _reachable(graph, node) for node in graph}
+    found = {tuple(sorted({node, *(m for m in reach[node] if node in reach.get(m, ()))}))
+             for node in graph}
+    return sorted(list(component) for component in found if len(component) > 1)
 
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in sorted(graph.get(node, ())):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component: list[str] = []
-            while True:
-                top = stack.pop()
-                on_stack.discard(top)
-                component.append(top)
-                if top == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
 
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return sorted(found)
+def _reachable(graph: Graph, start: str) -> set[str]:
+    """Every module start imports, directly or through others."""
+    seen: set[str] = set()
+    todo = list(graph.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
 
 
 def upward(graph: Graph, forbidden: Mapping[str, frozenset[str]]) -> list[str]:
