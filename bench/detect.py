@@ -488,7 +488,7 @@ class Reading:
 def fleet_container_ids(fleet: Fleet) -> list[str]:
     """The ids of every container of the fleet."""
     return [c.id for instance in fleet.instances
-            for c in fleet_engine.containers(instance).values()]
+            for c in fleet_engine.containers(instance).values() if c.id is not None]
 
 
 def runs_by_trigger(exporter: str) -> dict[str, float]:

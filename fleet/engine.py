@@ -79,7 +79,7 @@ def containers(instance: Instance) -> dict[str, Container]:
     """The instance's containers by compose service."""
     found = client().containers.list(all=True,
                                      filters={"label": f"{PROJECT_LABEL}={instance.project}"})
-    return {c.labels.get(SERVICE_LABEL, c.name): c for c in found}
+    return {c.labels.get(SERVICE_LABEL, c.name or ""): c for c in found}
 
 
 def container(instance: Instance, component: str) -> Container:

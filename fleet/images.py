@@ -560,7 +560,7 @@ def remove_image(client: docker.DockerClient, tag: str) -> bool:
         image = client.images.get(tag)
     except ImageNotFound:
         return True
-    if client.containers.list(all=True, filters={"ancestor": image.id}):
+    if image.id is None or client.containers.list(all=True, filters={"ancestor": image.id}):
         return False
     try:
         client.images.remove(image.id)

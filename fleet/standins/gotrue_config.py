@@ -272,10 +272,14 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
     def flag(name: str) -> bool:
         return bool(v[name])
 
+    def number(name: str) -> float:
+        value = v[name]  # int, uint and time.Duration settings: a number, or None
+        return value if isinstance(value, int | float) else 0
+
     # envconfig splits on "," and keeps spaces; GoTrue compares roles exactly.
     listed = v["jwt_admin_roles"]
     roles = tuple(listed) if isinstance(listed, list) else ()
-    min_length = int(v["password_min_length"] or 0)
+    min_length = int(number("password_min_length"))
     return Config(
         host=text("api_host"),
         port=text("api_port"),
@@ -283,7 +287,7 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
         db_namespace=text("db_namespace", "auth"),
         jwt_secret=text("jwt_secret"),
         jwt_aud=text("jwt_aud"),
-        jwt_exp=int(v["jwt_exp"] or 0) or 3600,
+        jwt_exp=int(number("jwt_exp")) or 3600,
         admin_roles=roles or ("service_role", "supabase_admin"),
         default_group=text("jwt_default_group"),
         disable_signup=flag("disable_signup"),
@@ -296,7 +300,7 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
         saml_enabled=flag("saml_enabled"),
         password_min_length=max(min_length, MIN_PASSWORD_LENGTH),
         request_id_header=text("request_id_header"),
-        max_request_seconds=float(v["max_request_duration"] or 0.0),
+        max_request_seconds=float(number("max_request_duration")),
         external={name: flag(f"external_{name}") for name in SETTINGS_PROVIDERS},
     )
 

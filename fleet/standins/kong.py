@@ -1046,7 +1046,7 @@ class Handler(BaseHandler):
         served = self.served
         # Stays None when reading the request line timed out: nginx closes an idle
         # connection silently; b"" means the client closed it.
-        self.raw_requestline = None  # type: ignore[assignment]
+        self.raw_requestline = None
         super().handle_one_request()
         if served and self.raw_requestline == b"":
             # ngx_http_keepalive_handler: no context is appended to this line.
@@ -1263,7 +1263,7 @@ class Handler(BaseHandler):
     def _client_left(self) -> bool:
         """True when the client closed its side (nginx's broken-connection check)."""
         try:
-            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return bool(self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
         except BlockingIOError:
             return False
         except OSError:
