@@ -21,7 +21,7 @@ CheckStatus = Literal["ok", "degraded", "failed", "skipped"]
 T = TypeVar("T")
 # The shape of one check family's details: a TypedDict declared in the family's module.
 D = TypeVar("D", bound=Mapping[str, object])
-M = TypeVar("M", bound=Mapping[str, object])
+M = TypeVar("M", bound=Mapping[str, object])  # a mapping inside such details
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Family(Generic[D]):
         """result's details in this family's shape; empty without a result.
 
         Read every key with .get() and check every value: a skipped check writes no details,
-        and a diagnostic from an older store row may hold anything.
+        one that raised writes only "error", and an older store row may hold anything.
         """
         found = result.details if result is not None and isinstance(result.details,
                                                                     Mapping) else {}

@@ -1,4 +1,4 @@
-"""Shared pieces of the metric groups: family builders, HELP wording and safe detail access."""
+"""Shared pieces of the metric groups: family builders, HELP wording and typed detail access."""
 
 from __future__ import annotations
 
