@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from exporter.checks.base import CheckContext, Family, Findings
 from exporter.issues import SEVERITY_RANK, Issue, make_issue
 from exporter.logs.analyzer import LogAnalyzer
 from exporter.logs.cache import LogCache
 from exporter.logs.model import LogEntry, LogSummary, at_least
-from exporter.logs.patterns import MAX_CAPTURED_VALUES, PatternMatch
+from exporter.logs.patterns import MAX_CAPTURED_VALUES, MatchDetails, PatternMatch
 
 
 class LogsDetails(TypedDict):
@@ -19,7 +19,7 @@ class LogsDetails(TypedDict):
     window_seconds: float
     max_lines_per_component: int
     log_lines: dict[str, dict[str, int]]  # component -> level -> lines in the window
-    patterns: list[dict[str, Any]]  # PatternMatch.to_dict() of each known failure seen
+    patterns: list[MatchDetails]  # each known failure seen
     truncated: list[str]  # components with more lines than max_lines_per_component
     unreadable: dict[str, str]  # component -> why its logs could not be read
     over_by_live_checks: NotRequired[list[str]]  # codes exporter.logs.staleness took out

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from exporter.issues import CATALOGUE, Severity
 from exporter.logs.model import Level, LogEntry, at_least
@@ -217,6 +217,23 @@ ROLE_SERVICES: Mapping[str, str] = {
 }
 
 
+class MatchDetails(TypedDict):
+    """A PatternMatch as the logs check's details show it."""
+
+    pattern: str
+    code: str
+    severity: Severity
+    component: str  # the component the issue is about
+    seen_in: str  # whose logs showed it
+    message: str
+    count: int
+    first_seen: str  # ISO 8601
+    last_seen: str
+    sample: str
+    captures: dict[str, list[str]]
+    resolved_at: str | None  # when it was shown over
+
+
 @dataclass(frozen=True)
 class PatternMatch:
     """A pattern seen in one component's logs: how often, when, and one redacted sample."""
@@ -240,7 +257,7 @@ class PatternMatch:
         """True when the fault was shown over after its last occurrence."""
         return self.resolved_at is not None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> MatchDetails:
         """The match in JSON shape (for check details and the API)."""
         return {
             "pattern": self.pattern,

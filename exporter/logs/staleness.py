@@ -30,7 +30,7 @@ from exporter.checks.logs import LOGS as LOGS_FAMILY
 from exporter.diagnostic import RecentEvent
 from exporter.discovery.topology import Topology
 from exporter.issues import Issue
-from exporter.logs.patterns import MAX_CAPTURED_VALUES
+from exporter.logs.patterns import MAX_CAPTURED_VALUES, MatchDetails
 
 LOGS = LOGS_FAMILY.name
 CONTAINERS = CONTAINER_STATUS.name
@@ -164,7 +164,7 @@ def _event(issue: Issue, ended: str) -> RecentEvent:
         excerpt=_excerpt(excerpt), ended=ended)
 
 
-def _resolved_matches(patterns: Sequence[Mapping[str, Any]]) -> list[RecentEvent]:
+def _resolved_matches(patterns: Sequence[MatchDetails]) -> list[RecentEvent]:
     return [RecentEvent(
         code=str(p.get("code")), component=p.get("component"), check=LOGS,
         first_seen=_text(p.get("first_seen")), last_seen=_text(p.get("last_seen")),
