@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from docker import DockerClient
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 from docker.models.networks import Network
@@ -75,16 +76,7 @@ class Fleet:
         carries the containers' states and log tails.
         """
         root = Path(root).resolve()
-        if count < 1:
-            raise FleetError("a fleet needs at least one instance")
-        if not render.HEALTH_INTERVAL.match(health_interval):
-            raise FleetError(f"health interval {health_interval!r} is not like 2s or 10s")
-        if kong_dns_ttl is not None and not 1 <= kong_dns_ttl <= 3600:
-            raise FleetError(f"kong DNS TTL {kong_dns_ttl} is not between 1 and 3600 seconds")
-        if state.is_fleet_root(root) or (root / "instances.json").exists():
-            raise FleetError(f"a fleet already exists at {root}; run `down` first")
-        if root.exists() and any(root.iterdir()):
-            raise FleetError(f"{root} is not empty; give a new or empty directory")
+        _check_up_arguments(root, count, health_interval, kong_dns_ttl)
         started = time.monotonic()
         client = engine.client()
         engine.compose_command()
@@ -101,18 +93,11 @@ class Fleet:
             _render(root, tags, instances, admin_token, health_interval, kong_dns_ttl)
             outcomes = _start_all(instances, started + timeout)
             if manager_exact:
-                render.write_registry(root / "instances.json", {
-                    i.id: {**render.registry_record(i, *outcomes[i.id][:2]),
-                           **({"error_message": outcomes[i.id][2]}
-                              if outcomes[i.id][2] else {})}
-                    for i in instances}, manager_exact=True)
+                _record_outcomes(root, instances, outcomes)
         except BaseException as exc:
             if keep_on_failure:
                 raise
-            try:
-                teardown(root)
-            except FleetError as cleanup_error:
-                log.error("cleanup after the failed up also failed: %s", cleanup_error)
+            _remove_failed(root)
             if isinstance(exc, FleetError) or not isinstance(exc, Exception):
                 raise
             raise FleetError(f"up failed: {exc!r}") from exc
@@ -259,6 +244,29 @@ def manager_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _check_up_arguments(root: Path, count: int, health_interval: str,
+                        kong_dns_ttl: int | None) -> None:
+    """FleetError for arguments `up` cannot use; nothing is created before this passes."""
+    if count < 1:
+        raise FleetError("a fleet needs at least one instance")
+    if not render.HEALTH_INTERVAL.match(health_interval):
+        raise FleetError(f"health interval {health_interval!r} is not like 2s or 10s")
+    if kong_dns_ttl is not None and not 1 <= kong_dns_ttl <= 3600:
+        raise FleetError(f"kong DNS TTL {kong_dns_ttl} is not between 1 and 3600 seconds")
+    if state.is_fleet_root(root) or (root / "instances.json").exists():
+        raise FleetError(f"a fleet already exists at {root}; run `down` first")
+    if root.exists() and any(root.iterdir()):
+        raise FleetError(f"{root} is not empty; give a new or empty directory")
+
+
+def _remove_failed(root: Path) -> None:
+    """Tear down what a failed `up` created; a failing cleanup is logged, not raised."""
+    try:
+        teardown(root)
+    except FleetError as cleanup_error:
+        log.error("cleanup after the failed up also failed: %s", cleanup_error)
+
+
 # --manager-exact: who creates each instance, in turn (the review's runs: admin's project,
 # then one by a registered user with an organization of its own).
 _MANAGER_CREATORS = (("admin", "Default Organization"), ("alice", "Alice Org"))
@@ -314,6 +322,15 @@ def _render(root: Path, tags: dict[str, str], instances: tuple[Instance, ...],
 # (status, updated_at, error_message) as the manager records the outcome of generate.bash.
 Outcome = tuple[str, str | None, str | None]
 _PORT_TAKEN = ("port is already allocated", "address already in use")
+
+
+def _record_outcomes(root: Path, instances: tuple[Instance, ...],
+                     outcomes: dict[str, Outcome]) -> None:
+    """Rewrite instances.json with each instance's outcome, as the manager does."""
+    render.write_registry(root / "instances.json", {
+        i.id: {**render.registry_record(i, *outcomes[i.id][:2]),
+               **({"error_message": outcomes[i.id][2]} if outcomes[i.id][2] else {})}
+        for i in instances}, manager_exact=True)
 
 
 def _compose_up(instance: Instance, deadline: float) -> tuple[str | None, set[str]]:
@@ -397,35 +414,51 @@ def teardown(root: Path) -> None:
         ports.stop_holder(pid)
     client = engine.client()
     projects = {i.project for i in current.instances} if current else set()
-    found = {c.id: c for c in client.containers.list(
-        all=True, filters={"label": f"{engine.WORKING_DIR_LABEL}={root / 'supabase-core'}"})}
-    for project in projects:
-        found.update({c.id: c for c in client.containers.list(
-            all=True, filters={"label": f"{engine.PROJECT_LABEL}={project}"})})
+    _remove_containers(client, root, projects)
+    _remove_networks(client, root, projects)
+    _remove_volumes(client, projects)
+    for tag in sorted(set(current.images.values())) if current else []:
+        if not images.remove_image(client, tag):
+            log.info("image %s kept: other containers still use it", tag)
+    shutil.rmtree(root)
+    log.info("removed %s", root)
+
+
+def _project_labels(projects: set[str]) -> list[str]:
+    """The compose project label filter of each project."""
+    return [f"{engine.PROJECT_LABEL}={project}" for project in sorted(projects)]
+
+
+def _remove_containers(client: DockerClient, root: Path, projects: set[str]) -> None:
+    """Remove the containers of the fleet's working directory and of its compose projects."""
+    labels = [f"{engine.WORKING_DIR_LABEL}={root / 'supabase-core'}", *_project_labels(projects)]
+    found = {c.id: c for label in labels
+             for c in client.containers.list(all=True, filters={"label": label})}
     log.info("removing %d containers", len(found))
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(_remove_container, found.values()))
-    networks = {n.id: n for n in client.networks.list(
-        filters={"label": f"{NETWORK_ROOT_LABEL}={root}"})}
-    for project in projects:
-        networks.update({n.id: n for n in client.networks.list(
-            filters={"label": f"{engine.PROJECT_LABEL}={project}"})})
+
+
+def _remove_networks(client: DockerClient, root: Path, projects: set[str]) -> None:
+    """Remove the fleet's own networks and its compose projects' networks."""
+    labels = [f"{NETWORK_ROOT_LABEL}={root}", *_project_labels(projects)]
+    networks = {n.id: n for label in labels
+                for n in client.networks.list(filters={"label": label})}
     for network in networks.values():
         _remove_network(network, time.monotonic() + NETWORK_REMOVE_TIMEOUT)
+
+
+def _remove_volumes(client: DockerClient, projects: set[str]) -> None:
+    """Remove the compose projects' volumes; one that will not go is logged."""
     # The manager's template declares a named volume (db-data-<id>) that compose creates.
-    for project in projects:
-        for volume in client.volumes.list(filters={"label": f"{engine.PROJECT_LABEL}={project}"}):
+    for label in _project_labels(projects):
+        for volume in client.volumes.list(filters={"label": label}):
             try:
                 volume.remove(force=True)
             except NotFound:
                 pass
             except APIError as exc:
                 log.error("cannot remove volume %s: %s", volume.name, exc)
-    for tag in sorted(set(current.images.values())) if current else []:
-        if not images.remove_image(client, tag):
-            log.info("image %s kept: other containers still use it", tag)
-    shutil.rmtree(root)
-    log.info("removed %s", root)
 
 
 def _remove_network(network: Network, deadline: float) -> None:

@@ -406,31 +406,51 @@ def build_rootfs(spec: ImageSpec, host: HostTools, runtime: PythonRuntime) -> Ro
     _runtime_support(fs, host, runtime)
     _accounts(fs, spec, host)
     if spec.base == "alpine":
-        _busybox(fs, host)
-        for name in ("getent", "getconf", "iconv"):  # Alpine's musl-utils
-            _command(fs, host, name, f"/usr/bin/{name}")
+        _alpine_commands(fs, host)
     elif spec.base in ("debian", "ubuntu"):
-        for package in DEBIAN_SLIM if spec.base == "debian" else UBUNTU_FOCAL:
-            for listed in host.package_files(package):
-                if _in_path_dir(listed):
-                    real = host.real(listed)
-                    if real is not None and host.runnable(real):
-                        fs.link(listed, in_container(real))
-        for name, command in DEBIAN_ALIASES.items():
-            _command(fs, host, command, f"/usr/bin/{name}" if name != "sh" else "/bin/sh")
+        _debian_commands(fs, host, DEBIAN_SLIM if spec.base == "debian" else UBUNTU_FOCAL)
     for name in spec.commands:
-        if not _command(fs, host, name, COMMAND_AT.get(name, f"/usr/bin/{name}")):
-            continue
-        support = COMMAND_SUPPORT.get(name, Support())
-        for data in support.dirs:
-            if host.isdir(data):
-                fs.link(data, in_container(data))
-        for copied in support.copies:
-            content = host.read(copied)
-            if content is not None:
-                fs.file(copied, content)
-        for at, target in support.links.items():
-            fs.link(at, target)
+        if _command(fs, host, name, COMMAND_AT.get(name, f"/usr/bin/{name}")):
+            _command_support(fs, host, COMMAND_SUPPORT.get(name, Support()))
+    _component_files(fs, spec, host, runtime)
+    return fs
+
+
+def _alpine_commands(fs: Rootfs, host: HostTools) -> None:
+    """Busybox and its applets, and Alpine's musl-utils."""
+    _busybox(fs, host)
+    for name in ("getent", "getconf", "iconv"):  # Alpine's musl-utils
+        _command(fs, host, name, f"/usr/bin/{name}")
+
+
+def _debian_commands(fs: Rootfs, host: HostTools, packages: Iterable[str]) -> None:
+    """The runnable commands the image's packages put in a PATH directory, and the aliases."""
+    for package in packages:
+        for listed in host.package_files(package):
+            if _in_path_dir(listed):
+                real = host.real(listed)
+                if real is not None and host.runnable(real):
+                    fs.link(listed, in_container(real))
+    for name, command in DEBIAN_ALIASES.items():
+        _command(fs, host, command, f"/usr/bin/{name}" if name != "sh" else "/bin/sh")
+
+
+def _command_support(fs: Rootfs, host: HostTools, support: Support) -> None:
+    """The data directories, copied files and links a placed command needs."""
+    for data in support.dirs:
+        if host.isdir(data):
+            fs.link(data, in_container(data))
+    for copied in support.copies:
+        content = host.read(copied)
+        if content is not None:
+            fs.file(copied, content)
+    for at, target in support.links.items():
+        fs.link(at, target)
+
+
+def _component_files(fs: Rootfs, spec: ImageSpec, host: HostTools,
+                     runtime: PythonRuntime) -> None:
+    """The component's own launchers, links and files."""
     for launcher in spec.launchers:
         fs.file(launcher.path, _launcher_source(launcher, runtime), 0o755)
     for image_path, host_path in spec.links.items():
@@ -440,7 +460,6 @@ def build_rootfs(spec: ImageSpec, host: HostTools, runtime: PythonRuntime) -> Ro
         fs.file(image_path, source.read_bytes(), 0o644, owner or (0, 0))
     if spec.component == "kong":
         fs.mkdir("/usr/local/kong")  # Kong's prefix (docker-kong: mkdir -p /usr/local/kong)
-    return fs
 
 
 def _in_path_dir(path: str) -> bool:

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -223,57 +224,73 @@ def expand_like_entrypoint(text: str, environ: dict[str, str]) -> str:
     out: list[str] = []
     quoted = True
     i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if quoted:
-            if c == "\\" and i + 1 < n and text[i + 1] in '$`"\\\n':
-                if text[i + 1] != "\n":
-                    out.append(text[i + 1])
-                i += 2
-            elif c == '"':
-                quoted = False
-                i += 1
-            elif c == "$":
-                value, i = _expand_dollar(text, i, environ)
-                out.append(value)
-            else:
-                if c == "`":
-                    err_log("warn", "the kong stand-in does not run command substitutions")
-                out.append(c)
-                i += 1
-            continue
-        if c in " \t":
-            while i < n and text[i] in " \t":
-                i += 1
-            out.append(" ")
-        elif c == '"':
-            quoted = True
-            i += 1
-        elif c == "'":
-            end = text.find("'", i + 1)
-            out.append(text[i + 1:end])
-            i = end + 1
-        elif c == "\\":
-            if i + 1 < n and text[i + 1] != "\n":
-                out.append(text[i + 1])
-            i += 2
-        elif c == "$":
-            value, i = _expand_dollar(text, i, environ)
-            out.append(" ".join(value.split()))
-        elif c == "#" and (not out or out[-1] == " "):
-            while i < n and text[i] != "\n":
-                i += 1
-        elif c in "\n;":
-            command = _first_word(text[i + 1:] + '"')
-            raise ExpansionError(f"{command}: command not found", status=127,
-                                 partial="".join(out).rstrip(" ") + "\n")
-        elif c in "&|<>()":
-            raise ExpansionError(f"syntax error near unexpected token `{c}'")
-        else:
-            out.append(c)
-            i += 1
+    while i < len(text):
+        step = _quoted_step if quoted else _unquoted_step
+        i, quoted = step(text, i, environ, out)
     return "".join(out).rstrip("\n") + "\n"
+
+
+def _quoted_step(text: str, i: int, environ: dict[str, str], out: list[str]
+                 ) -> tuple[int, bool]:
+    """Expand what starts at text[i] inside double quotes; the next index, still quoted?"""
+    c = text[i]
+    if c == "\\" and i + 1 < len(text) and text[i + 1] in '$`"\\\n':
+        if text[i + 1] != "\n":
+            out.append(text[i + 1])
+        return i + 2, True
+    if c == '"':
+        return i + 1, False
+    if c == "$":
+        value, i = _expand_dollar(text, i, environ)
+        out.append(value)
+        return i, True
+    if c == "`":
+        err_log("warn", "the kong stand-in does not run command substitutions")
+    out.append(c)
+    return i + 1, True
+
+
+def _unquoted_step(text: str, i: int, environ: dict[str, str], out: list[str]
+                   ) -> tuple[int, bool]:
+    """Expand what starts at text[i] outside quotes (words echo rejoins); the next index."""
+    c = text[i]
+    n = len(text)
+    if c in " \t":
+        while i < n and text[i] in " \t":
+            i += 1
+        out.append(" ")
+    elif c == '"':
+        return i + 1, True
+    elif c == "'":
+        end = text.find("'", i + 1)
+        out.append(text[i + 1:end])
+        i = end + 1
+    elif c == "\\":
+        if i + 1 < n and text[i + 1] != "\n":
+            out.append(text[i + 1])
+        i += 2
+    elif c == "$":
+        value, i = _expand_dollar(text, i, environ)
+        out.append(" ".join(value.split()))
+    elif c == "#" and (not out or out[-1] == " "):
+        while i < n and text[i] != "\n":
+            i += 1
+    else:
+        _reject_command_syntax(text, i, out)
+        out.append(c)
+        i += 1
+    return i, False
+
+
+def _reject_command_syntax(text: str, i: int, out: list[str]) -> None:
+    """Fail as bash does on an unquoted command separator or operator at text[i]."""
+    c = text[i]
+    if c in "\n;":
+        command = _first_word(text[i + 1:] + '"')
+        raise ExpansionError(f"{command}: command not found", status=127,
+                             partial="".join(out).rstrip(" ") + "\n")
+    if c in "&|<>()":
+        raise ExpansionError(f"syntax error near unexpected token `{c}'")
 
 
 # --- declarative configuration ---------------------------------------------------------------
@@ -536,44 +553,58 @@ class Builder:
         consumers = self.consumers(doc)
         services: dict[str, Service] = {}
         routes: dict[Any, Route] = {}
-        order = 0
+        order = itertools.count(1)  # routes in the order the file declares them
         for s_index, item in enumerate(doc.get("services") or [], 1):
-            path: list[Any] = ["services", s_index]
-            if not self.unique("services", (item or {}).get("name"), path):
-                continue
-            service = self.service(item, path)
-            if service is None:
-                continue
-            service.plugins = self.plugin_list(item.get("plugins"), [*path, "plugins"])
-            # Kong 2.8 derives an entity's id from its name: a second entry with the same
-            # name replaces the first one.
-            services[service.name or f"#{s_index}"] = service
-            for r_index, r_item in enumerate(item.get("routes") or [], 1):
-                r_path = [*path, "routes", r_index]
-                if not self.unique("routes", (r_item or {}).get("name"), r_path):
-                    continue
-                order += 1
-                route = self.route(r_item, r_path, service, order)
-                if route is not None:
-                    routes[route.name or f"#{s_index}.{r_index}"] = route
+            self.service_with_routes(item, s_index, services, routes, order)
         for r_index, r_item in enumerate(doc.get("routes") or [], 1):
-            r_path = ["routes", r_index]
-            if not self.unique("routes", (r_item or {}).get("name"), r_path):
-                continue
-            ref = (r_item or {}).get("service")
-            ref_name = ref.get("name") if isinstance(ref, dict) else ref
-            service = services.get(str(ref_name)) if ref_name else None
-            if ref_name and service is None:
-                self.fail([*r_path, "service"], f"invalid reference 'service: {ref_name}' "
-                          "(no such entry in 'services')")
-                continue
-            order += 1
-            route = self.route(r_item, r_path, service, order)
-            if route is not None:
-                routes[route.name or f"#top.{r_index}"] = route
+            self.top_route(r_item, r_index, services, routes, order)
         global_plugins = self.top_plugins(doc, services, routes)
         if self.errors:
             raise ConfigInvalid(pretty_error(self.errors))
+        keys, basic = self.credential_tables()
+        return Gateway(list(routes.values()), global_plugins, consumers, keys, basic)
+
+    def service_with_routes(self, item: Any, s_index: int, services: dict[str, Service],
+                            routes: dict[Any, Route], order: Iterator[int]) -> None:
+        """One services entry, its plugins and its nested routes."""
+        path: list[Any] = ["services", s_index]
+        if not self.unique("services", (item or {}).get("name"), path):
+            return
+        service = self.service(item, path)
+        if service is None:
+            return
+        service.plugins = self.plugin_list(item.get("plugins"), [*path, "plugins"])
+        # Kong 2.8 derives an entity's id from its name: a second entry with the same
+        # name replaces the first one.
+        services[service.name or f"#{s_index}"] = service
+        for r_index, r_item in enumerate(item.get("routes") or [], 1):
+            r_path = [*path, "routes", r_index]
+            if not self.unique("routes", (r_item or {}).get("name"), r_path):
+                continue
+            route = self.route(r_item, r_path, service, next(order))
+            if route is not None:
+                routes[route.name or f"#{s_index}.{r_index}"] = route
+
+    def top_route(self, r_item: Any, r_index: int, services: dict[str, Service],
+                  routes: dict[Any, Route], order: Iterator[int]) -> None:
+        """One top-level routes entry, attached to its service by name (or to none)."""
+        r_path: list[Any] = ["routes", r_index]
+        if not self.unique("routes", (r_item or {}).get("name"), r_path):
+            return
+        ref = (r_item or {}).get("service")
+        ref_name = ref.get("name") if isinstance(ref, dict) else ref
+        service = services.get(str(ref_name)) if ref_name else None
+        if ref_name and service is None:
+            self.fail([*r_path, "service"], f"invalid reference 'service: {ref_name}' "
+                      "(no such entry in 'services')")
+            return
+        route = self.route(r_item, r_path, service, next(order))
+        if route is not None:
+            routes[route.name or f"#top.{r_index}"] = route
+
+    def credential_tables(self) -> tuple[dict[str, tuple[Consumer, str]],
+                                         dict[str, tuple[str, Consumer, str]]]:
+        """The key-auth keys and basic-auth usernames, each with its consumer and id."""
         keys: dict[str, tuple[Consumer, str]] = {}
         basic: dict[str, tuple[str, Consumer, str]] = {}
         for consumer, kind, cred in self.credentials:
@@ -582,50 +613,59 @@ class Builder:
                 keys[cred[0]] = (consumer, cred_id)
             else:
                 basic[cred[0]] = (cred[1], consumer, cred_id)
-        return Gateway(list(routes.values()), global_plugins, consumers, keys, basic)
+        return keys, basic
 
     def consumers(self, doc: dict[str, Any]) -> dict[str, Consumer]:
         """Consumers and their credentials, nested or top-level."""
         consumers: dict[str, Consumer] = {}
         self.credentials: list[tuple[Consumer, str, tuple[str, ...]]] = []
         for index, item in enumerate(doc.get("consumers") or [], 1):
-            path: list[Any] = ["consumers", index]
-            if not isinstance(item, dict) or not (item.get("username") or item.get("custom_id")):
-                self.fail(path, "at least one of these fields must be non-empty: "
-                          "'custom_id', 'username'")
-                continue
-            username = str(item.get("username") or item.get("custom_id"))
-            if not self.unique("consumers", username, path):
-                continue
-            consumer = Consumer(username, str(uuid.uuid5(UUID_NS, f"consumer:{username}")),
-                                item.get("custom_id"))
-            consumers[username] = consumer
-            for c_index, cred in enumerate(item.get("keyauth_credentials") or [], 1):
-                self.key_credential(consumer, cred, [*path, "keyauth_credentials", c_index])
-            for c_index, cred in enumerate(item.get("basicauth_credentials") or [], 1):
-                self.basic_credential(consumer, cred, [*path, "basicauth_credentials", c_index])
-            for acl in item.get("acls") or []:
-                if isinstance(acl, dict) and acl.get("group"):
-                    consumer.groups.append(str(acl["group"]))
+            consumer = self.consumer(item, ["consumers", index])
+            if consumer is not None:
+                consumers[consumer.username] = consumer
         for kind in ("keyauth_credentials", "basicauth_credentials", "acls"):
             for index, cred in enumerate(doc.get(kind) or [], 1):
-                path = [kind, index]
-                ref = cred.get("consumer") if isinstance(cred, dict) else None
-                ref_name = ref.get("username") if isinstance(ref, dict) else ref
-                owner = consumers.get(str(ref_name)) if ref_name is not None else None
-                if owner is None:
-                    self.fail([*path, "consumer"], f"invalid reference 'consumer: {ref_name}' "
-                              "(no such entry in 'consumers')")
-                    continue
-                if kind == "keyauth_credentials":
-                    self.key_credential(owner, cred, path)
-                elif kind == "basicauth_credentials":
-                    self.basic_credential(owner, cred, path)
-                elif cred.get("group"):
-                    owner.groups.append(str(cred["group"]))
-                else:
-                    self.fail([*path, "group"], "required field missing")
+                self.top_credential(kind, cred, [kind, index], consumers)
         return consumers
+
+    def consumer(self, item: Any, path: list[Any]) -> Consumer | None:
+        """One consumers entry with its nested credentials and ACL groups."""
+        if not isinstance(item, dict) or not (item.get("username") or item.get("custom_id")):
+            self.fail(path, "at least one of these fields must be non-empty: "
+                      "'custom_id', 'username'")
+            return None
+        username = str(item.get("username") or item.get("custom_id"))
+        if not self.unique("consumers", username, path):
+            return None
+        consumer = Consumer(username, str(uuid.uuid5(UUID_NS, f"consumer:{username}")),
+                            item.get("custom_id"))
+        for c_index, cred in enumerate(item.get("keyauth_credentials") or [], 1):
+            self.key_credential(consumer, cred, [*path, "keyauth_credentials", c_index])
+        for c_index, cred in enumerate(item.get("basicauth_credentials") or [], 1):
+            self.basic_credential(consumer, cred, [*path, "basicauth_credentials", c_index])
+        for acl in item.get("acls") or []:
+            if isinstance(acl, dict) and acl.get("group"):
+                consumer.groups.append(str(acl["group"]))
+        return consumer
+
+    def top_credential(self, kind: str, cred: Any, path: list[Any],
+                       consumers: dict[str, Consumer]) -> None:
+        """A top-level credential or ACL entry, given to the consumer it names."""
+        ref = cred.get("consumer") if isinstance(cred, dict) else None
+        ref_name = ref.get("username") if isinstance(ref, dict) else ref
+        owner = consumers.get(str(ref_name)) if ref_name is not None else None
+        if owner is None:
+            self.fail([*path, "consumer"], f"invalid reference 'consumer: {ref_name}' "
+                      "(no such entry in 'consumers')")
+            return
+        if kind == "keyauth_credentials":
+            self.key_credential(owner, cred, path)
+        elif kind == "basicauth_credentials":
+            self.basic_credential(owner, cred, path)
+        elif cred.get("group"):
+            owner.groups.append(str(cred["group"]))
+        else:
+            self.fail([*path, "group"], "required field missing")
 
     def key_credential(self, consumer: Consumer, cred: Any, path: list[Any]) -> None:
         """A key-auth credential; a null key is generated, an empty one is invalid."""
@@ -829,7 +869,21 @@ def run_key_auth(gw: Gateway, req: Request, conf: dict[str, Any]) -> None:
     """The key-auth plugin's access phase."""
     if not conf.get("run_on_preflight", True) and req.method == "OPTIONS":
         return
-    key: str | None = None
+    key = _api_key(req, conf)
+    if key and key in gw.keys:
+        consumer, cred_id = gw.keys[key]
+        set_consumer(req, consumer, cred_id)
+        return
+    if not key:
+        error = KongExit(401, "No API key found in request",
+                         [("WWW-Authenticate", 'Key realm="kong"')])
+    else:
+        error = KongExit(401, "Invalid authentication credentials")
+    _anonymous_or_fail(gw, req, conf, error)
+
+
+def _api_key(req: Request, conf: dict[str, Any]) -> str | None:
+    """The key under the first of key_names the request carries (header, then query)."""
     for name in conf.get("key_names") or ["apikey"]:
         values = req.get(name) if conf.get("key_in_header", True) else []
         if not values and conf.get("key_in_query", True):
@@ -837,24 +891,18 @@ def run_key_auth(gw: Gateway, req: Request, conf: dict[str, Any]) -> None:
         if len(values) > 1:
             raise KongExit(401, "Duplicate API key found")
         if values:
-            key = values[0]
             if conf.get("hide_credentials"):
                 req.remove(name)
                 req.query = [(k, v) for k, v in req.query if k != name]
-            break
-    error: KongExit | None = None
-    if not key:
-        error = KongExit(401, "No API key found in request",
-                         [("WWW-Authenticate", 'Key realm="kong"')])
-    elif key not in gw.keys:
-        error = KongExit(401, "Invalid authentication credentials")
-    if error is None and key is not None:
-        consumer, cred_id = gw.keys[key]
-        set_consumer(req, consumer, cred_id)
-        return
+            return values[0]
+    return None
+
+
+def _anonymous_or_fail(gw: Gateway, req: Request, conf: dict[str, Any],
+                       error: KongExit) -> None:
+    """Authenticate as the configured anonymous consumer, or raise the plugin's error."""
     anon = anonymous(gw, conf)
     if anon is None:
-        assert error is not None
         raise error
     set_consumer(req, anon, None)
 
@@ -891,11 +939,8 @@ def run_basic_auth(gw: Gateway, req: Request, conf: dict[str, Any]) -> None:
         set_consumer(req, consumer[1], consumer[2])
         req.set("X-Credential-Username", username or "")
         return
-    anon = anonymous(gw, conf)
-    if anon is None:
-        assert error is not None
-        raise error
-    set_consumer(req, anon, None)
+    assert error is not None
+    _anonymous_or_fail(gw, req, conf, error)
 
 
 def run_acl(req: Request, conf: dict[str, Any]) -> None:
@@ -911,31 +956,82 @@ def run_acl(req: Request, conf: dict[str, Any]) -> None:
         req.set("X-Consumer-Groups", ", ".join(req.consumer.groups))
 
 
+def _remove_header(req: Request, name: str, value: str) -> None:
+    """Drop the header."""
+    req.remove(name)
+
+
+def _replace_header(req: Request, name: str, value: str) -> None:
+    """Set the header when the request has it."""
+    if req.get(name):
+        req.set(name, value)
+
+
+def _add_header(req: Request, name: str, value: str) -> None:
+    """Add the header when the request lacks it."""
+    if not req.get(name):
+        req.headers.append((name, value))
+
+
+def _append_header(req: Request, name: str, value: str) -> None:
+    """Add the header, also when present."""
+    req.headers.append((name, value))
+
+
+def _remove_query(req: Request, name: str, value: str) -> None:
+    """Drop the query argument."""
+    req.query = [(k, v) for k, v in req.query if k != name]
+
+
+def _add_query(req: Request, name: str, value: str) -> None:
+    """Add the query argument when the request lacks it."""
+    if not any(k == name for k, _ in req.query):
+        req.query.append((name, value))
+
+
+# request-transformer's edits in the order it applies them: (config section, kind, edit).
+TRANSFORMS: tuple[tuple[str, str, Callable[[Request, str, str], None]], ...] = (
+    ("remove", "headers", _remove_header),
+    ("replace", "headers", _replace_header),
+    ("add", "headers", _add_header),
+    ("append", "headers", _append_header),
+    ("remove", "querystring", _remove_query),
+    ("add", "querystring", _add_query),
+)
+
+
 def run_request_transformer(req: Request, conf: dict[str, Any]) -> None:
     """The request-transformer plugin: header and querystring edits."""
-    def pairs(section: str, kind: str) -> list[tuple[str, str]]:
-        items = (conf.get(section) or {}).get(kind) or []
-        out: list[tuple[str, str]] = []
-        for item in items:
+    for section, kind, edit in TRANSFORMS:
+        for item in (conf.get(section) or {}).get(kind) or []:
             name, _, value = str(item).partition(":")
-            out.append((name, value))
-        return out
+            edit(req, name, value)
 
-    for name, _ in pairs("remove", "headers"):
-        req.remove(name)
-    for name, value in pairs("replace", "headers"):
-        if req.get(name):
-            req.set(name, value)
-    for name, value in pairs("add", "headers"):
-        if not req.get(name):
-            req.headers.append((name, value))
-    for name, value in pairs("append", "headers"):
-        req.headers.append((name, value))
-    for name, _ in pairs("remove", "querystring"):
-        req.query = [(k, v) for k, v in req.query if k != name]
-    for name, value in pairs("add", "querystring"):
-        if not any(k == name for k, _ in req.query):
-            req.query.append((name, value))
+
+# The access phase of each plugin the stand-in runs (cors is handled before them).
+ACCESS_PHASE: dict[str, Callable[[Gateway, Request, dict[str, Any]], None]] = {
+    "key-auth": run_key_auth,
+    "basic-auth": run_basic_auth,
+    "acl": lambda gw, req, conf: run_acl(req, conf),
+    "request-transformer": lambda gw, req, conf: run_request_transformer(req, conf),
+}
+
+
+def route_plugins(gw: Gateway, route: Route) -> dict[str, dict[str, Any]]:
+    """The plugins that apply to a route: global, then its service's, then its own."""
+    plugins = dict(gw.global_plugins)
+    if route.service is not None:
+        plugins.update(route.service.plugins)
+    plugins.update(route.plugins)
+    return plugins
+
+
+def run_access_phase(gw: Gateway, req: Request, plugins: dict[str, dict[str, Any]]) -> None:
+    """Each plugin's access phase, highest PRIORITY first; a KongExit ends the request."""
+    for name in sorted(plugins, key=lambda n: -PRIORITY.get(n, 0)):
+        phase = ACCESS_PHASE.get(name)
+        if phase is not None:
+            phase(gw, req, plugins[name])
 
 
 def cors_headers(req: Request, conf: dict[str, Any], origin: str | None) -> list[tuple[str, str]]:
@@ -1025,6 +1121,25 @@ class Attempt:
     sent: bool = False  # the request reached the upstream
     response: http.client.HTTPResponse | None = None
     payload: bytes = b""
+
+
+# What nginx's upstream error lines say it was doing.
+CONNECTING = "while connecting to upstream"
+READING = "while reading response header from upstream"
+
+
+def _not_ready(state: str, doing: str, sent: bool = False) -> Attempt:
+    """The Attempt for a wait that timed out, or ("aborted") that the client left."""
+    return Attempt(state, doing if state == "aborted" else
+                   f"upstream timed out (110: Operation timed out) {doing}", sent=sent)
+
+
+def _tls_client(sock: socket.socket, host: str) -> ssl.SSLSocket:
+    """The TLS handshake to an https upstream (Kong does not verify it by default)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context.wrap_socket(sock, server_hostname=host)
 
 
 class Handler(BaseHandler):
@@ -1125,54 +1240,23 @@ class Handler(BaseHandler):
 
     def _handle(self) -> None:
         """The access phase, then the proxying."""
-        gw = self.gateway
-        parts = urlsplit(self.path)
-        try:
-            body = self.read_body()
-        except ValueError:
-            self.close_connection = True
-            self._exit(KongExit(413, "Request size limit exceeded"), [])
+        req = self._read_request()
+        if req is None:
             return
-        req = Request(self.command, parts.path or "/", parse_qsl(parts.query, True),
-                      list(self.headers.items()), body)
-        found = match_route(gw, self.command, self.headers.get("Host", ""), req.path)
+        found = match_route(self.gateway, self.command, self.headers.get("Host", ""), req.path)
         if found is None:
             self._exit(KongExit(404, "no Route matched with those values"), [])
             return
         route, prefix = found
-        plugins = dict(gw.global_plugins)
-        if route.service is not None:
-            plugins.update(route.service.plugins)
-        plugins.update(route.plugins)
-        after: list[tuple[str, str]] = []
-        origin = self.headers.get("Origin")
+        plugins = route_plugins(self.gateway, route)
+        # cors has the highest PRIORITY, so it runs (and answers a preflight) before the rest.
+        cors = plugins.get("cors")
+        after = cors_headers(req, cors, self.headers.get("Origin")) if cors is not None else []
+        if cors is not None and req.method == "OPTIONS" and not cors.get("preflight_continue"):
+            self._exit(KongExit(200, None), self._preflight_headers(cors, after))
+            return
         try:
-            for name in sorted(plugins, key=lambda n: -PRIORITY.get(n, 0)):
-                conf = plugins[name]
-                if name == "cors":
-                    after = cors_headers(req, conf, origin)
-                    if req.method == "OPTIONS" and not conf.get("preflight_continue"):
-                        methods = conf.get("methods") or ["GET", "HEAD", "PUT", "PATCH", "POST",
-                                                          "DELETE", "OPTIONS", "TRACE", "CONNECT"]
-                        pre = [*after, ("Access-Control-Allow-Methods", ",".join(methods))]
-                        allow = conf.get("headers")
-                        requested = self.headers.get("Access-Control-Request-Headers")
-                        if allow:
-                            pre.append(("Access-Control-Allow-Headers", ",".join(allow)))
-                        elif requested:
-                            pre.append(("Access-Control-Allow-Headers", requested))
-                        if conf.get("max_age"):
-                            pre.append(("Access-Control-Max-Age", str(conf["max_age"])))
-                        self._exit(KongExit(200, None), pre)
-                        return
-                elif name == "key-auth":
-                    run_key_auth(gw, req, conf)
-                elif name == "basic-auth":
-                    run_basic_auth(gw, req, conf)
-                elif name == "acl":
-                    run_acl(req, conf)
-                elif name == "request-transformer":
-                    run_request_transformer(req, conf)
+            run_access_phase(self.gateway, req, plugins)
         except KongExit as err:
             self._exit(err, after)
             return
@@ -1180,6 +1264,34 @@ class Handler(BaseHandler):
             self._exit(KongExit(503, "no Service found with those values"), after)
             return
         self._proxy(route, route.service, prefix, req, after)
+
+    def _read_request(self) -> Request | None:
+        """The request as the plugins see it; None when its body was refused (413 sent)."""
+        parts = urlsplit(self.path)
+        try:
+            body = self.read_body()
+        except ValueError:
+            self.close_connection = True
+            self._exit(KongExit(413, "Request size limit exceeded"), [])
+            return None
+        return Request(self.command, parts.path or "/", parse_qsl(parts.query, True),
+                       list(self.headers.items()), body)
+
+    def _preflight_headers(self, conf: dict[str, Any], after: list[tuple[str, str]]
+                           ) -> list[tuple[str, str]]:
+        """The cors plugin's answer to a preflight: its headers plus the Allow-* ones."""
+        methods = conf.get("methods") or ["GET", "HEAD", "PUT", "PATCH", "POST",
+                                          "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+        pre = [*after, ("Access-Control-Allow-Methods", ",".join(methods))]
+        allow = conf.get("headers")
+        requested = self.headers.get("Access-Control-Request-Headers")
+        if allow:
+            pre.append(("Access-Control-Allow-Headers", ",".join(allow)))
+        elif requested:
+            pre.append(("Access-Control-Allow-Headers", requested))
+        if conf.get("max_age"):
+            pre.append(("Access-Control-Max-Age", str(conf["max_age"])))
+        return pre
 
     def _proxy(self, route: Route, service: Service, prefix: str | None, req: Request,
                after: list[tuple[str, str]]) -> None:
@@ -1295,33 +1407,16 @@ class Handler(BaseHandler):
     def _attempt(self, service: Service, address: str, port: int, target: str,
                  headers: list[tuple[str, str]], req: Request) -> Attempt:
         """One try: connect, send, read the answer; how it ended, in nginx's words."""
-        connecting = "while connecting to upstream"
-        reading = "while reading response header from upstream"
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         conn: http.client.HTTPConnection | None = None
         try:
-            sock.setblocking(False)
-            code = sock.connect_ex((address, port))
-            if code not in (0, errno.EINPROGRESS):
-                return Attempt("error", f"connect() failed ({code}: {strerror(code)}) "
-                                        f"{connecting}")
-            state = self._wait(sock, True, service.connect_timeout)
-            if state != "ready":
-                return Attempt(state, connecting if state == "aborted" else
-                               f"upstream timed out (110: Operation timed out) {connecting}")
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                return Attempt("error", f"connect() failed ({code}: {strerror(code)}) "
-                                        f"{connecting}")
-            sock.setblocking(True)
-            sock.settimeout(service.write_timeout)
+            failed = self._connect(sock, service, address, port)
+            if failed is not None:
+                return failed
             if service.scheme == "https":
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
                 try:
-                    sock = context.wrap_socket(sock, server_hostname=service.host)
+                    sock = _tls_client(sock, service.host)
                 except (OSError, ssl.SSLError) as exc:
                     return Attempt("error", f"SSL_do_handshake() failed ({exc}) while SSL "
                                             "handshaking to upstream")
@@ -1335,36 +1430,56 @@ class Handler(BaseHandler):
             except OSError as exc:
                 return Attempt("error", f"send() failed ({exc.errno}: {strerror(exc.errno)}) "
                                         "while sending request to upstream")
-            state = self._wait(sock, False, service.read_timeout)
-            if state != "ready":
-                return Attempt(state, reading if state == "aborted" else
-                               f"upstream timed out (110: Operation timed out) {reading}",
-                               sent=True)
-            sock.settimeout(service.read_timeout)
-            try:
-                response = conn.getresponse()
-            except TimeoutError:
-                return Attempt("timeout", f"upstream timed out (110: Operation timed out) "
-                                          f"{reading}", sent=True)
-            except http.client.RemoteDisconnected:
-                return Attempt("error", f"upstream prematurely closed connection {reading}",
-                               sent=True)
-            except http.client.HTTPException:
-                return Attempt("final", f"upstream sent invalid header {reading}", sent=True)
-            except OSError as exc:
-                return Attempt("error", f"recv() failed ({exc.errno}: {strerror(exc.errno)}) "
-                                        f"{reading}", sent=True)
-            try:
-                payload = response.read()
-            except (http.client.HTTPException, OSError):
-                # The header has passed: nginx no longer tries another peer.
-                return Attempt("final", "upstream prematurely closed connection while reading "
-                                        "upstream", sent=True)
-            return Attempt("ok", sent=True, response=response, payload=payload)
+            return self._response(sock, conn, service)
         finally:
             if conn is not None:
                 conn.close()
             sock.close()
+
+    def _connect(self, sock: socket.socket, service: Service, address: str, port: int
+                 ) -> Attempt | None:
+        """Connect within connect_timeout; the failed Attempt, or None once connected."""
+        sock.setblocking(False)
+        code = sock.connect_ex((address, port))
+        if code not in (0, errno.EINPROGRESS):
+            return Attempt("error", f"connect() failed ({code}: {strerror(code)}) {CONNECTING}")
+        state = self._wait(sock, True, service.connect_timeout)
+        if state != "ready":
+            return _not_ready(state, CONNECTING)
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            return Attempt("error", f"connect() failed ({code}: {strerror(code)}) {CONNECTING}")
+        sock.setblocking(True)
+        sock.settimeout(service.write_timeout)
+        return None
+
+    def _response(self, sock: socket.socket, conn: http.client.HTTPConnection,
+                  service: Service) -> Attempt:
+        """Wait for the answer to the sent request and read it within read_timeout."""
+        state = self._wait(sock, False, service.read_timeout)
+        if state != "ready":
+            return _not_ready(state, READING, sent=True)
+        sock.settimeout(service.read_timeout)
+        try:
+            response = conn.getresponse()
+        except TimeoutError:
+            return Attempt("timeout", f"upstream timed out (110: Operation timed out) "
+                                      f"{READING}", sent=True)
+        except http.client.RemoteDisconnected:
+            return Attempt("error", f"upstream prematurely closed connection {READING}",
+                           sent=True)
+        except http.client.HTTPException:
+            return Attempt("final", f"upstream sent invalid header {READING}", sent=True)
+        except OSError as exc:
+            return Attempt("error", f"recv() failed ({exc.errno}: {strerror(exc.errno)}) "
+                                    f"{READING}", sent=True)
+        try:
+            payload = response.read()
+        except (http.client.HTTPException, OSError):
+            # The header has passed: nginx no longer tries another peer.
+            return Attempt("final", "upstream prematurely closed connection while reading "
+                                    "upstream", sent=True)
+        return Attempt("ok", sent=True, response=response, payload=payload)
 
     def _upstream_headers(self, route: Route, service: Service, prefix: str | None,
                           req: Request) -> list[tuple[str, str]]:
