@@ -346,12 +346,32 @@ def authenticate(cfg: Config, header: str) -> tuple[str, dict[str, Any], bool]:
     match = re.fullmatch(r"[Bb]earer (\S*)", header.strip())
     token = match.group(1) if match else ""
     if not token:
-        if cfg.anon_role is None:
-            raise PgrstError(401, error_body("PGRST302", "Anonymous access is disabled"),
-                             [("WWW-Authenticate", "Bearer")])
-        return cfg.anon_role, {}, False
+        return anonymous_role(cfg), {}, False
     if cfg.jwt_secret is None:
         raise PgrstError(500, error_body("PGRST300", "Server lacks JWT secret"))
+    check_signing(token, cfg.jwt_secret)
+    claims = decode_claims(cfg, token, cfg.jwt_secret)
+    return claimed_role(claims, cfg.role_path) or anonymous_role(cfg), claims, True
+
+
+def claimed_role(claims: dict[str, Any], role_path: list[str]) -> str | None:
+    """The non-empty string at role_path in the claims (jwt-role-claim-key), if any."""
+    role: Any = claims
+    for key in role_path:
+        role = role.get(key) if isinstance(role, dict) else None
+    return role if isinstance(role, str) and role else None
+
+
+def anonymous_role(cfg: Config) -> str:
+    """The role of a request without a role claim; 401 when anonymous access is off."""
+    if cfg.anon_role is None:
+        raise PgrstError(401, error_body("PGRST302", "Anonymous access is disabled"),
+                         [("WWW-Authenticate", "Bearer")])
+    return cfg.anon_role
+
+
+def check_signing(token: str, secret: bytes) -> None:
+    """Refuse a token the configured secret cannot verify, before its signature is checked."""
     parts = token.split(".")
     if len(parts) != 3:
         raise jwt_invalid("JWSError (CompactDecodeError Invalid number of parts: "
@@ -363,41 +383,41 @@ def authenticate(cfg: Config, header: str) -> tuple[str, dict[str, Any], bool]:
     if alg == "none":
         # Not in the accepted algorithms: no signature left to validate.
         raise jwt_invalid("JWSError JWSNoSignatures")
-    if alg not in HMAC_MIN_KEY_BYTES or len(cfg.jwt_secret) < HMAC_MIN_KEY_BYTES[alg]:
+    if alg not in HMAC_MIN_KEY_BYTES or len(secret) < HMAC_MIN_KEY_BYTES[alg]:
         # An algorithm the oct key cannot verify, or a key too short for it: hs-jose's
         # verifyJWSWithPayload keeps only `Right True` results (JWS.hs, v0.11:650), so the
         # KeySizeTooSmall error is swallowed and the token reads as badly signed. With a
         # secret under 32 bytes every request carrying a JWT fails this way (fixed in v13 by
         # refusing to start, PostgREST#3607).
         raise jwt_invalid("JWSError JWSInvalidSignature")
+
+
+# PyJWT's verdicts in PostgREST v12's words, the more specific first (any other PyJWTError
+# is "JWSError (<its text>)").
+JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "JWT expired"),
+    (jwt.ImmatureSignatureError, "JWTNotYetValid"),
+    (jwt.InvalidAudienceError, "JWTNotInAudience"),
+    (jwt.InvalidSignatureError, "JWSError JWSInvalidSignature"),
+)
+
+
+def decode_claims(cfg: Config, token: str, secret: bytes) -> dict[str, Any]:
+    """The verified claims of the token; PGRST301 naming what is wrong with it."""
     try:
-        claims = jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token,
-            cfg.jwt_secret,
+            secret,
             algorithms=["HS256", "HS384", "HS512"],
             audience=cfg.jwt_aud,
             leeway=JWT_SKEW_SECONDS,
             options={"verify_aud": cfg.jwt_aud is not None, "verify_iat": False},
         )
-    except jwt.ExpiredSignatureError:
-        raise jwt_invalid("JWT expired") from None
-    except jwt.ImmatureSignatureError:
-        raise jwt_invalid("JWTNotYetValid") from None
-    except jwt.InvalidAudienceError:
-        raise jwt_invalid("JWTNotInAudience") from None
-    except jwt.InvalidSignatureError:
-        raise jwt_invalid("JWSError JWSInvalidSignature") from None
     except jwt.PyJWTError as exc:
-        raise jwt_invalid(f"JWSError ({exc})") from None
-    role: Any = claims
-    for key in cfg.role_path:
-        role = role.get(key) if isinstance(role, dict) else None
-    if isinstance(role, str) and role:
-        return role, claims, True
-    if cfg.anon_role is None:
-        raise PgrstError(401, error_body("PGRST302", "Anonymous access is disabled"),
-                         [("WWW-Authenticate", "Bearer")])
-    return cfg.anon_role, claims, True
+        message = next((text for kind, text in JWT_ERRORS if isinstance(exc, kind)),
+                       f"JWSError ({exc})")
+        raise jwt_invalid(message) from None
+    return claims
 
 
 def set_request_context(cur: psycopg.Cursor[Any], schema: str, role: str,
@@ -423,6 +443,68 @@ def json_type(pg_type: str) -> tuple[str, str]:
     if pg_type.endswith("[]"):
         return "array", pg_type
     return "string", base
+
+
+@dataclass(frozen=True)
+class ReadQuery:
+    """What a GET on a table asks for: columns, eq filters, limit and offset."""
+
+    columns: tuple[str, ...] = ()
+    filters: tuple[tuple[str, str], ...] = ()
+    limit: int | None = None
+    offset: int = 0
+
+    def statement(self, schema: str, table: str) -> sql.Composed:
+        """The rows as one JSON array and their count, as PostgREST's read query returns."""
+        select = (sql.SQL("*") if not self.columns or self.columns == ("*",)
+                  else sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
+        where = sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(f), sql.Literal(v))
+            for f, v in self.filters)
+        inner = sql.SQL("SELECT {} FROM {}.{}{} LIMIT {} OFFSET {}").format(
+            select, sql.Identifier(schema), sql.Identifier(table),
+            sql.SQL(" WHERE ") + where if self.filters else sql.SQL(""),
+            sql.Literal(self.limit) if self.limit is not None else sql.SQL("ALL"),
+            sql.Literal(self.offset))
+        return sql.SQL(
+            "SELECT coalesce(json_agg(t), '[]')::text, count(t) FROM ({}) t").format(inner)
+
+
+def parse_read_query(query: str, max_rows: int | None) -> ReadQuery:
+    """Parse a read's query string; PGRST100 for what v12's parser rejects."""
+    columns: list[str] = []
+    filters: list[tuple[str, str]] = []
+    limit = max_rows
+    offset = 0
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "select":
+            columns = [c.strip() for c in value.split(",") if c.strip()]
+        elif key == "limit":
+            number = parse_count(key, value)
+            limit = number if limit is None else min(number, limit)
+        elif key == "offset":
+            offset = parse_count(key, value)
+        elif value.startswith("eq."):
+            filters.append((key, value[3:]))
+        elif key not in ("order", "columns", "on_conflict"):
+            raise PgrstError(400, error_body(
+                "PGRST100", f'"failed to parse filter ({value})" (line 1, column 1)',
+                "unexpected end of input expecting operator"))
+    for name in [*columns, *(f for f, _ in filters)]:
+        if name != "*" and not IDENT_RE.match(name):
+            raise PgrstError(400, error_body(
+                "PGRST100", f'"failed to parse select parameter ({name})"'))
+    return ReadQuery(tuple(columns), tuple(filters), limit, offset)
+
+
+def parse_count(key: str, value: str) -> int:
+    """A limit or offset value; PGRST100 when it is not a number."""
+    try:
+        return int(value)
+    except ValueError:
+        raise PgrstError(400, error_body(
+            "PGRST100", f'"failed to parse {key} ({value})" (line 1, column 1)',
+            'unexpected "' + value[:1] + '" expecting digit')) from None
 
 
 class Handler(BaseHandler):
@@ -581,44 +663,8 @@ class Handler(BaseHandler):
     def _read(self, schema: str, table: str, query: str, role: str, claims: dict[str, Any],
               authed: bool) -> None:
         """GET /<table>: select, limit, offset and eq filters, run as the request's role."""
-        columns: list[str] = []
-        filters: list[tuple[str, str]] = []
-        limit: int | None = self.app.cfg.max_rows
-        offset = 0
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            if key == "select":
-                columns = [c.strip() for c in value.split(",") if c.strip()]
-            elif key in ("limit", "offset"):
-                try:
-                    number = int(value)
-                except ValueError:
-                    raise PgrstError(400, error_body(
-                        "PGRST100", f'"failed to parse {key} ({value})" (line 1, column 1)',
-                        'unexpected "' + value[:1] + '" expecting digit')) from None
-                if key == "limit":
-                    limit = number if limit is None else min(number, limit)
-                else:
-                    offset = number
-            elif value.startswith("eq."):
-                filters.append((key, value[3:]))
-            elif key not in ("order", "columns", "on_conflict"):
-                raise PgrstError(400, error_body(
-                    "PGRST100", f'"failed to parse filter ({value})" (line 1, column 1)',
-                    "unexpected end of input expecting operator"))
-        for name in [*columns, *(f for f, _ in filters)]:
-            if name != "*" and not IDENT_RE.match(name):
-                raise PgrstError(400, error_body(
-                    "PGRST100", f'"failed to parse select parameter ({name})"'))
-        select = (sql.SQL("*") if not columns or columns == ["*"]
-                  else sql.SQL(", ").join(sql.Identifier(c) for c in columns))
-        where = sql.SQL(" AND ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(f), sql.Literal(v)) for f, v in filters)
-        inner = sql.SQL("SELECT {} FROM {}.{}{} LIMIT {} OFFSET {}").format(
-            select, sql.Identifier(schema), sql.Identifier(table),
-            sql.SQL(" WHERE ") + where if filters else sql.SQL(""),
-            sql.Literal(limit) if limit is not None else sql.SQL("ALL"), sql.Literal(offset))
-        statement = sql.SQL(
-            "SELECT coalesce(json_agg(t), '[]')::text, count(t) FROM ({}) t").format(inner)
+        read = parse_read_query(query, self.app.cfg.max_rows)
+        statement = read.statement(schema, table)
 
         def query_rows(conn: psycopg.Connection[Any]) -> tuple[str, int]:
             try:
@@ -633,7 +679,7 @@ class Handler(BaseHandler):
                 raise pg_error(exc, authed) from None
 
         body, count = self.app.run_db(query_rows)
-        content_range = f"{offset}-{offset + count - 1}/*" if count else "*/*"
+        content_range = f"{read.offset}-{read.offset + count - 1}/*" if count else "*/*"
         self.send_body(200, body.encode(), [("Content-Range", content_range)],
                        content_type=JSON_CT)
 
