@@ -579,10 +579,11 @@ def remove_image(client: docker.DockerClient, tag: str) -> bool:
         image = client.images.get(tag)
     except ImageNotFound:
         return True
-    if image.id is None or client.containers.list(all=True, filters={"ancestor": image.id}):
+    image_id = image.id or tag  # an image the engine lists always has an id
+    if client.containers.list(all=True, filters={"ancestor": image_id}):
         return False
     try:
-        client.images.remove(image.id)
+        client.images.remove(image_id)
     except ImageNotFound:
         return True
     except APIError as exc:
