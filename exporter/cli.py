@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from exporter import __version__
@@ -70,6 +71,16 @@ def build_parser(*more: Callable[[Subcommands], None]) -> argparse.ArgumentParse
     p = sub.add_parser("exporter", help="serve /metrics and the diagnostics API")
     p.add_argument("--config", help="config file")
     p.set_defaults(handler=cmd_exporter)
+
+    p = sub.add_parser("engine-proxy",
+                       help="serve the Docker API calls the exporter makes on a unix socket")
+    p.add_argument("--config", help="config file (which instances' containers qualify)")
+    p.add_argument("--listen", required=True, type=Path, help="the unix socket to create")
+    p.add_argument("--engine", default="/var/run/docker.sock",
+                   help="the Docker engine's socket (default /var/run/docker.sock)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 0 when the proxy on --listen answers, 1 otherwise")
+    p.set_defaults(run=cmd_engine_proxy)
 
     for add in more:
         add(sub)
@@ -146,6 +157,17 @@ def cmd_exporter(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     from exporter.service import serve
 
     return serve(config)
+
+
+def cmd_engine_proxy(args: argparse.Namespace, out: TextIO) -> int:
+    """`engine-proxy`: the containerized exporter's only way to the engine (or --check it)."""
+    from exporter import engineproxy
+
+    if args.check:
+        return EXIT_OK if engineproxy.check(args.listen) else EXIT_UNHEALTHY
+    # No fingerprint key: the proxy shows no secret's tag, and has no store to keep one.
+    config = load_config(resolve_config_path(args.config))
+    return engineproxy.serve(config, args.listen, args.engine)
 
 
 def discovery_json(found: Discovery) -> dict[str, Any]:

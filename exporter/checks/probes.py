@@ -24,6 +24,7 @@ T = TypeVar("T")
 # Hostnames and probe names accepted as arguments; anything else is not probed.
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_DIGITS = re.compile(r"[0-9]{1,5}")
 
 # Probes every "name url" pair in parallel (each in a background subshell), so a hanging
 # target costs one wait, not one per target. Prints "@@ name code rc t0 t1 why" per target:
@@ -256,6 +257,23 @@ def probe_tcp(docker: DockerHost, container_id: str, host: str, port: int,
         # connected and the server kept the connection open without a word (a hung server).
         return TcpOutcome(True, tool, "connected; the server did not close the connection")
     return TcpOutcome(rc == 0, tool, detail)
+
+
+def probe_argv_valid(argv: Sequence[str]) -> bool:
+    """True when argv is one probe_http or probe_tcp builds (the engine proxy runs no other)."""
+    if len(argv) < 5 or list(argv[:2]) != ["sh", "-c"] or argv[3] != "probe":
+        return False
+    script, args = argv[2], list(argv[4:])
+    if script == HTTP_PROBE_SCRIPT:
+        pairs = args[1:]
+        return (_DIGITS.fullmatch(args[0]) is not None and bool(pairs) and len(pairs) % 2 == 0
+                and all(_NAME.fullmatch(name) and _safe_url(url) and "\n" not in url
+                        for name, url in zip(pairs[::2], pairs[1::2], strict=True)))
+    if script == TCP_PROBE_SCRIPT and len(args) == 3:
+        host, port, wait = args
+        return (_HOST.fullmatch(host) is not None and _DIGITS.fullmatch(port) is not None
+                and 0 < int(port) < 65536 and _DIGITS.fullmatch(wait) is not None)
+    return False
 
 
 def _safe_url(url: str) -> bool:
