@@ -17,7 +17,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/ultrabase-doctor/config.yaml")
 CONFIG_PATH_ENV = "ULTRABASE_DOCTOR_CONFIG"
 
 # Secrets (and the Docker endpoint, which containers set per service) may live in the
-# environment instead of the file; the variable wins.
+# environment instead of the file; the variable wins. Each may also be given as a file
+# named by VARIABLE_FILE (a compose secret under /run/secrets, say), so that the secret sits
+# in no container's environment, which anyone who can inspect the container reads.
 ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "ULTRABASE_DOCTOR_MANAGER_JWT_SECRET": ("api", "manager_jwt", "secret"),
     "ULTRABASE_DOCTOR_ALERTMANAGER_PASSWORD": ("alertmanager", "password"),
@@ -332,7 +334,7 @@ def _apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> 
     # A section whose keys are all commented out parses as None: it means "defaults".
     data: dict[str, Any] = {k: _deep_copy(v) for k, v in raw.items() if v is not None}
     for variable, keys in ENV_OVERRIDES.items():
-        value = environ.get(variable)
+        value = environ.get(variable) or _secret_file(variable, environ.get(f"{variable}_FILE"))
         if not value:
             continue
         node = data
@@ -344,6 +346,30 @@ def _apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> 
             node = child
         node[keys[-1]] = value
     return data
+
+
+# A secret file larger than this is not a secret but a mistake (a directory listing, a key
+# store): refused rather than read into memory.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def _secret_file(variable: str, path: str | None) -> str | None:
+    """The content of the file VARIABLE_FILE names, without its final line break."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{variable}_FILE: cannot read {path}: "
+                          f"{exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{variable}_FILE: {path} is larger than "
+                          f"{MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8").rstrip("\r\n") or None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{variable}_FILE: {path} is not UTF-8 text") from None
 
 
 def _deep_copy(value: Any) -> Any:

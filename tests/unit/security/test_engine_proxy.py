@@ -21,6 +21,7 @@ from exporter.checks.probes import (
     TCP_PROBE_SCRIPT,
     probe_argv_valid,
 )
+from exporter.config import parse_config
 from exporter.engineproxy import (
     Call,
     Decision,
@@ -33,7 +34,7 @@ from exporter.engineproxy import (
     error_response,
     open_server,
 )
-from exporter.errors import DockerUnavailableError
+from exporter.errors import ConfigError, DockerUnavailableError
 
 INSTANCE = "a" * 64
 OTHER = "b" * 64  # the doctor's own container, or any container not an instance's
@@ -254,3 +255,37 @@ def test_the_socket_is_0660_and_only_replaces_a_socket(tmp_path: Path) -> None:
     assert taken.read_text() == "keep me"
     with pytest.raises(EngineProxyError, match="no Docker engine socket"):
         open_server(tmp_path / "p2.sock", EngineProxy(str(tmp_path / "none"), lambda c: False))
+
+
+def test_secrets_come_from_files_and_never_show_in_errors(tmp_path: Path) -> None:
+    secret = "f" * 40 + "-from-a-file"
+    jwt_file, password_file = tmp_path / "manager_jwt_secret", tmp_path / "am_password"
+    jwt_file.write_text(secret + "\n")
+    password_file.write_text("am-password\r\n")
+    raw = {"discovery": {"sources": ["compose"]},
+           "api": {"manager_jwt": {"users_file": str(tmp_path / "users.json")}}}
+    config = parse_config(raw, environ={
+        "ULTRABASE_DOCTOR_MANAGER_JWT_SECRET_FILE": str(jwt_file),
+        "ULTRABASE_DOCTOR_ALERTMANAGER_PASSWORD_FILE": str(password_file)})
+    assert config.api.manager_jwt is not None and config.api.manager_jwt.secret is not None
+    assert config.api.manager_jwt.secret.get_secret_value() == secret
+    assert config.alertmanager.password is not None
+    assert config.alertmanager.password.get_secret_value() == "am-password"
+    # The variable itself still wins, as before.
+    both = parse_config(raw, environ={"ULTRABASE_DOCTOR_MANAGER_JWT_SECRET": "e" * 40,
+                                      "ULTRABASE_DOCTOR_MANAGER_JWT_SECRET_FILE": "/none"})
+    assert both.api.manager_jwt is not None and both.api.manager_jwt.secret is not None
+    assert both.api.manager_jwt.secret.get_secret_value() == "e" * 40
+    short = tmp_path / "short"
+    short.write_text("tiny-secret")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, environ={"ULTRABASE_DOCTOR_MANAGER_JWT_SECRET_FILE": str(short)})
+    assert "shorter than 32 bytes" in str(caught.value) and "tiny-secret" not in str(caught.value)
+    binary, big = tmp_path / "binary", tmp_path / "big"
+    binary.write_bytes(b"\xff\xfe-secret")
+    big.write_bytes(b"x" * (64 * 1024 + 1))
+    for path, why in ((tmp_path / "absent", "cannot read"), (tmp_path, "cannot read"),
+                      (binary, "not UTF-8"), (big, "larger than")):
+        with pytest.raises(ConfigError, match="ULTRABASE_DOCTOR_MANAGER_JWT_SECRET_FILE") as err:
+            parse_config(raw, environ={"ULTRABASE_DOCTOR_MANAGER_JWT_SECRET_FILE": str(path)})
+        assert why in str(err.value) and "-secret" not in str(err.value)
