@@ -41,15 +41,18 @@ RUN ln -s /usr/local/libexec/docker/cli-plugins/docker-compose /usr/local/bin/do
 COPY --from=build /opt/venv /opt/venv
 COPY deploy/healthcheck.py /usr/local/bin/ultrabase-doctor-healthcheck
 
-# A fixed non-root uid/gid (10001): the exporter runs as it (read-only Docker API through
-# the socket proxy, read-only instance files), and it owns the SQLite store. The actions
-# service overrides the user to root in docker-compose.yml, because it drives the real
-# Docker socket and rewrites the manager's root-owned files (deploy/README.md).
+# A fixed non-root uid/gid (10001): the exporter runs as it (Docker only through
+# engine-proxy's unix socket, read-only instance files), and it owns the SQLite store. The
+# actions service overrides the user to root in docker-compose.yml, because it drives the
+# real Docker socket and rewrites the manager's root-owned files (deploy/README.md).
+# /run/ultrabase-doctor holds engine-proxy's socket: root's, traversable by group 10001
+# only; the engine-api volume mounted there takes this owner and mode when it is created.
 RUN groupadd --system --gid 10001 doctor \
  && useradd --system --uid 10001 --gid doctor --no-create-home \
         --home-dir /var/lib/ultrabase-doctor --shell /usr/sbin/nologin doctor \
  && install -d -o doctor -g doctor -m 0700 /var/lib/ultrabase-doctor \
  && install -d -m 0755 /etc/ultrabase-doctor \
+ && install -d -o root -g doctor -m 0750 /run/ultrabase-doctor \
  && chmod 0755 /usr/local/bin/ultrabase-doctor-healthcheck \
  && docker --version && docker compose version && docker-compose version \
  && /opt/venv/bin/ultrabase-doctor --version

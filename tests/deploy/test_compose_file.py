@@ -57,10 +57,13 @@ PERSISTENT = {  # service -> (named volume, where it is mounted)
     "alertmanager": ("alertmanager-data", "/alertmanager"),
     "grafana": ("grafana-data", "/var/lib/grafana"),
 }
-# Sections of the Docker API the exporter may read through the proxy, and nothing more.
-PROXY_READ_SECTIONS = {"CONTAINERS", "NETWORKS", "INFO", "VERSION", "PING", "ALLOW_LOGS",
-                       "EVENTS"}
-PROXY_SETTINGS = {"LOG_LEVEL", "DISABLE_IPV6"}
+# engine-proxy's socket, in the volume only it and the exporter mount.
+ENGINE_API_VOLUME = "engine-api"
+ENGINE_API_DIR = "/run/ultrabase-doctor"
+ENGINE_SOCKET_URL = f"unix://{ENGINE_API_DIR}/engine.sock"
+# The Docker API's usual TCP ports (plain and TLS).
+DOCKER_TCP_PORTS = {"2375", "2376"}
+SECRETS_DIR = "/etc/ultrabase-doctor/secrets"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_?KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 LOCATION_NAME = re.compile(r"_(DIR|FILE|PATH)$")  # where secrets are, not what they are
 PURE_REFERENCE = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*(:?\?[^}]*|:-|)\}$")
@@ -257,32 +260,48 @@ def test_compose_config_is_valid_with_the_required_variables(
     assert "error" not in done.stderr.lower(), done.stderr
 
 
-def test_compose_config_refuses_to_run_without_each_required_variable(
-        compose_cmd: list[str], tmp_path: Path) -> None:
-    required = required_variables()
-    assert "GRAFANA_ADMIN_PASSWORD" in required, "Grafana's admin password must be required"
-    for name in required:
-        env = {k: v for k, v in required.items() if k != name}
-        done = run_compose(compose_cmd, tmp_path, env, "config", "--quiet")
-        assert done.returncode != 0, f"compose accepted the file without {name}"
-        assert name in done.stderr, done.stderr
+def test_compose_config_needs_no_secret_variable(compose_cmd: list[str],
+                                                 tmp_path: Path) -> None:
+    # Every secret is a file now: the stack resolves with an empty environment, and the
+    # secrets resolve to files under DOCTOR_SECRETS_DIR, mounted only where named.
+    assert required_variables() == {}
+    done = run_compose(compose_cmd, tmp_path, {}, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    resolved = json.loads(done.stdout)
+    files = {name: s["file"] for name, s in resolved["secrets"].items()}
+    assert files == {name: f"{SECRETS_DIR}/{name}" for name in
+                     ("manager_jwt_secret", "alertmanager_password", "grafana_admin_password")}
+    users = {name: sorted(s["source"] for s in svc.get("secrets") or [])
+             for name, svc in resolved["services"].items() if svc.get("secrets")}
+    assert users == {"exporter": ["manager_jwt_secret"],
+                     "actions": ["alertmanager_password", "manager_jwt_secret"],
+                     "grafana": ["grafana_admin_password"]}
 
 
-def test_compose_resolves_the_exporter_to_the_proxy_and_actions_to_the_socket(
+def test_compose_resolves_the_exporter_to_engine_proxy_and_actions_to_the_socket(
         compose_cmd: list[str], tmp_path: Path) -> None:
     # The same facts as the YAML tests below, read from compose's own interpretation.
     done = run_compose(compose_cmd, tmp_path, required_variables(), "config", "--format",
                        "json")
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]
-    exporter, actions = services["exporter"], services["actions"]
+    exporter, actions, proxy = (services["exporter"], services["actions"],
+                                services["engine-proxy"])
     assert not [v for v in exporter.get("volumes", []) if "docker.sock" in json.dumps(v)]
-    assert exporter["environment"]["ULTRABASE_DOCTOR_DOCKER_BASE_URL"] == \
-        "tcp://127.0.0.1:2375"
+    assert exporter["environment"]["ULTRABASE_DOCTOR_DOCKER_BASE_URL"] == ENGINE_SOCKET_URL
     assert exporter["network_mode"] == "host" and actions["network_mode"] == "host"
     assert any(v["target"] == "/var/run/docker.sock" and not v.get("read_only")
                for v in actions["volumes"])
-    assert services["docker-socket-proxy"]["environment"]["POST"] == "0"
+    assert proxy["network_mode"] == "none" and not proxy.get("ports")
+    for name, svc in services.items():
+        assert not [p for p in svc.get("ports") or []
+                    if str(p.get("target")) in DOCKER_TCP_PORTS
+                    or str(p.get("published")) in DOCKER_TCP_PORTS], name
+        for key, value in (svc.get("environment") or {}).items():
+            assert not (SECRET_NAME.search(key) and not LOCATION_NAME.search(key)), \
+                f"{name}.{key}: a secret in the environment"
+            assert not str(value or "").startswith(("tcp://", "http://", "https://")) \
+                or "DOCKER" not in key, f"{name}.{key}={value}: Docker over TCP"
 
 
 def test_central_override_runs_the_multi_host_prometheus(
@@ -313,7 +332,7 @@ def test_exporter_has_no_docker_socket_and_no_privileges() -> None:
     exporter = service("exporter")
     assert not [m for m in mounts(exporter) if touches_docker_socket(m)]
     env = environment(exporter)
-    assert not env.get("DOCKER_HOST", "").startswith("unix:")
+    assert "DOCKER_HOST" not in env
     assert not exporter.get("privileged")
     assert exporter.get("cap_drop") == ["ALL"] and not exporter.get("cap_add")
     assert exporter.get("read_only") is True
@@ -321,34 +340,85 @@ def test_exporter_has_no_docker_socket_and_no_privileges() -> None:
     assert not exporter.get("pid") and not exporter.get("ipc")
 
 
-def test_exporter_reaches_docker_only_through_the_read_only_proxy() -> None:
-    exporter, proxy = service("exporter"), service("docker-socket-proxy")
-    published = [interpolate(str(p)) for p in proxy.get("ports") or []]
-    assert published == ["127.0.0.1:2375:2375"], "the proxy must be on loopback only"
-    proxy_url = "tcp://127.0.0.1:2375"
-    assert interpolate(environment(exporter)["ULTRABASE_DOCTOR_DOCKER_BASE_URL"]) == proxy_url
-    # The config file says the same, so the exporter is read-only even without the variable.
+def test_exporter_reaches_docker_only_through_engine_proxys_socket() -> None:
+    exporter = service("exporter")
+    assert environment(exporter)["ULTRABASE_DOCTOR_DOCKER_BASE_URL"] == ENGINE_SOCKET_URL
+    # The config file says the same, so the exporter is narrowed even without the variable.
     config = load_config(DEPLOY_CONFIG, environ={})
-    assert config.docker.base_url == proxy_url
-    assert "docker-socket-proxy" in (exporter.get("depends_on") or {})
+    assert config.docker.base_url == ENGINE_SOCKET_URL
+    assert Mount("volume", ENGINE_API_VOLUME, ENGINE_API_DIR, True) in mounts(exporter)
+    assert "engine-proxy" in (exporter.get("depends_on") or {})
     assert exporter.get("network_mode") == "host"
+    # Only engine-proxy and the exporter mount the socket's volume.
+    sharing = sorted(name for name, svc in compose_doc()["services"].items()
+                     if any(m.source == ENGINE_API_VOLUME for m in mounts(svc)))
+    assert sharing == ["engine-proxy", "exporter"]
 
 
-def test_proxy_denies_every_write_including_exec() -> None:
-    proxy = service("docker-socket-proxy")
-    env = environment(proxy)
-    for flag in ("POST", "DELETE", "PUT", "PATCH", "EXEC", "ALLOW_EXEC", "ALLOW_START",
-                 "ALLOW_STOP", "ALLOW_RESTARTS", "ALLOW_KILL", "BUILD", "VOLUMES", "IMAGES",
-                 "AUTH", "SECRETS"):
-        assert env.get(flag, "0") == "0", f"{flag} must stay 0 on the exporter's proxy"
-    enabled = {k for k, v in env.items()
-               if k not in PROXY_SETTINGS and v.strip().lower() in ("1", "true", "yes")}
-    assert enabled <= PROXY_READ_SECTIONS, f"more than reads: {enabled - PROXY_READ_SECTIONS}"
-    assert {"CONTAINERS", "PING", "VERSION", "EVENTS"} <= enabled, \
-        "the exporter needs these to work"
-    sockets = [m for m in mounts(proxy) if touches_docker_socket(m)]
-    assert sockets and all(m.read_only for m in sockets)
-    assert proxy.get("network_mode") != "host"
+def test_engine_proxy_has_no_network_no_port_and_no_privileges() -> None:
+    proxy = service("engine-proxy")
+    command = [str(a) for a in proxy["command"]]
+    assert command[0] == "engine-proxy"
+    listen = command[command.index("--listen") + 1]
+    engine = command[command.index("--engine") + 1]
+    assert f"unix://{listen}" == ENGINE_SOCKET_URL
+    assert proxy.get("image") == service("exporter").get("image"), "the doctor's own image"
+    assert proxy.get("network_mode") == "none" and not proxy.get("ports")
+    assert not proxy.get("networks") and not proxy.get("expose")
+    assert proxy.get("cap_drop") == ["ALL"] and not proxy.get("cap_add")
+    assert proxy.get("read_only") is True and not proxy.get("privileged")
+    assert "no-new-privileges:true" in proxy.get("security_opt", [])
+    # Root owns the engine socket; group 10001 (the exporter's) gets the proxy's socket.
+    assert str(proxy.get("user")) == "0:" + str(service("exporter")["user"]).split(":")[1]
+    found = mounts(proxy)
+    assert [m.target for m in found if touches_docker_socket(m)] == [engine]
+    assert all(m.read_only for m in found if m.kind == "bind")
+    assert Mount("volume", ENGINE_API_VOLUME, ENGINE_API_DIR, False) in found
+    assert not environment(proxy), "the proxy needs no environment, and gets no secret"
+    check = proxy["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "ultrabase-doctor", "engine-proxy"] and "--check" in check
+
+
+def test_no_docker_api_over_tcp_anywhere() -> None:
+    text = COMPOSE_FILE.read_text()
+    assert "tcp://" not in text and "docker-socket-proxy" not in text
+    for name, svc in compose_doc()["services"].items():
+        for port in svc.get("ports") or []:
+            assert not DOCKER_TCP_PORTS & set(re.split(r"[:/]", interpolate(str(port)))), \
+                f"{name} publishes a Docker API port"
+        for key, value in environment(svc).items():
+            if "DOCKER" in key:
+                assert not re.match(r"(tcp|https?|ssh)://", interpolate(value)), \
+                    f"{name}.{key}={value}"
+    for path in (DEPLOY_CONFIG, ENV_EXAMPLE):
+        assert "tcp://" not in path.read_text() and "2375" not in path.read_text(), path
+
+
+def test_no_secret_sits_in_any_environment() -> None:
+    declared = compose_doc().get("secrets") or {}
+    assert declared and all(set(s) == {"file"} for s in declared.values())
+    for name, secret in declared.items():
+        assert interpolate(secret["file"]) == f"{SECRETS_DIR}/{name}"
+    for name, svc in compose_doc()["services"].items():
+        listed = set(svc.get("secrets") or [])
+        for key, value in environment(svc).items():
+            if not SECRET_NAME.search(key):
+                continue
+            assert key.endswith("_FILE"), f"{name}.{key}: a secret in the environment"
+            assert value.startswith("/run/secrets/"), f"{name}.{key}={value}"
+            assert value.removeprefix("/run/secrets/") in listed, f"{name}.{key}: not mounted"
+    doctor_secrets = {"exporter": {"ULTRABASE_DOCTOR_MANAGER_JWT_SECRET_FILE"},
+                      "actions": {"ULTRABASE_DOCTOR_MANAGER_JWT_SECRET_FILE",
+                                  "ULTRABASE_DOCTOR_ALERTMANAGER_PASSWORD_FILE"}}
+    for name, keys in doctor_secrets.items():
+        assert keys <= set(environment(service(name)))
+    grafana = service("grafana")
+    assert environment(grafana)["GF_SECURITY_ADMIN_PASSWORD__FILE"] == \
+        "/run/secrets/grafana_admin_password"
+    # An empty file would leave Grafana's built-in admin/admin: its start is refused.
+    script = grafana["entrypoint"][2]
+    assert script.startswith("test -s /run/secrets/grafana_admin_password ||")
+    assert script.endswith('exec /run.sh "$$@"')
 
 
 def test_actions_has_the_socket_and_the_manager_dir_at_its_host_path() -> None:
@@ -435,7 +505,7 @@ def test_mounted_repo_path_exists(svc: str, source: str) -> None:
 def test_no_literal_secrets_in_the_compose_file() -> None:
     for name, svc in compose_doc()["services"].items():
         for key, value in environment(svc).items():
-            if SECRET_NAME.search(key) and value not in ("0", "1"):  # proxy's SECRETS flag
+            if SECRET_NAME.search(key) and not LOCATION_NAME.search(key):
                 assert PURE_REFERENCE.match(value), \
                     f"{name}.{key} must come from the environment, not be written here"
         for arg in svc.get("command") or []:
@@ -493,7 +563,7 @@ def test_long_running_services_have_healthchecks_and_restart() -> None:
 # ---- the monitoring files, as the stack runs them (once they exist) ----------------------
 
 COMPOSE_SERVICE_HOSTS = {"exporter", "actions", "prometheus", "alertmanager", "grafana",
-                         "docker-socket-proxy", "store-init"}
+                         "engine-proxy", "store-init"}
 
 
 def _host(target: str) -> str:
