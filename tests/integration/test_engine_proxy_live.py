@@ -30,6 +30,7 @@ import pytest
 
 from exporter.checks.probes import HTTP_PROBE_SCRIPT, TCP_PROBE_SCRIPT
 from exporter.config import load_config
+from exporter.discovery import discover
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
 from fleet import engine, render
@@ -134,19 +135,28 @@ def test_diagnostics_through_the_proxy_run_the_in_instance_probes(
     diagnostics = config.diagnostics.model_copy(update={"timeout_seconds": TIMEOUT})
     config = config.model_copy(update={"diagnostics": diagnostics})
     runner = DiagnosticsEngine(config, DockerHost(proxy["url"], TIMEOUT))
+    deadline = time.monotonic() + 60
     try:
-        instance_id = fleet.ids[0]
-        diagnostic = runner.run(instance_id, trigger="on_demand", use_cache=False,
-                                limited=False).diagnostic
+        while True:
+            results = runner.run(fleet.ids[0], trigger="on_demand", use_cache=False,
+                                 limited=False).diagnostic.results
+            health, links = results["service_health"], \
+                results["network_connectivity"].details["links"]
+            # Through the proxy every probe runs: none is skipped, whatever the host's load.
+            assert health.status != "skipped", health
+            assert links and all(link["ok"] is not None for link in links.values()), links
+            if health.status == "ok" and all(link["ok"] for link in links.values()):
+                break
+            # A probe that timed out on a saturated host ran all the same: ask again.
+            assert time.monotonic() < deadline, (health, links)
+            time.sleep(1.0)
     finally:
         runner.close()
-    results = diagnostic.results
-    assert results["service_health"].status == "ok", results["service_health"]
-    links = results["network_connectivity"].details["links"]
-    assert links and all(link["ok"] is True for link in links.values()), links
     assert results["container_status"].status == "ok", results["container_status"]
-    # Runtime env (read by inspect of the instance's containers) reached the checks.
-    assert results["auth_service"].status in ("ok", "degraded"), results["auth_service"]
+    # Discovery through the proxy reads the instances' runtime env (credentials, drift).
+    found = discover(config, DockerHost(proxy["url"], TIMEOUT)).instances[fleet.ids[0]]
+    assert found.runtime_known and found.runtime_env, found.problems
+    assert all(env for env in found.runtime_env.values())
     assert "refused" not in proxy["log"].read_text(), proxy["log"].read_text()
 
 
