@@ -40,6 +40,7 @@ from exporter.config import Config
 from exporter.discovery import discover
 from exporter.dockerhost import DockerHost
 from exporter.errors import DoctorError
+from exporter.watch.events import WATCHED_ACTIONS
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     query: frozenset[str] = frozenset()
-    # none, exec_create, exec_start, exec_inspect: what the body and the target must be.
+    # none, events, exec_create, exec_start, exec_inspect: what the query, the body and the
+    # target must be.
     kind: str = "none"
 
 
@@ -91,7 +93,7 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/version"),
     _route("GET", "/containers/json",
            ("all", "limit", "size", "trunc_cmd", "since", "before", "filters")),
-    _route("GET", "/events", ("since", "until", "filters")),
+    _route("GET", "/events", ("since", "until", "filters"), kind="events"),
     _route("GET", f"/containers/(?P<container>{_ID})/json", ("size",)),
     _route("GET", f"/containers/(?P<container>{_ID})/logs",
            ("stdout", "stderr", "timestamps", "follow", "tail", "since", "until")),
@@ -198,6 +200,10 @@ def decide(call: Call, is_instance: Callable[[str], bool], execs: ExecLedger) ->
     container, exec_id = groups.get("container"), groups.get("exec")
     if container is not None and not is_instance(container):
         return refuse("the container is not one of an Ultrabase instance")
+    if route.kind == "events":
+        problem = _events_filter_problem([v for k, v in pairs if k == "filters"])
+        if problem:
+            return refuse(problem)
     if route.kind == "exec_create":
         checked = _exec_create_body(call.body)
         if isinstance(checked, str):
@@ -219,6 +225,24 @@ def decide(call: Call, is_instance: Callable[[str], bool], execs: ExecLedger) ->
                     exec_id=exec_id)
 
 
+def _events_filter_problem(filters: list[str]) -> str | None:
+    """Why an event stream is not the exporter's (container events it watches), or None.
+
+    Exec events name the command run, which the exporter never asks for.
+    """
+    if len(filters) != 1:
+        return "the event stream must be filtered as the doctor filters it"
+    data = _json_object(filters[0].encode("utf-8"), frozenset({"type", "event"}))
+    if isinstance(data, str):
+        return f"events filter: {data}"
+    events = data.get("event")
+    if (data.get("type") != ["container"] or not isinstance(events, list) or not events
+            or not all(isinstance(e, str) for e in events)
+            or not set(events) <= set(WATCHED_ACTIONS)):
+        return "only the container events the doctor watches may be followed"
+    return None
+
+
 def _json_object(body: bytes, keys: frozenset[str]) -> dict[str, Any] | str:
     """The body as a JSON object with only these keys, or why not."""
     try:
@@ -229,7 +253,7 @@ def _json_object(body: bytes, keys: frozenset[str]) -> dict[str, Any] | str:
         return "the body is not a JSON object"
     extra = sorted(set(data) - keys)
     if extra:
-        return f"the body has the key {extra[0][:40]!r}, which the doctor never sends"
+        return f"the key {extra[0][:40]!r} is not one the doctor sends"
     return data
 
 

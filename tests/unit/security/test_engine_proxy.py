@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -35,6 +36,7 @@ from exporter.engineproxy import (
     open_server,
 )
 from exporter.errors import ConfigError, DockerUnavailableError
+from exporter.watch.events import WATCHED_ACTIONS
 
 INSTANCE = "a" * 64
 OTHER = "b" * 64  # the doctor's own container, or any container not an instance's
@@ -64,7 +66,10 @@ def judge(method: str, target: str, body: bytes = b"",
     ("HEAD", "/_ping"),
     ("GET", "/version"),
     ("GET", "/v1.41/containers/json?all=1&limit=-1&size=0&trunc_cmd=0"),
-    ("GET", "/v1.47/events?filters=%7B%22type%22%3A+%5B%22container%22%5D%7D"),
+    ("GET", "/v1.47/events?filters=" + quote(json.dumps(
+        {"type": ["container"], "event": list(WATCHED_ACTIONS)}))),
+    ("GET", "/events?since=1700000000.000000&filters=" + quote(json.dumps(
+        {"type": ["container"], "event": ["die", "stop"]}))),
     ("GET", f"/v1.41/containers/{INSTANCE}/json"),
     ("GET", f"/v1.41/containers/{INSTANCE}/logs?stdout=1&stderr=1&timestamps=1&follow=0"
             "&tail=1000&since=1700000000.000000"),
@@ -99,6 +104,15 @@ def test_the_exporters_reads_pass(method: str, target: str) -> None:
     ("GET", "/containers/json?all=1&evil=1", "query parameter 'evil'"),
     ("GET", f"/containers/{INSTANCE}/json?size=1&x", "query"),
     ("GET", "/_ping?x=1", "query parameter 'x'"),
+    ("GET", "/events", "filtered as the doctor filters it"),
+    ("GET", "/events?filters=" + quote(json.dumps({"type": ["container"]})), "only the"),
+    ("GET", "/events?filters=" + quote(json.dumps(
+        {"type": ["container"], "event": ["exec_create", "exec_start"]})), "only the"),
+    ("GET", "/events?filters=" + quote(json.dumps(
+        {"type": ["container", "image"], "event": ["die"]})), "only the"),
+    ("GET", "/events?filters=" + quote(json.dumps(
+        {"type": ["container"], "event": ["die"], "container": ["x"]})), "'container'"),
+    ("GET", "/events?filters=%7B", "events filter: the body is not JSON"),
 ])
 def test_everything_else_is_refused(method: str, target: str, why: str) -> None:
     decision = judge(method, target)
@@ -150,7 +164,7 @@ def test_the_probe_exec_passes_and_is_rebuilt() -> None:
     (exec_body(TCP_ARGV, User="0"), "another user"),
     (exec_body(TCP_ARGV, AttachStdin=True), "stdin"),
     (exec_body(TCP_ARGV, Env=["PGPASSWORD=x"]), "environment"),
-    (exec_body(TCP_ARGV, WorkingDir="/"), "'WorkingDir'"),
+    (exec_body(TCP_ARGV, WorkingDir="/"), "'WorkingDir' is not one"),
     # The engine's JSON decoder matches keys case-insensitively and keeps the last one.
     (exec_body(TCP_ARGV, cmd=["sh", "-c", "id"]), "'cmd'"),
     (exec_body(TCP_ARGV, privileged=True), "'privileged'"),
