@@ -442,20 +442,22 @@ class EngineProxy:
                         decision.reason)
             client.sendall(error_response(403, decision.reason))
             return
-        try:
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.settimeout(READ_TIMEOUT_SECONDS)
-            upstream.connect(self.engine_path)
-        except OSError as exc:
-            client.sendall(error_response(502, f"the engine is unreachable: "
-                                               f"{exc.strerror or type(exc).__name__}"))
-            return
-        with upstream:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
+            try:
+                upstream.settimeout(READ_TIMEOUT_SECONDS)
+                upstream.connect(self.engine_path)
+            except OSError as exc:
+                client.sendall(error_response(502, f"the engine is unreachable: "
+                                                   f"{exc.strerror or type(exc).__name__}"))
+                return
             upstream.sendall(build_request(call, decision))
-            if decision.kind == "exec_create":
-                self._exec_created(upstream, client)
-            else:
+            if decision.kind != "exec_create":
                 _relay(upstream, client)
+                return
+            try:
+                self._exec_created(upstream, client)
+            except http.client.HTTPException:
+                client.sendall(error_response(502, "the engine's answer was not HTTP"))
 
     def _exec_created(self, upstream: socket.socket, client: socket.socket) -> None:
         """Pass the engine's answer on, noting the id of the exec it created."""
