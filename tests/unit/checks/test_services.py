@@ -196,10 +196,12 @@ def test_probe_script_against_real_servers(tmp_path: Path, hanging_port: int) ->
     envs = _tool_paths(tmp_path)
     if not envs:
         pytest.skip("neither wget, curl nor busybox on this host")
-    with socket.socket() as sock:
+    # Bound and never listening: connections are refused, and no other process on the
+    # host can take the port while the test runs (a closed one could be).
+    with socket.socket() as sock, \
+            http_server(Answers(statuses={"/down": 503}, default=200)) as port:
         sock.bind(("127.0.0.1", 0))
         refused = sock.getsockname()[1]
-    with http_server(Answers(statuses={"/down": 503}, default=200)) as port:
         targets = [
             HttpTarget("okay", f"http://127.0.0.1:{port}/health"),
             HttpTarget("broken", f"http://127.0.0.1:{port}/down"),
