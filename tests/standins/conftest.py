@@ -152,11 +152,13 @@ class Proc:
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll check until it holds or fail the test with what."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
+    while True:
+        past = time.monotonic() >= deadline
+        if check():  # also once after the deadline: a starved poller may have slept past it
             return
+        if past:
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def port_open(port: int) -> bool:
