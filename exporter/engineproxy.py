@@ -177,14 +177,44 @@ class ExecLedger:
                 self._started.discard(exec_id)
 
 
+@dataclass(frozen=True)
+class _Matched:
+    """A call that names one of ROUTES, with its rebuilt target and the ids it names."""
+
+    kind: str
+    target: str
+    pairs: list[tuple[str, str]]
+    container: str | None
+    exec_id: str | None
+
+
 def decide(call: Call, is_instance: Callable[[str], bool], execs: ExecLedger) -> Decision:
     """Allow the call only as one of ROUTES, on an instance's container or an exec of ours."""
+    matched = _match(call)
+    if isinstance(matched, Decision):
+        return matched
+    if matched.container is not None and not is_instance(matched.container):
+        return refuse("the container is not one of an Ultrabase instance")
+    if matched.kind == "exec_create":
+        checked = _exec_create_body(call.body)
+        if isinstance(checked, str):
+            return refuse(checked)
+        return Decision(True, kind=matched.kind, target=matched.target, body=checked,
+                        container=matched.container)
+    if matched.kind == "exec_start":
+        return _decide_exec_start(call, matched, execs)
+    return _decide_bodiless(call, matched, execs)
+
+
+def _match(call: Call) -> _Matched | Decision:
+    """The route the call names with its query checked, or the refusal."""
     path, _, raw_query = call.target.partition("?")
     path = _VERSION_PREFIX.sub("", path, count=1)
-    route = next((r for r in ROUTES if r.method == call.method and r.pattern.fullmatch(path)),
-                 None)
-    if route is None:
+    found = next(((route, match) for route in ROUTES if route.method == call.method
+                  and (match := route.pattern.fullmatch(path))), None)
+    if found is None:
         return refuse(f"{call.method[:10]} {path[:120]} is not a call the doctor makes")
+    route, match = found
     try:
         pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=bool(raw_query),
                           max_num_fields=16)
@@ -193,36 +223,34 @@ def decide(call: Call, is_instance: Callable[[str], bool], execs: ExecLedger) ->
     unknown = sorted({k for k, _ in pairs} - route.query)
     if unknown:
         return refuse(f"query parameter {unknown[0][:40]!r} is not one the doctor sends")
-    target = path + (f"?{urlencode(pairs)}" if pairs else "")
-    match = route.pattern.fullmatch(path)
-    assert match is not None  # the route was chosen by this match
     groups = match.groupdict()
-    container, exec_id = groups.get("container"), groups.get("exec")
-    if container is not None and not is_instance(container):
-        return refuse("the container is not one of an Ultrabase instance")
-    if route.kind == "events":
-        problem = _events_filter_problem([v for k, v in pairs if k == "filters"])
+    return _Matched(route.kind, path + (f"?{urlencode(pairs)}" if pairs else ""), pairs,
+                    groups.get("container"), groups.get("exec"))
+
+
+def _decide_exec_start(call: Call, matched: _Matched, execs: ExecLedger) -> Decision:
+    checked = _exec_start_body(call.body)
+    if isinstance(checked, str):
+        return refuse(checked)
+    if matched.exec_id is None or not execs.may_start(matched.exec_id):
+        return refuse("the exec was not created by this proxy, or was started already")
+    return Decision(True, kind=matched.kind, target=matched.target, body=checked,
+                    exec_id=matched.exec_id)
+
+
+def _decide_bodiless(call: Call, matched: _Matched, execs: ExecLedger) -> Decision:
+    """The reads: the event stream as the exporter filters it, an exec of ours, no body."""
+    if matched.kind == "events":
+        problem = _events_filter_problem([v for k, v in matched.pairs if k == "filters"])
         if problem:
             return refuse(problem)
-    if route.kind == "exec_create":
-        checked = _exec_create_body(call.body)
-        if isinstance(checked, str):
-            return refuse(checked)
-        return Decision(True, kind=route.kind, target=target, body=checked,
-                        container=container)
-    if route.kind == "exec_start":
-        checked = _exec_start_body(call.body)
-        if isinstance(checked, str):
-            return refuse(checked)
-        if exec_id is None or not execs.may_start(exec_id):
-            return refuse("the exec was not created by this proxy, or was started already")
-        return Decision(True, kind=route.kind, target=target, body=checked, exec_id=exec_id)
     if call.body:
         return refuse("this call carries no body")
-    if route.kind == "exec_inspect" and (exec_id is None or not execs.may_inspect(exec_id)):
+    if matched.kind == "exec_inspect" and (matched.exec_id is None
+                                           or not execs.may_inspect(matched.exec_id)):
         return refuse("the exec was not created by this proxy")
-    return Decision(True, kind=route.kind, target=target, container=container,
-                    exec_id=exec_id)
+    return Decision(True, kind=matched.kind, target=matched.target,
+                    container=matched.container, exec_id=matched.exec_id)
 
 
 def _events_filter_problem(filters: list[str]) -> str | None:
@@ -335,6 +363,21 @@ def discovered_containers(config: Config, engine: DockerHost) -> Callable[[], se
 
 def read_call(conn: socket.socket) -> Call:
     """One request from the client; raises BadRequest."""
+    head, rest = _read_head(conn)
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0") \
+            or not _TOKEN.fullmatch(parts[0]) or not parts[1].startswith("/"):
+        raise BadRequest("the request line is malformed")
+    headers = _headers(lines[1:])
+    body = _read_body(conn, rest, _content_length(headers))
+    upgrade = (headers.get("connection", "").lower() == "upgrade"
+               and headers.get("upgrade", "").lower() == "tcp")
+    return Call(parts[0], parts[1], body, upgrade)
+
+
+def _read_head(conn: socket.socket) -> tuple[bytes, bytes]:
+    """The request head, and what followed it in the same reads."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         if len(buffer) > MAX_HEAD_BYTES:
@@ -346,12 +389,10 @@ def read_call(conn: socket.socket) -> Call:
     head, _, rest = buffer.partition(b"\r\n\r\n")
     if len(head) > MAX_HEAD_BYTES:
         raise BadRequest("the request head is too large")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0") \
-            or not _TOKEN.fullmatch(parts[0]) or not parts[1].startswith("/"):
-        raise BadRequest("the request line is malformed")
-    headers = _headers(lines[1:])
+    return head, rest
+
+
+def _content_length(headers: dict[str, str]) -> int:
     if "transfer-encoding" in headers:
         raise BadRequest("chunked request bodies are not accepted")
     length_text = headers.get("content-length", "0")
@@ -360,7 +401,10 @@ def read_call(conn: socket.socket) -> Call:
     length = int(length_text)
     if length > MAX_BODY_BYTES:
         raise BadRequest("the request body is too large")
-    body = rest
+    return length
+
+
+def _read_body(conn: socket.socket, body: bytes, length: int) -> bytes:
     while len(body) < length:
         chunk = conn.recv(min(65536, length - len(body)))
         if not chunk:
@@ -368,9 +412,7 @@ def read_call(conn: socket.socket) -> Call:
         body += chunk
     if len(body) > length:
         raise BadRequest("data after the request body (one request per connection)")
-    upgrade = (headers.get("connection", "").lower() == "upgrade"
-               and headers.get("upgrade", "").lower() == "tcp")
-    return Call(parts[0], parts[1], body, upgrade)
+    return body
 
 
 def _headers(lines: list[str]) -> dict[str, str]:
