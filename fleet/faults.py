@@ -29,7 +29,7 @@ from docker.models.containers import Container
 from psycopg import sql
 
 from fleet import credentials, engine, images, ports
-from fleet.model import COMPONENTS, FaultSpec, FleetError, Instance
+from fleet.model import COMPONENTS, Expectation, FaultSpec, FleetError, Instance
 from fleet.render import host_mounts, write_registry, write_text
 from fleet.state import load as load_state
 from fleet.state import locked
@@ -94,12 +94,14 @@ class StopFault:
 
     component: str
     exclusive_group: str | None = None
+    expect: Expectation | None = None
 
     @property
     def spec(self) -> FaultSpec:
         """Name and description."""
         return FaultSpec(f"stop:{self.component}",
-                         f"docker stop the {self.component} container (heal: start it)")
+                         f"docker stop the {self.component} container (heal: start it)",
+                         expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Stop the container (unpausing it first if paused); remember its address."""
@@ -134,13 +136,14 @@ class PauseFault:
 
     component: str
     exclusive_group: str | None = None
+    expect: Expectation | None = None
 
     @property
     def spec(self) -> FaultSpec:
         """Name and description."""
         return FaultSpec(f"pause:{self.component}",
                          f"docker pause the {self.component} container so it hangs "
-                         "(heal: unpause it)")
+                         "(heal: unpause it)", expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Pause the container; it must be running."""
@@ -221,11 +224,12 @@ class AuthStartFault:
     logged: str
     what: str  # what auth stops on, for the wait's message
     exclusive_group: str | None = None
+    expect: Expectation | None = None
 
     @property
     def spec(self) -> FaultSpec:
         """Name and description."""
-        return FaultSpec(self.name, self.description)
+        return FaultSpec(self.name, self.description, expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Change the db over a superuser connection, then restart auth."""
@@ -373,11 +377,12 @@ class ServiceKeyFault:
     description: str
     expired: bool  # True: right secret, exp in the past; False: signed with another secret
     exclusive_group: str | None = "service-key"
+    expect: Expectation | None = None
 
     @property
     def spec(self) -> FaultSpec:
         """Name and description."""
-        return FaultSpec(self.name, self.description)
+        return FaultSpec(self.name, self.description, expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Stash the originals, write the bad key everywhere, recreate the key's readers."""
@@ -428,13 +433,15 @@ class KongKeyMismatchFault:
     """Only kong.yml's service_role key differs from the env and registry."""
 
     exclusive_group: str | None = "service-key"
+    expect: Expectation | None = None
     @property
     def spec(self) -> FaultSpec:
         """Name and description."""
         return FaultSpec(
             "kong-key-mismatch",
             "put another (valid) service_role key in kong.yml only and restart kong, which then "
-            "answers 401 to the env's key (heal: restore kong.yml, restart kong)")
+            "answers 401 to the env's key (heal: restore kong.yml, restart kong)",
+            expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Stash kong.yml, write another key into it, restart kong."""
@@ -472,12 +479,14 @@ class VolumeMissingFault:
     """volumes-<id>/storage moved away into the fleet's stash (never deleted)."""
 
     exclusive_group: str | None = None
+    expect: Expectation | None = None
     @property
     def spec(self) -> FaultSpec:
         """Name and description."""
         return FaultSpec(
             "volume-missing",
-            "move volumes-<id>/storage into DIR/.fleet/stash (heal: move it back)")
+            "move volumes-<id>/storage into DIR/.fleet/stash (heal: move it back)",
+            expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Move the storage dir into the stash."""
@@ -514,13 +523,14 @@ class PortTakenFault:
     """Kong's published HTTP port held by another process, so kong cannot start."""
 
     exclusive_group: str | None = None
+    expect: Expectation | None = None
     @property
     def spec(self) -> FaultSpec:
         """Name and description."""
         return FaultSpec(
             "port-taken",
             "stop kong, hold its kong_http port with another process, start kong (it fails: "
-            "address in use) (heal: end the process, start kong)")
+            "address in use) (heal: end the process, start kong)", expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Stop kong, start the holder, try to start kong."""
@@ -569,6 +579,7 @@ class AuthEmptySettingFault:
 
     setting: str = EMPTY_SETTING
     exclusive_group: str | None = None
+    expect: Expectation | None = None
 
     @property
     def spec(self) -> FaultSpec:
@@ -577,7 +588,8 @@ class AuthEmptySettingFault:
             "auth-empty-setting",
             f'set {self.setting} to "" in the compose file (as compose writes an empty .env '
             "value) and recreate auth: GoTrue stops at start with 'Failed to load "
-            "configuration' and crash-loops (heal: restore the compose file, recreate auth)")
+            "configuration' and crash-loops (heal: restore the compose file, recreate auth)",
+            expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Stash the compose file, empty the setting, recreate auth."""
@@ -629,6 +641,7 @@ class JwtSecretShortFault:
     """The JWT secret replaced by an 18-byte one everywhere, the keys re-signed with it."""
 
     exclusive_group: str | None = "service-key"
+    expect: Expectation | None = None
 
     @property
     def spec(self) -> FaultSpec:
@@ -639,7 +652,7 @@ class JwtSecretShortFault:
             "is held (registry, env, compose file), re-sign the anon and service keys with it "
             "(kong.yml too) and recreate every service whose configuration changed: GoTrue and "
             "Kong accept the keys, PostgREST v12 rejects every request carrying one (heal: "
-            "restore the originals, recreate)")
+            "restore the originals, recreate)", expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Stash the files and record, write the short secret and its keys, recreate."""
@@ -752,6 +765,7 @@ class RecreateFault:
 
     component: str
     exclusive_group: str | None = None
+    expect: Expectation | None = None
 
     @property
     def spec(self) -> FaultSpec:
@@ -762,7 +776,7 @@ class RecreateFault:
             f"recreate {c} (compose up -d --force-recreate --no-deps {c}) with a new address "
             f"while kong keeps the old one in its DNS cache: {c} serves, "
             f"{UPSTREAM_ROUTES[c]} through the gateway times out or answers 502 until the "
-            "cached answer expires (heal: restart kong)")
+            "cached answer expires (heal: restart kong)", expect=self.expect)
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         """Restart kong and let it cache the current address, then recreate elsewhere."""
@@ -806,10 +820,26 @@ class RecreateFault:
                         f"{path} to answer through Kong")
 
 
+def expect(codes: str, component: str | None, repair: str | None) -> Expectation:
+    """An expectation from "CODE" or "CODE|OTHER" (any of them is right)."""
+    return Expectation(frozenset(codes.split("|")), component, repair)
+
+
+def _down(component: str) -> Expectation:
+    """A stopped or paused (hung) component: start (or unpause) it.
+
+    The db's unreachability is what its users see; either name for it is right.
+    """
+    codes = "CONTAINER_NOT_RUNNING|DB_UNREACHABLE" if component == "db" \
+        else "CONTAINER_NOT_RUNNING"
+    return expect(codes, component, "start_container")
+
+
 def _catalogue() -> dict[str, Fault]:
     faults: list[Fault] = []
-    faults += [StopFault(c) for c in COMPONENTS]
-    faults += [PauseFault(c) for c in COMPONENTS]
+    faults += [StopFault(c, expect=_down(c)) for c in COMPONENTS]
+    # Docker's proxy still accepts on a paused container's port: hung, never a conflict.
+    faults += [PauseFault(c, expect=_down(c)) for c in COMPONENTS]
     faults += [
         AuthStartFault(
             "auth-db-password",
@@ -819,18 +849,22 @@ def _catalogue() -> dict[str, Fault]:
                                                 credentials.random_secret(32)),
             revert=lambda i: _set_role_password(i, "supabase_auth_admin",
                                                 i.credentials.postgres_password),
-            logged=AUTH_DB_ERROR, what="its DB login"),
+            logged=AUTH_DB_ERROR, what="its DB login",
+            expect=expect("DB_ROLE_PASSWORD_MISMATCH", "db", "sync_db_role_passwords")),
         ServiceKeyFault("service-key-wrong-secret",
                         "replace the service_role key everywhere it is held (registry, env, "
                         "compose file, kong.yml) by one signed with another secret and "
                         "recreate its readers: Kong accepts it, GoTrue rejects it "
-                        "(403 bad_jwt) (heal: restore the originals, recreate)", expired=False),
+                        "(403 bad_jwt) (heal: restore the originals, recreate)", expired=False,
+                        expect=expect("JWT_SECRET_MISMATCH", "auth", "regenerate_jwt_keys")),
         ServiceKeyFault("service-key-expired",
                         "as service-key-wrong-secret, with a key signed with the right "
-                        "secret whose exp is in the past", expired=True),
-        KongKeyMismatchFault(),
-        VolumeMissingFault(),
-        PortTakenFault(),
+                        "secret whose exp is in the past", expired=True,
+                        expect=expect("JWT_KEY_EXPIRED", "auth", "regenerate_jwt_keys")),
+        KongKeyMismatchFault(
+            expect=expect("GATEWAY_KEY_REJECTED", "kong", "sync_gateway_keys")),
+        VolumeMissingFault(expect=expect("VOLUME_MISSING", "storage", None)),
+        PortTakenFault(expect=expect("PORT_CONFLICT", "kong", None)),
         AuthStartFault(
             "auth-schema-rights",
             "revoke supabase_auth_admin's rights on the auth schema and restart auth: it logs "
@@ -838,10 +872,14 @@ def _catalogue() -> dict[str, Fault]:
             "3F000) and it crash-loops; the password is right (heal: grant them back, restart "
             "auth)",
             change=_auth_schema_rights(grant=False), revert=_auth_schema_rights(grant=True),
-            logged="(SQLSTATE 3F000)", what="its migrations"),
-        AuthEmptySettingFault(),
-        JwtSecretShortFault(),
-        *(RecreateFault(c) for c in UPSTREAM_ROUTES),
+            logged="(SQLSTATE 3F000)", what="its migrations",
+            expect=expect("AUTH_MIGRATION_FAILED", "auth", None)),
+        AuthEmptySettingFault(expect=expect("AUTH_CONFIG_INVALID", "auth", None)),
+        JwtSecretShortFault(expect=expect("JWT_SECRET_WEAK", "auth", None)),
+        # A new address while Kong's DNS cache holds the old one: the link is at fault, the
+        # service is healthy; restarting kong makes it resolve again.
+        *(RecreateFault(c, expect=expect("GATEWAY_UPSTREAM_STALE", "kong", "restart_component"))
+          for c in UPSTREAM_ROUTES),
     ]
     return {f.spec.name: f for f in faults}
 

@@ -144,11 +144,37 @@ class UpResult:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """What a diagnosis of an instance with a fault in must conclude: its root cause."""
+
+    codes: frozenset[str]  # the root cause's code is one of these
+    component: str | None  # the root cause's component (None: the instance as a whole)
+    repair: str | None  # the repair the root cause offers; None: no repair helps
+
+    def __post_init__(self) -> None:
+        if not self.codes:
+            raise FleetError("an expectation names at least one root-cause code")
+        if self.component is not None and self.component not in COMPONENTS:
+            raise FleetError(f"unknown component {self.component!r}")
+
+    def root(self) -> str:
+        """The expected root cause as CODE[component] (codes joined by /)."""
+        where = f"[{self.component}]" if self.component else ""
+        return "/".join(sorted(self.codes)) + where
+
+    def as_json(self) -> dict[str, object]:
+        """The CLI's JSON output."""
+        return {"codes": sorted(self.codes), "component": self.component,
+                "repair": self.repair}
+
+
+@dataclass(frozen=True)
 class FaultSpec:
-    """A named fault and what it does."""
+    """A named fault, what it does and what the doctor must make of it."""
 
     name: str
     description: str
+    expect: Expectation | None = None
 
 
 @dataclass(frozen=True)

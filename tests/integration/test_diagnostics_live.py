@@ -7,40 +7,34 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from actions.operations.repair import build_plan
-from exporter.config import Config, load_config
+from bench.accuracy import (
+    TIMEOUT,
+    first_run_with_live_checks_passing,
+    live_failing,
+    make_engine,
+    serious,
+    sweep,
+)
 from exporter.diagnostic import Diagnostic
-from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
+from fleet import faults
 from fleet.fleet import Fleet
+from fleet.model import Expectation
 from tests.integration.conftest import FleetFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.fleets(3)]
 
-# The default: 3 s left the in-network probe 1 s per target, too little on a saturated
-# shared host (a healthy rest timed out). The hung-auth bound below scales with it.
-TIMEOUT = 5.0
+# The engine's probe timeout is bench.accuracy.TIMEOUT; the hung-auth bound below scales
+# with it.
 
 
 @pytest.fixture(scope="module")
 def live(fleet_factory: FleetFactory) -> Fleet:
     return fleet_factory(3)
-
-
-def make_engine(fleet: Fleet, **diagnostics: Any) -> DiagnosticsEngine:
-    config = load_config(fleet.config_path)
-    settings = {"timeout_seconds": TIMEOUT, **diagnostics}
-    thresholds = settings.pop("thresholds", None)
-    diag = config.diagnostics.model_copy(update=settings)
-    if thresholds:
-        diag = diag.model_copy(update={"thresholds": diag.thresholds.model_copy(
-            update=thresholds)})
-    tuned: Config = config.model_copy(update={"diagnostics": diag})
-    return DiagnosticsEngine(tuned, DockerHost(config.docker.base_url, TIMEOUT))
 
 
 @pytest.fixture
@@ -52,28 +46,12 @@ def engine(live: Fleet) -> Iterator[DiagnosticsEngine]:
         made.close()
 
 
-def sweep(engine: DiagnosticsEngine) -> dict[str, Diagnostic]:
-    return {d.instance_id: d for d in engine.sweep("on_demand")}
-
-
-def serious(diagnostic: Diagnostic) -> list[str]:
-    return [f"{i.code}[{i.component}]: {i.message}" for i in diagnostic.issues
-            if i.severity in ("critical", "warning")]
-
-
-def first_run_with_live_checks_passing(engine: DiagnosticsEngine, instance_id: str,
-                                       within: float = 60.0) -> Diagnostic:
-    """Diagnose until every live check (all but the logs) passes; that run, or fail."""
-    deadline = time.monotonic() + within
-    while True:
-        diagnostic = engine.run(instance_id, trigger="operation", use_cache=False,
-                                limited=False).diagnostic
-        failing = [name for name, r in diagnostic.results.items()
-                   if name != "logs" and r.status not in ("ok", "skipped")]
-        if not failing:
-            return diagnostic
-        assert time.monotonic() < deadline, f"live checks {failing} still fail after the heal"
-        time.sleep(1.0)
+def healed_run(engine: DiagnosticsEngine, instance_id: str) -> Diagnostic:
+    """The first run after a heal whose live checks pass (all but the logs), or fail."""
+    diagnostic = first_run_with_live_checks_passing(engine, instance_id)
+    failing = live_failing(diagnostic)
+    assert not failing, f"live checks {failing} still fail after the heal"
+    return diagnostic
 
 
 def assert_others_clean(live: Fleet, results: dict[str, Diagnostic], broken: str) -> None:
@@ -93,38 +71,27 @@ def test_healthy_fleet_reports_nothing(live: Fleet, engine: DiagnosticsEngine) -
         assert synthetic["created"] and synthetic["deleted"]
 
 
-MATRIX = [
-    ("stop:auth", {"CONTAINER_NOT_RUNNING"}, "auth"),
-    ("auth-db-password", {"DB_ROLE_PASSWORD_MISMATCH"}, None),
-    ("service-key-wrong-secret", {"JWT_SECRET_MISMATCH"}, "auth"),
-    ("service-key-expired", {"JWT_KEY_EXPIRED"}, "auth"),
-    ("kong-key-mismatch", {"GATEWAY_KEY_REJECTED"}, "kong"),
-    ("stop:db", {"DB_UNREACHABLE"}, "db"),
-    ("stop:kong", {"CONTAINER_NOT_RUNNING"}, "kong"),
-    # Docker's proxy still accepts on a paused container's port: hung, never a conflict.
-    ("pause:kong", {"CONTAINER_NOT_RUNNING"}, "kong"),
-    ("volume-missing", {"VOLUME_MISSING"}, None),
-    ("port-taken", {"PORT_CONFLICT"}, "kong"),
-    ("auth-schema-rights", {"AUTH_MIGRATION_FAILED"}, "auth"),
-    ("auth-empty-setting", {"AUTH_CONFIG_INVALID"}, "auth"),
-    ("jwt-secret-short", {"JWT_SECRET_WEAK"}, "auth"),
-    # A new address while Kong's DNS cache holds the old one: the service is healthy.
-    ("recreate:auth", {"GATEWAY_UPSTREAM_STALE"}, "kong"),
-    ("recreate:rest", {"GATEWAY_UPSTREAM_STALE"}, "kong"),
-]
-# The repair the root cause must offer, where the matrix pins it (None: no repair helps,
-# the operator must fix it), and the repairs no issue of the diagnostic may offer.
-ROOT_REPAIR = {"auth-db-password": "sync_db_role_passwords", "auth-schema-rights": None,
-               "auth-empty-setting": None, "jwt-secret-short": None,
-               "recreate:auth": "restart_component", "recreate:rest": "restart_component"}
+# The faults this module runs; what each must be diagnosed as (root cause code and
+# component, the repair it offers, None: no repair helps) is the fault's own
+# FaultSpec.expect in the fleet's catalogue, which bench.accuracy runs in full.
+MATRIX = ["stop:auth", "auth-db-password", "service-key-wrong-secret", "service-key-expired",
+          "kong-key-mismatch", "stop:db", "stop:kong", "pause:kong", "volume-missing",
+          "port-taken", "auth-schema-rights", "auth-empty-setting", "jwt-secret-short",
+          "recreate:auth", "recreate:rest"]
+# Repairs no issue of the diagnostic may offer.
 NEVER_OFFERED = {"auth-schema-rights": {"sync_db_role_passwords"}}
 
 
-@pytest.mark.parametrize(("fault", "codes", "component"), MATRIX,
-                         ids=[m[0] for m in MATRIX])
+def expectation(fault: str) -> Expectation:
+    expect = faults.get(fault).spec.expect
+    assert expect is not None, f"{fault} states no expectation"
+    return expect
+
+
+@pytest.mark.parametrize("fault", MATRIX)
 def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: DiagnosticsEngine,
-                                                fault: str, codes: set[str],
-                                                component: str | None) -> None:
+                                                fault: str) -> None:
+    expect = expectation(fault)
     target = live.ids[0]
     with live.broken(target, fault):
         results = sweep(engine)
@@ -133,11 +100,9 @@ def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: Diagnostics
     assert not diagnostic.healthy
     root = diagnostic.root_cause
     assert root is not None, serious(diagnostic)
-    assert root.issue.code in codes, serious(diagnostic)
-    if component:
-        assert root.issue.component == component, serious(diagnostic)
-    if fault in ROOT_REPAIR:
-        assert root.issue.repair == ROOT_REPAIR[fault], serious(diagnostic)
+    assert root.issue.code in expect.codes, serious(diagnostic)
+    assert root.issue.component == expect.component, serious(diagnostic)
+    assert root.issue.repair == expect.repair, serious(diagnostic)
     offered = {i.repair for i in diagnostic.issues}
     assert not offered & NEVER_OFFERED.get(fault, set()), serious(diagnostic)
     if fault == "auth-empty-setting":
@@ -168,7 +133,7 @@ def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: Diagnostics
         assert "PORT_CONFLICT" not in {i.code for i in diagnostic.issues}, serious(diagnostic)
     # Healed: the first run whose live checks pass reads healthy; the outage's log lines
     # are recent events, not issues (nor repairs).
-    healed = first_run_with_live_checks_passing(engine, target)
+    healed = healed_run(engine, target)
     assert healed.healthy and serious(healed) == [], serious(healed)
     assert healed.root_cause is None
 
