@@ -82,7 +82,10 @@ def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.command == "faults":
         for spec in Fleet.faults():
-            print(f"{spec.name}\t{spec.description}")
+            expect = spec.expect
+            stated = (f"{expect.root()}, repair {expect.repair or 'none'}" if expect
+                      else "-")
+            print(f"{spec.name}\t{spec.description}\t{stated}")
         return 0
     root = _root(args)
     if args.command == "up":

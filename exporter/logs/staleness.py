@@ -4,9 +4,9 @@ A log line tells of the past; a log finding stays an issue only while live evide
 not show its element working. The element is what the finding is about: the roles whose
 password the db rejected, else its component. A component is shown working when, in the
 same run, container_status finds it running (healthy, where it has a healthcheck), no live
-check reports a warning or worse on it, and the same holds for every component it needs
-(the instance topology's links): a service cannot be shown working while what it stands on
-fails. A role is shown working when database_connection logs it in.
+check reports a warning or worse on it (a slow answer is an answer), and the same holds
+for every component it needs (the instance topology's links): a service cannot be shown
+working while what it stands on fails. A role is shown working when database_connection logs it in.
 
 The same holds for live findings that tell of the past: a crash loop or an out-of-memory
 kill of a container that now runs healthy.
@@ -41,6 +41,9 @@ _ROLE_CODES = frozenset({"DB_ROLE_PASSWORD_MISMATCH", "DB_AUTH_FAILED"})
 _SUPERUSERS = frozenset({"postgres", "supabase_admin"})
 # Live findings about a container's past, over once it runs healthy.
 _PAST_CONTAINER_CODES = frozenset({"CONTAINER_CRASH_LOOP", "CONTAINER_OOM_KILLED"})
+# Live warnings that show the component answering (slowly): they show it working. On a
+# loaded host a slow answer otherwise brought a healed outage's log lines back as issues.
+_ANSWERED_CODES = frozenset({"ENDPOINT_SLOW"})
 MAX_EXCERPT_CHARS = 300
 
 
@@ -73,7 +76,7 @@ def live_evidence(results: Mapping[str, CheckResult], topology: Topology | None,
     states = CONTAINER_STATUS.details(containers).get("components") or {}
     failing = {i.component for r in results.values() if r.name != LOGS for i in r.issues
                if i.severity in _SERIOUS and i.component is not None
-               and not any(i is p for p in past)}
+               and i.code not in _ANSWERED_CODES and not any(i is p for p in past)}
     up = {name for name, state in states.items()
           if state.get("state") == "running" and state.get("health") in (None, "healthy")
           and name not in failing}
