@@ -83,10 +83,13 @@ def sweep(engine: DiagnosticsEngine) -> dict[str, Diagnostic]:
     return {d.instance_id: d for d in engine.sweep("on_demand")}
 
 
+SERIOUS = ("critical", "warning")
+
+
 def serious(diagnostic: Diagnostic) -> list[str]:
     """The warning and critical issues, as CODE[component]: message."""
     return [f"{i.code}[{i.component}]: {i.message}" for i in diagnostic.issues
-            if i.severity in ("critical", "warning")]
+            if i.severity in SERIOUS]
 
 
 def live_failing(diagnostic: Diagnostic) -> list[str]:
@@ -133,6 +136,23 @@ class Given:
         return cls(root.issue.code, root.issue.component, root.issue.repair)
 
 
+@dataclass(frozen=True)
+class Flag:
+    """A warning or critical issue on an instance that should have read healthy."""
+
+    instance: str  # A, B, C
+    code: str
+    component: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.instance} {self.code}[{self.component}]: {self.message}"
+
+
+# What a loaded host alone raises on a healthy instance: an answer over the threshold.
+LOAD_CODES = frozenset({"ENDPOINT_SLOW"})
+
+
 def root_right(expect: Expectation, given: Given) -> bool:
     """The root cause has one of the expected codes, on the expected component."""
     return given.code in expect.codes and given.component == expect.component
@@ -155,7 +175,7 @@ class Outcome:
     seconds: float  # the instance's diagnosis in the sweep with the fault in
     stale: tuple[str, ...]  # warning/critical issues after the heal (empty: healthy)
     healed_healthy: bool  # that run read healthy (exit code 0)
-    neighbours: tuple[str, ...]  # issues on healthy neighbours in the same sweep
+    neighbours: tuple[Flag, ...]  # issues on healthy neighbours in the same sweep
     plan: tuple[str, ...] = ()  # the repair plan's actions for the instance
     error: str = ""
 
@@ -176,6 +196,11 @@ class Outcome:
         """Healthy, with nothing left over, on the first run after the heal."""
         return not self.error and self.healed_healthy and not self.stale
 
+    @property
+    def neighbours_slow_only(self) -> bool:
+        """Neighbours were flagged, only for answers over the time threshold (load)."""
+        return bool(self.neighbours) and all(f.code in LOAD_CODES for f in self.neighbours)
+
 
 def _mark(ok: bool) -> str:
     return "ok" if ok else "**WRONG**"
@@ -194,7 +219,8 @@ def table(outcomes: Sequence[Outcome]) -> list[str]:
                          f"| {want} | | | | |")
             continue
         after = "healthy" if o.fresh else "STALE: " + "; ".join(o.stale or ("unhealthy",))
-        flagged = "clean" if not o.neighbours else "FLAGGED: " + "; ".join(o.neighbours)
+        flagged = "clean" if not o.neighbours else "FLAGGED: " + "; ".join(
+            str(f) for f in o.neighbours)
         lines.append(
             f"| {o.fault} | {o.instance} | {expected} | {o.given.root()} {_mark(o.root_ok)} "
             f"| {want} | {o.given.repair or 'none'} {_mark(o.repair_ok)} "
@@ -228,6 +254,7 @@ class Summary:
     repair_right: int
     stale: int
     neighbour_flagged: int
+    neighbour_slow_only: int  # of those, only ENDPOINT_SLOW (the host's load)
     errors: int
 
     @classmethod
@@ -238,6 +265,7 @@ class Summary:
                    sum(o.repair_ok for o in outcomes),
                    sum(not o.fresh for o in judged),
                    sum(bool(o.neighbours) for o in judged),
+                   sum(o.neighbours_slow_only for o in judged),
                    len(outcomes) - len(judged))
 
     def line(self) -> str:
@@ -245,6 +273,8 @@ class Summary:
         return (f"{self.faults} faults: root cause right {self.root_right}/{self.faults}, "
                 f"repair right {self.repair_right}/{self.faults}, stale after heal "
                 f"{self.stale}, healthy neighbour flagged {self.neighbour_flagged}"
+                + (f" ({self.neighbour_slow_only} of them only ENDPOINT_SLOW)"
+                   if self.neighbour_slow_only else "")
                 + (f", runs that failed {self.errors}" if self.errors else ""))
 
 
@@ -275,8 +305,9 @@ class Campaign:
             self._heal(done)
             return [self._failed(iid, fault, name, f"break: {exc}") for iid, fault in broken]
         targets = {iid for iid, _ in broken}
-        neighbours = tuple(f"{self.label(iid)} {issue}" for iid, d in sorted(results.items())
-                           if iid not in targets for issue in serious(d))
+        neighbours = tuple(Flag(self.label(iid), i.code, i.component, i.message)
+                           for iid, d in sorted(results.items()) if iid not in targets
+                           for i in d.issues if i.severity in SERIOUS)
         plans = {iid: self._plan(results[iid], iid) for iid in targets}
         failed = self._heal(done)
         outcomes = []
@@ -319,10 +350,10 @@ def _progress(outcomes: Sequence[Outcome]) -> None:
         print(row, file=sys.stderr, flush=True)
 
 
-def campaign(fleet: Fleet, args: argparse.Namespace) -> list[Outcome]:
-    """Every chosen fault alone, the instances taking turns, then the pairs."""
+def campaign(fleet: Fleet, args: argparse.Namespace, outcomes: list[Outcome]) -> None:
+    """Every chosen fault alone, the instances taking turns, then the pairs; each outcome
+    is added to `outcomes` as it is judged (an interrupted run keeps what it has)."""
     engine = make_engine(fleet)
-    outcomes: list[Outcome] = []
     ids = fleet.ids
     try:
         bench = Campaign(fleet, engine, args.heal_within)
@@ -341,7 +372,6 @@ def campaign(fleet: Fleet, args: argparse.Namespace) -> list[Outcome]:
             _progress(outcomes[-2:])
     finally:
         engine.close()
-    return outcomes
 
 
 def report(outcomes: Sequence[Outcome], host: str) -> None:
@@ -419,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  health_interval=args.health_interval)
             if args.pairs and len(fleet.ids) < 3:
                 raise FleetError("the pairs need 3 instances: two broken, one neighbour")
-            outcomes = campaign(fleet, args)
+            campaign(fleet, args, outcomes)
         finally:
             if fleet is not None and not args.root:
                 fleet.down()

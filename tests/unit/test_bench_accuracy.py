@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bench.accuracy import Given, Outcome, Summary, confusion, confusion_table, parse_args, table
+from bench.accuracy import (
+    Flag,
+    Given,
+    Outcome,
+    Summary,
+    confusion,
+    confusion_table,
+    parse_args,
+    table,
+)
 from exporter.issues import CATALOGUE
 from fleet import faults
 from fleet.model import COMPONENTS, Expectation, FleetError
@@ -14,7 +23,7 @@ DB_DOWN = faults.expect("CONTAINER_NOT_RUNNING|DB_UNREACHABLE", "db", "start_con
 
 
 def outcome(fault: str, expect: Expectation, given: Given, *, stale: tuple[str, ...] = (),
-            healthy: bool = True, neighbours: tuple[str, ...] = (), error: str = "") -> Outcome:
+            healthy: bool = True, neighbours: tuple[Flag, ...] = (), error: str = "") -> Outcome:
     return Outcome(fault, "A", "single", expect, given, 1.5, stale, healthy, neighbours,
                    error=error)
 
@@ -27,7 +36,9 @@ WRONG_ROOT = outcome("pause:auth", STOPPED_AUTH, Given("COMPONENT_UNREACHABLE", 
                      stale=("LOG_ERROR_SPIKE[auth]: 3 errors",))
 WRONG_PLACE = outcome("stop:auth", STOPPED_AUTH, Given("CONTAINER_NOT_RUNNING", "kong",
                                                        "start_container"),
-                      neighbours=("B GATEWAY_UNREACHABLE[kong]: refused",))
+                      neighbours=(Flag("B", "GATEWAY_UNREACHABLE", "kong", "refused"),))
+SLOW_NEIGHBOUR = outcome("stop:db", DB_DOWN, EITHER_CODE.given,
+                         neighbours=(Flag("C", "ENDPOINT_SLOW", "rest", "took 2.1s"),))
 FAILED = outcome("stop:auth", STOPPED_AUTH, Given(None, None, None), healthy=False,
                  error="break: timed out")
 
@@ -71,11 +82,12 @@ def test_confusion_counts_expected_against_given() -> None:
 
 
 def test_summary_counts_each_goal() -> None:
-    summary = Summary.of([RIGHT, EITHER_CODE, WRONG_ROOT, WRONG_PLACE, FAILED])
-    assert summary == Summary(faults=5, root_right=2, repair_right=3, stale=1,
-                              neighbour_flagged=1, errors=1)
-    assert summary.line() == ("5 faults: root cause right 2/5, repair right 3/5, stale after "
-                              "heal 1, healthy neighbour flagged 1, runs that failed 1")
+    summary = Summary.of([RIGHT, EITHER_CODE, WRONG_ROOT, WRONG_PLACE, SLOW_NEIGHBOUR, FAILED])
+    assert summary == Summary(faults=6, root_right=3, repair_right=4, stale=1,
+                              neighbour_flagged=2, neighbour_slow_only=1, errors=1)
+    assert summary.line() == (
+        "6 faults: root cause right 3/6, repair right 4/6, stale after heal 1, healthy "
+        "neighbour flagged 2 (1 of them only ENDPOINT_SLOW), runs that failed 1")
 
 
 def test_table_marks_what_is_wrong() -> None:
