@@ -40,6 +40,7 @@ class Mount:
     source: str
     destination: str
     read_only: bool
+    name: str | None = None  # a named volume's name (inspect tells it; the listing may not)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,11 @@ class ContainerSummary:
 
 @dataclass(frozen=True)
 class ContainerDetails:
-    """What only `docker inspect` tells: the config in force and the restart history."""
+    """One container as `docker inspect` tells it: state, config in force, restart history.
+
+    The one container model of reads and writes alike: checks read env and restarts, the
+    operations read state, health, image, mounts and the healthcheck.
+    """
 
     id: str
     env: Mapping[str, str]
@@ -98,6 +103,39 @@ class ContainerDetails:
     finished_at: str
     health_log: tuple[str, ...] = ()
     tty: bool = False  # Config.Tty: the container's output is one raw stream, not framed
+    name: str = ""
+    state: str = ""  # created, running, paused, restarting, removing, exited, dead
+    health: str | None = None  # starting, healthy or unhealthy; None without a healthcheck
+    image_id: str = ""
+    restart_policy: str = ""
+    mounts: tuple[Mount, ...] = ()
+    # The healthcheck as an exec argv (CMD-SHELL through /bin/sh -c); () when none.
+    healthcheck: tuple[str, ...] = ()
+    # The IPv4 address on each network (read, never dialled).
+    addresses: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        """Meant to be up: running, paused or being restarted by its restart policy."""
+        return self.state in ("running", "restarting", "paused")
+
+    @property
+    def ok(self) -> bool:
+        """Running, and healthy when it has a healthcheck."""
+        return self.state == "running" and self.health in (None, "healthy")
+
+    @property
+    def shown(self) -> str:
+        """Its state as operations show it: "running/healthy", "exited", ..."""
+        if self.state == "running" and self.health:
+            return f"running/{self.health}"
+        return self.state or "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON shape (no env, no secrets)."""
+        return {"container": self.name, "id": self.id[:12], "state": self.state,
+                "health": self.health, "image_id": self.image_id[:19],
+                "restart_count": self.restart_count}
 
 
 @dataclass(frozen=True)
@@ -131,21 +169,45 @@ def _summary(raw: Mapping[str, Any]) -> ContainerSummary:
     )
 
 
-def _details(raw: Mapping[str, Any]) -> ContainerDetails:
+def details_of(raw: Mapping[str, Any]) -> ContainerDetails:
+    """The model of one `docker inspect` answer."""
     state = raw.get("State") or {}
+    config = raw.get("Config") or {}
     env: dict[str, str] = {}
-    for item in (raw.get("Config") or {}).get("Env") or []:
+    for item in config.get("Env") or []:
         key, _, value = item.partition("=")
         env[key] = value
     health = state.get("Health") or {}
     log = tuple(str(entry.get("Output", "")).strip()[-500:] for entry in health.get("Log") or [])
+    policy = ((raw.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or ""
+    mounts = tuple(Mount(str(m.get("Type", "")), str(m.get("Source", "")),
+                         str(m.get("Destination", "")), not m.get("RW", True), m.get("Name"))
+                   for m in raw.get("Mounts") or [])
+    attached = (raw.get("NetworkSettings") or {}).get("Networks") or {}
+    addresses = {name: str(net.get("IPAddress")) for name, net in attached.items()
+                 if isinstance(net, Mapping) and net.get("IPAddress")}
+    exit_code = state.get("ExitCode")
+    test = [str(t) for t in (config.get("Healthcheck") or {}).get("Test") or []]
     return ContainerDetails(
-        id=raw["Id"], env=env, restart_count=int(raw.get("RestartCount", 0)),
-        exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
+        id=str(raw.get("Id", "")), env=env, restart_count=int(raw.get("RestartCount") or 0),
+        exit_code=None if exit_code is None else int(exit_code),
+        oom_killed=bool(state.get("OOMKilled")),
         error=state.get("Error", ""), started_at=state.get("StartedAt", ""),
-        finished_at=state.get("FinishedAt", ""), health_log=log,
-        tty=bool((raw.get("Config") or {}).get("Tty")),
+        finished_at=state.get("FinishedAt", ""), health_log=log, tty=bool(config.get("Tty")),
+        name=str(raw.get("Name", "")).lstrip("/"), state=str(state.get("Status", "")),
+        health=health.get("Status"), image_id=str(raw.get("Image", "")),
+        restart_policy=str(policy), mounts=mounts, healthcheck=_probe_argv(test),
+        addresses=addresses,
     )
+
+
+def _probe_argv(test: Sequence[str]) -> tuple[str, ...]:
+    """Docker's healthcheck Test as the argv that runs it."""
+    if len(test) > 1 and test[0] == "CMD":
+        return tuple(test[1:])
+    if len(test) > 1 and test[0] == "CMD-SHELL":
+        return ("/bin/sh", "-c", test[1])
+    return ()
 
 
 class EventStream:
@@ -243,7 +305,7 @@ class DockerHost:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise DockerUnavailableError(f"cannot inspect container {container_id[:12]}: "
                                          f"{_reason(exc)}") from None
-        details = _details(raw)
+        details = details_of(raw)
         with self._lock:
             self._config_cache[container_id] = details
         return details

@@ -14,20 +14,21 @@ import pytest
 
 from actions.operations.model import StepFailed
 from actions.operations.restart import (
-    ContainerState,
-    DbState,
-    InstanceState,
-    PathState,
     _levels,
-    _lost_paths,
-    _path_state,
     _readiness,
     _start,
-    compare_states,
     dependency_graph,
     dependency_order,
     dependents,
 )
+from actions.operations.restart_state import (
+    DbState,
+    InstanceState,
+    PathState,
+    compare_states,
+)
+from actions.operations.restart_state import lost_paths as _lost_paths
+from actions.operations.restart_state import path_state as _path_state
 from exporter.discovery.model import (
     COMPONENTS,
     Component,
@@ -37,7 +38,7 @@ from exporter.discovery.model import (
     InstanceFiles,
 )
 from exporter.discovery.topology import FALLBACK_DEPENDS_ON, parse_depends_on
-from exporter.dockerhost import COMPOSE_DEPENDS_ON, ContainerSummary
+from exporter.dockerhost import COMPOSE_DEPENDS_ON, ContainerDetails, ContainerSummary, details_of
 
 IID = "ab12cd34"
 # The labels compose v2 put on the test fleet's containers (copied from `docker ps`).
@@ -159,7 +160,7 @@ class SimulatedDocker:
         self.crash = set(crash)
         self.plain = set(no_healthcheck)
 
-    def inspect(self, container_id: str) -> Mapping[str, Any] | None:
+    def inspect(self, container_id: str) -> ContainerDetails | None:
         c = container_id
         s = self.state[c]
         if s["status"] == "running":
@@ -175,9 +176,9 @@ class SimulatedDocker:
         state: dict[str, Any] = {"Status": s["status"], "ExitCode": 1 if c in self.crash else 0}
         if health and s["status"] == "running":
             state["Health"] = health
-        return {"Id": c, "Name": c, "State": state, "RestartCount": s["restarts"],
-                "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}},
-                "Config": {"Healthcheck": {"Test": ["CMD", "true"]}}}
+        return details_of({"Id": c, "Name": c, "State": state, "RestartCount": s["restarts"],
+                           "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}},
+                           "Config": {"Healthcheck": {"Test": ["CMD", "true"]}}})
 
     def start(self, container_id: str) -> None:
         self.events.append((next(self.clock), "start", container_id))
@@ -265,20 +266,22 @@ def raw_state(status: str, health: str | None = None, restarts: int = 0, exit_co
     (None, 1, "the container disappeared"),
 ])
 def test_readiness(raw: dict[str, Any] | None, since: float, verdict: str) -> None:
-    assert _readiness(raw, 0, since, 10) == verdict
+    assert _readiness(details_of(raw) if raw else None, 0, since, 10) == verdict
 
 
 # state comparison ---------------------------------------------------------------------------
 
 def cstate(component: str, *, cid: str = "c1", image: str = "sha256:aa", state: str = "running",
-           health: str | None = "healthy", restarts: int = 0) -> ContainerState:
-    return ContainerState(component, cid, f"supabase-{component}", state, health, image,
-                          restarts)
+           health: str | None = "healthy", restarts: int = 0) -> ContainerDetails:
+    return ContainerDetails(cid, {}, restarts, None, False, "", "", "",
+                            name=f"supabase-{component}", state=state, health=health,
+                            image_id=image)
 
 
-def istate(containers: Sequence[ContainerState], users: int | None = 5,
+def istate(containers: Sequence[ContainerDetails], users: int | None = 5,
            tables: Mapping[str, int] | None = None, error: str | None = None) -> InstanceState:
-    return InstanceState(datetime.now(UTC), {c.component: c for c in containers},
+    by_component = {c.name.removeprefix("supabase-"): c for c in containers}
+    return InstanceState(datetime.now(UTC), by_component,
                          DbState(users, dict(tables or {"auth": 16, "public": 3}), error))
 
 

@@ -18,7 +18,8 @@ import pytest
 from actions.backups import BackupFailed, BackupStore
 from actions.files import FileSet, UnsafeEdit
 from actions.operations.config_edit import current_config
-from actions.operations.restart import _path_state, _read_pg_version
+from actions.operations.restart_state import path_state as _path_state
+from actions.operations.restart_state import read_pg_version as _read_pg_version
 from exporter.config import parse_config
 from exporter.discovery.model import Instance
 from exporter.discovery.ultrabase import ultrabase_candidates
