@@ -223,6 +223,9 @@ class ActionsConfig(_Section):
     # After a restart, how long quick_health may take to come clean: components without a
     # healthcheck (rest, kong) are up once they run, and answer a moment later.
     settle_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0
+    # How long a repair re-runs the checks that raised its issues until they are gone (at
+    # most health_timeout_seconds).
+    verify_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
     auto_repair_budget_per_hour: Annotated[int, Field(ge=0, le=100)] = 3
     # `?wait=true` requests blocked at once, in total and per caller. Each holds one of the
     # 8 worker threads, so at most half can wait: /healthz, /metrics and the webhook always

@@ -12,7 +12,6 @@ says it was rolled back and why.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,8 @@ from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from actions.backups import Backup
+from actions.containers import LOG_CHARS, Containers, Readiness, last_message
+from actions.containers import wait_healthy as containers_wait
 from actions.files import FileSet, UnsafeEdit, UnsafeValue, check_value, kong_scalar
 from actions.models import (
     DASHBOARD_PASSWORD_PATTERN,
@@ -33,7 +34,7 @@ from actions.operations.health import issue_key, settle_quick_health
 from actions.operations.model import OperationError, StepFailed
 from actions.operations.runner import Body, OperationContext
 from exporter.discovery.model import Instance
-from exporter.dockerhost import ContainerSummary
+from exporter.dockerhost import ContainerDetails, ContainerSummary
 from exporter.errors import DoctorError
 from exporter.web.params import BadRequest
 
@@ -41,8 +42,6 @@ MASK = "********"
 # A recreated container without a healthcheck must stay up this long to count as started.
 SETTLE_SECONDS = 3.0
 _POLL_SECONDS = 1.0
-DEFAULT_HEALTH_TIMEOUT = 120.0
-_LOG_CHARS = 400
 
 Kind = Literal["str", "bool", "int"]
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -475,19 +474,19 @@ def wait_healthy(ctx: OperationContext, services: Sequence[str], detail: dict[st
     unhealthy; otherwise waits up to actions.health_timeout_seconds for quick_health to
     show no critical issue beyond the `baseline` ones (code, component) found before.
     """
-    timeout = float(getattr(ctx.config.actions, "health_timeout_seconds",
-                            DEFAULT_HEALTH_TIMEOUT))
+    timeout = ctx.config.actions.health_timeout_seconds
     deadline = time.monotonic() + timeout
-    pending = list(dict.fromkeys(services))
-    while pending:
-        containers = _service_containers(ctx)
-        pending = [s for s in pending if not _service_ready(ctx, s, containers.get(s))]
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            raise StepFailed("verify_health", f"{', '.join(pending)} did not become healthy "
-                                              f"within {timeout:g}s")
-        time.sleep(_POLL_SECONDS)
+    docker = Containers(ctx.docker, ctx.compose)
+
+    def look(pending: Sequence[str]) -> dict[str, Readiness]:
+        listed = _service_containers(ctx)
+        return {s: Readiness(_service_ready(ctx, docker, s, listed.get(s))) for s in pending}
+
+    def timed_out(left: Mapping[str, Readiness]) -> StepFailed:
+        return StepFailed("verify_health", f"{', '.join(left)} did not become healthy "
+                                           f"within {timeout:g}s")
+
+    containers_wait(look, services, timeout, interval=_POLL_SECONDS, timed_out=timed_out)
     detail["services_ready"] = list(services)
     health, new, _ = settle_quick_health(ctx, deadline, baseline)
     if new:
@@ -505,25 +504,18 @@ def _service_containers(ctx: OperationContext) -> dict[str, ContainerSummary]:
             if c.compose_project == project and c.compose_service}
 
 
-def _service_ready(ctx: OperationContext, service: str,
+def _service_ready(ctx: OperationContext, docker: Containers, service: str,
                    container: ContainerSummary | None) -> bool:
     """True when the recreated container is up; StepFailed when it is failing."""
     if container is None:
         return False
-    details = ctx.docker.inspect(container.id)
+    details = docker.inspect(container.id)
     if details is None:
         return False
-    if container.state in ("exited", "dead"):
-        what = f"exited with code {details.exit_code}"
-    elif container.state == "restarting" or details.restart_count > 0:
-        what = f"keeps restarting ({details.restart_count} restarts" + (
-            f", last exit code {details.exit_code})" if details.exit_code else ")")
-    elif container.health == "unhealthy":
-        what = "fails its healthcheck"
-    else:
-        what = ""
+    what = _failing(container, details)
     if what:
-        raise StepFailed("verify_health", f"{service} {what}{_log_tail(ctx, container.id)}")
+        raise StepFailed("verify_health",
+                         f"{service} {what}{_log_tail(ctx, docker, container.id)}")
     if container.state != "running":
         return False
     if container.health is not None:
@@ -532,27 +524,26 @@ def _service_ready(ctx: OperationContext, service: str,
     return started is not None and (datetime.now(UTC) - started).total_seconds() >= SETTLE_SECONDS
 
 
-def _log_tail(ctx: OperationContext, container_id: str) -> str:
+def _failing(container: ContainerSummary, details: ContainerDetails) -> str:
+    """How the recreated container fails, or "" when it does not (yet)."""
+    if container.state in ("exited", "dead"):
+        return f"exited with code {details.exit_code}"
+    if container.state == "restarting" or details.restart_count > 0:
+        return f"keeps restarting ({details.restart_count} restarts" + (
+            f", last exit code {details.exit_code})" if details.exit_code else ")")
+    if container.health == "unhealthy":
+        return "fails its healthcheck"
+    return ""
+
+
+def _log_tail(ctx: OperationContext, docker: Containers, container_id: str) -> str:
     """The container's last log line, as a short reason (JSON logs: their message)."""
-    try:
-        # since=1 (the epoch's first second): the whole log; Docker refuses 0.
-        lines = [line for line in ctx.docker.logs(container_id, since=1, tail=3)
-                 if line.strip()]
-    except DoctorError:
+    text = last_message(docker.log_tail(container_id, 3))
+    if text is None:
         return ""
-    if not lines:
-        return ""
-    # Each line starts with Docker's timestamp; the message is what helps.
-    text = lines[-1].split(" ", 1)[-1].strip()
-    try:
-        parsed = json.loads(text)
-        if isinstance(parsed, dict) and isinstance(parsed.get("msg"), str):
-            text = parsed["msg"]
-    except ValueError:
-        pass
     text = ctx.redactor.text(text)
     # The cause is usually at the end of a long line (e.g. "... (SQLSTATE 28P01)").
-    return f" (last log: {'…' + text[-_LOG_CHARS:] if len(text) > _LOG_CHARS else text})"
+    return f" (last log: {'…' + text[-LOG_CHARS:] if len(text) > LOG_CHARS else text})"
 
 
 def _parse_time(value: str) -> datetime | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -18,9 +18,8 @@ from actions.operations.repair import (
     Journal,
     RepairAction,
     RepairPlan,
+    RepairSession,
     UnknownRepairAction,
-    _Runner,
-    act_restart,
     build_plan,
     plan_repairs,
     remaining_issues,
@@ -29,9 +28,11 @@ from actions.operations.repair import (
     run_actions,
     select_actions,
 )
+from actions.operations.repair.acts import act_restart
+from exporter.config import ActionsConfig
 from exporter.diagnostic import Diagnostic
 from exporter.discovery.model import COMPONENTS, Component, Instance, InstanceFiles
-from exporter.dockerhost import ContainerSummary
+from exporter.dockerhost import ContainerDetails, ContainerSummary, DockerHost, details_of
 from exporter.issues import Issue, make_issue
 from exporter.redaction import Redactor
 from exporter.rootcause import find_root_cause, order_issues
@@ -450,7 +451,7 @@ class FakeContext:
 
     def __post_init__(self) -> None:
         self.instance = instance()
-        self.config = SimpleNamespace(actions=SimpleNamespace(
+        self.config = SimpleNamespace(actions=ActionsConfig(
             health_timeout_seconds=0.01, stop_timeout_seconds=1.0))
         self.backups = SimpleNamespace(create=self._backup)
 
@@ -572,26 +573,36 @@ class FakeContainer:
         self.service, self.next_address = service, next_address
         self.restarts = 0
         self.attrs: dict[str, Any] = {
-            "State": {"Status": "running"},
+            "Id": service, "State": {"Status": "running"},
             "NetworkSettings": {"Networks": {"supabase-abc12345_default": {
                 "IPAddress": address}}}}
 
-    def restart(self, timeout: int) -> None:
+    def restart(self) -> None:
         self.restarts += 1
         self.attrs["NetworkSettings"]["Networks"]["supabase-abc12345_default"][
             "IPAddress"] = self.next_address
 
 
-class FakeContainers:
-    """docker-py's containers.list, by compose service label."""
+class FakeHost(DockerHost):
+    """The engine's listing and inspect of these containers; restart through the API."""
 
     def __init__(self, *items: FakeContainer) -> None:
+        super().__init__("unix:///nonexistent", client=cast(Any, SimpleNamespace(
+            api=SimpleNamespace(restart=self._restart))))
         self.items = {c.service: c for c in items}
 
-    def list(self, all: bool, filters: Mapping[str, list[str]]) -> list[FakeContainer]:
-        service = next(f.split("=", 1)[1] for f in filters["label"]
-                       if f.startswith("com.docker.compose.service="))
-        return [self.items[service]] if service in self.items else []
+    def list_containers(self) -> list[ContainerSummary]:
+        return [ContainerSummary(c.service, f"supabase-{c.service}", "img", "running", "Up",
+                                 0, {"com.docker.compose.project": "supabase-abc12345",
+                                     "com.docker.compose.service": c.service})
+                for c in self.items.values()]
+
+    def inspect(self, container_id: str) -> ContainerDetails | None:
+        item = self.items.get(container_id)
+        return details_of(item.attrs) if item else None
+
+    def _restart(self, container_id: str, timeout: int) -> None:
+        self.items[container_id].restart()
 
 
 AUTH_UNHEALTHY_ONLY = (issue("AUTH_UNHEALTHY", "auth", "auth_service"),)
@@ -604,10 +615,11 @@ def test_restarting_an_upstream_that_moves_restarts_kong(auth_after: str,
     auth = FakeContainer("auth", "172.18.0.9", auth_after)
     kong = FakeContainer("kong", "172.18.0.8", "172.18.0.8")
     ctx = FakeContext(FakeEngine([diagnostic()]))
-    ctx.docker = SimpleNamespace(client=SimpleNamespace(containers=FakeContainers(auth, kong)))
+    ctx.docker = FakeHost(auth, kong)
+    ctx.compose = None
     (action,) = plan(*AUTH_UNHEALTHY_ONLY).actions
     detail: dict[str, Any] = {}
-    act_restart(_Runner(ctx), action, Journal(), detail)  # type: ignore[arg-type]
+    act_restart(RepairSession(ctx), action, Journal(), detail)  # type: ignore[arg-type]
     assert auth.restarts == 1 and kong.restarts == kong_restarts
     if kong_restarts:
         assert detail["kong_restarted"] == ("auth moved from 172.18.0.9 to 172.18.0.12; kong "
