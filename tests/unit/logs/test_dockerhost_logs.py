@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.dockerhost import _details, _unix_time
+from exporter.dockerhost import _unix_time
+from exporter.dockerhost import details_of as _details
 
 
 @pytest.mark.parametrize(("since", "sent"), [
