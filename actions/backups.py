@@ -249,26 +249,7 @@ class BackupStore:
             if checked.outcome == "unreachable":
                 failures.append(f"{user}: {redactor.text(checked.reason or 'no answer')}")
                 break
-            argv = [binary, "--host=127.0.0.1", f"--port={port}", f"--username={user}",
-                    f"--dbname={dbname}", "--format=custom", "--no-password"]
-            # A clean environment: PGPASSWORD goes to pg_dump only, and no PG* variable of
-            # this process (PGHOST, PGSERVICE, ...) can redirect it.
-            env = {"PATH": os.defpath, "LC_ALL": "C", "PGPASSWORD": password,
-                   "PGREQUIREAUTH": REQUIRE_AUTH, "PGCONNECT_TIMEOUT": "10",
-                   "PGAPPNAME": "ultrabase-doctor-backup"}
-            target.unlink(missing_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                done = subprocess.run(argv, stdout=fd, stderr=subprocess.PIPE, env=env,
-                                      timeout=self.dump_timeout, check=False)
-                os.fsync(fd)
-            except subprocess.TimeoutExpired:
-                raise BackupFailed(f"pg_dump did not finish in {self.dump_timeout:.0f}s"
-                                   ) from None
-            except OSError as exc:
-                raise BackupFailed(f"cannot run pg_dump: {exc.strerror or exc}") from None
-            finally:
-                os.close(fd)
+            done = self._run_pg_dump(binary, port, user, dbname, password, target)
             if done.returncode == 0:
                 used = user
                 break
@@ -285,6 +266,30 @@ class BackupStore:
         digest, size = _hash_file(target)
         return {"name": DB_DUMP, "size": size, "sha256": digest, "dbname": dbname,
                 "user": used, "format": "custom"}
+
+    def _run_pg_dump(self, binary: str, port: int, user: str, dbname: str, password: str,
+                     target: Path) -> subprocess.CompletedProcess[bytes]:
+        """One pg_dump into a fresh `target` (0600) as `user`."""
+        argv = [binary, "--host=127.0.0.1", f"--port={port}", f"--username={user}",
+                f"--dbname={dbname}", "--format=custom", "--no-password"]
+        # A clean environment: PGPASSWORD goes to pg_dump only, and no PG* variable of
+        # this process (PGHOST, PGSERVICE, ...) can redirect it.
+        env = {"PATH": os.defpath, "LC_ALL": "C", "PGPASSWORD": password,
+               "PGREQUIREAUTH": REQUIRE_AUTH, "PGCONNECT_TIMEOUT": "10",
+               "PGAPPNAME": "ultrabase-doctor-backup"}
+        target.unlink(missing_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            done = subprocess.run(argv, stdout=fd, stderr=subprocess.PIPE, env=env,
+                                  timeout=self.dump_timeout, check=False)
+            os.fsync(fd)
+        except subprocess.TimeoutExpired:
+            raise BackupFailed(f"pg_dump did not finish in {self.dump_timeout:.0f}s") from None
+        except OSError as exc:
+            raise BackupFailed(f"cannot run pg_dump: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        return done
 
     # reading
 

@@ -596,41 +596,11 @@ class FileSet:
         env = _member(svc[1], "environment")
         if env is None:
             raise UnsafeEdit(f"service {service} has no environment block in the compose file")
-        scalar = compose_scalar(value)
         env_node = env[1]
         if isinstance(env_node, MappingNode):
-            found = _member(env_node, key)
-            if found is not None:
-                if isinstance(found[1], ScalarNode) and _has_interpolation(found[1].value):
-                    raise UnsafeEdit(f"{service}'s {key} is taken from a variable in the "
-                                     "compose file; it is not a rendered file")
-                new = _replace_scalar(text, found[1], scalar)
-            else:
-                new = _insert_member(text, env_node, key, scalar)
-
-            def mutate(data: dict[str, Any]) -> None:
-                data["services"][service]["environment"][key] = _yaml_load(scalar)
+            new, mutate = _env_mapping_edit(text, env_node, service, key, value)
         elif isinstance(env_node, SequenceNode):
-            item_scalar = yaml_scalar(f"{key}={compose_escape(value)}")
-            items = [n for n in env_node.value if isinstance(n, ScalarNode)
-                     and n.value.partition("=")[0] == key]
-            if items:
-                if _has_interpolation(items[-1].value.partition("=")[2]):
-                    raise UnsafeEdit(f"{service}'s {key} is taken from a variable in the "
-                                     "compose file; it is not a rendered file")
-                new = _replace_scalar(text, items[-1], item_scalar)
-            else:
-                new = _insert_item(text, env_node, item_scalar)
-
-            def mutate(data: dict[str, Any]) -> None:
-                env_list = data["services"][service]["environment"]
-                entry = f"{key}={compose_escape(value)}"
-                positions = [i for i, v in enumerate(env_list)
-                             if str(v).partition("=")[0] == key]
-                if positions:
-                    env_list[positions[-1]] = entry
-                else:
-                    env_list.append(entry)
+            new, mutate = _env_list_edit(text, env_node, service, key, value)
         else:
             raise UnsafeEdit(f"service {service}'s environment is neither a mapping nor a list")
         self._commit_yaml("compose_file", new, mutate)
@@ -840,3 +810,49 @@ def _safe_yaml(text: str) -> dict[str, Any]:
     except yaml.YAMLError:
         raise UnsafeEdit("the edited file is not valid YAML; nothing written") from None
     return data if isinstance(data, dict) else {}
+
+
+_Mutate = Callable[[dict[str, Any]], None]
+
+
+def _env_mapping_edit(text: str, env_node: MappingNode, service: str, key: str,
+                      value: str) -> tuple[str, _Mutate]:
+    """KEY set in a service's `environment:` mapping: the new text, and the same on data."""
+    scalar = compose_scalar(value)
+    found = _member(env_node, key)
+    if found is not None:
+        if isinstance(found[1], ScalarNode) and _has_interpolation(found[1].value):
+            raise UnsafeEdit(f"{service}'s {key} is taken from a variable in the "
+                             "compose file; it is not a rendered file")
+        new = _replace_scalar(text, found[1], scalar)
+    else:
+        new = _insert_member(text, env_node, key, scalar)
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["services"][service]["environment"][key] = _yaml_load(scalar)
+    return new, mutate
+
+
+def _env_list_edit(text: str, env_node: SequenceNode, service: str, key: str,
+                   value: str) -> tuple[str, _Mutate]:
+    """KEY=value set in a service's `environment:` list: the new text, and the same on data."""
+    entry = f"{key}={compose_escape(value)}"
+    item_scalar = yaml_scalar(entry)
+    items = [n for n in env_node.value if isinstance(n, ScalarNode)
+             and n.value.partition("=")[0] == key]
+    if items:
+        if _has_interpolation(items[-1].value.partition("=")[2]):
+            raise UnsafeEdit(f"{service}'s {key} is taken from a variable in the "
+                             "compose file; it is not a rendered file")
+        new = _replace_scalar(text, items[-1], item_scalar)
+    else:
+        new = _insert_item(text, env_node, item_scalar)
+
+    def mutate(data: dict[str, Any]) -> None:
+        env_list = data["services"][service]["environment"]
+        positions = [i for i, v in enumerate(env_list) if str(v).partition("=")[0] == key]
+        if positions:
+            env_list[positions[-1]] = entry
+        else:
+            env_list.append(entry)
+    return new, mutate

@@ -80,19 +80,8 @@ def endpoint(*, ok: Mapping[int, type[BaseModel] | None], json: type[BaseModel] 
     control (invalid, too large, unknown backup) leaves an audit entry; lock conflicts are
     audited by the runner, rate-limited floods are not audited at all.
     """
-    # Every status the route can answer is documented, so a client (or schemathesis) can
-    # hold the API to its document.
-    statuses: dict[int, type[BaseModel] | None] = dict(ok)
-    if not public:
-        statuses |= {401: ErrorBody, 403: ErrorBody}
-    if scoped:
-        statuses[404] = ErrorBody
-    if json is not None or query is not None:
-        statuses[400] = ErrorBody
-    if json is not None:
-        statuses[413] = ErrorBody
-    if mutating:
-        statuses[429] = ErrorBody
+    statuses = _statuses(ok, json=json is not None, query=query is not None, scoped=scoped,
+                         mutating=mutating, public=public)
     responses = SpecResponse(**{f"HTTP_{code}": model for code, model in statuses.items()})
     document = SPEC.validate(json=json, query=query, resp=responses, tags=list(tags),
                              security=None if not public else {}, skip_validation=True)
@@ -116,6 +105,15 @@ def endpoint(*, ok: Mapping[int, type[BaseModel] | None], json: type[BaseModel] 
         return cast(F, document(wrapper))
 
     return decorate
+
+
+def _statuses(ok: Mapping[int, type[BaseModel] | None], *, json: bool, query: bool,
+              scoped: bool, mutating: bool, public: bool) -> dict[int, type[BaseModel] | None]:
+    """Every status the route can answer, so a client (or schemathesis) can hold the API to
+    its document."""
+    errors = {401: not public, 403: not public, 404: scoped, 400: json or query, 413: json,
+              429: mutating}
+    return {**ok, **{code: ErrorBody for code, applies in errors.items() if applies}}
 
 
 def audit_refusal(kind: str, instance_id: str | None, exc: Exception) -> None:

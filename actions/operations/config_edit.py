@@ -95,13 +95,19 @@ class FieldSpec:
                 raise UnsafeValue(f"{self.name} must be true or false")
             return value
         if self.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise UnsafeValue(f"{self.name} must be an integer")
-            low = self.minimum if self.minimum is not None else value
-            high = self.maximum if self.maximum is not None else value
-            if not low <= value <= high:
-                raise UnsafeValue(f"{self.name} must be from {self.minimum} to {self.maximum}")
-            return value
+            return self._integer(value)
+        return self._text(value)
+
+    def _integer(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UnsafeValue(f"{self.name} must be an integer")
+        low = self.minimum if self.minimum is not None else value
+        high = self.maximum if self.maximum is not None else value
+        if not low <= value <= high:
+            raise UnsafeValue(f"{self.name} must be from {self.minimum} to {self.maximum}")
+        return value
+
+    def _text(self, value: Any) -> str:
         text = check_value(value, max_length=self.max_length,
                            pattern=None if self.rule else self.pattern, name=self.name)
         if self.rule and self.pattern and re.fullmatch(self.pattern, text) is None:
@@ -112,10 +118,9 @@ class FieldSpec:
             raise UnsafeValue(f"{self.name} must not be blank")
         if self.kong is not None:
             kong_scalar(text, self.name)
-        if self.check is not None and text:
-            problem = self.check(text)
-            if problem:
-                raise UnsafeValue(f"{self.name} {problem}")
+        problem = self.check(text) if self.check is not None and text else None
+        if problem:
+            raise UnsafeValue(f"{self.name} {problem}")
         return text
 
     def text(self, value: bool | int | str) -> str:

@@ -65,52 +65,69 @@ def _looks_like_key(value: str | None) -> bool:
 def _key_places(instance: Instance) -> _KeyPlaces:
     """Every value the keys currently have, in every file and running service."""
     files = instance.files
-    old: dict[str, set[str]] = {"anon": set(), "service_role": set()}
-    creds = instance.credentials
-    old["anon"].add(creds.anon_key or "")
-    old["service_role"].add(creds.service_role_key or "")
     kong_env = instance.runtime_env.get("kong") or {}
-    old["anon"].add(kong_env.get("SUPABASE_ANON_KEY", ""))
-    old["service_role"].add(kong_env.get("SUPABASE_SERVICE_KEY", ""))
-    if files.env_file is not None:
-        env = read_env_file(files.env_file, root=files.root)
-        for name, key in _ENV_KEY.items():
-            old[name].add(env.get(key, ""))
-    record = _registry_record(instance)
-    if record is not None:
-        for name, key in _REGISTRY_KEY.items():
-            old[name].add(str(record.get(key) or ""))
     compose_env: Mapping[str, Mapping[str, str]] = {}
     compose_specs: Mapping[str, Any] = {}
     if files.compose_file is not None:
         compose_env = read_compose_file(files.compose_file, root=files.root).env
-        for name, variables in _KEY_VARIABLES.items():
-            for service_env in compose_env.values():
-                old[name].update(service_env.get(v, "") for v in variables)
         loaded = yaml.safe_load(read_text(files.root_of(files.compose_file),
                                           files.compose_file))
         compose_specs = (loaded.get("services") or {}) if isinstance(loaded, dict) else {}
+    found = _known_values(instance, compose_env, kong_env)
+    values = {name: frozenset(v for v in vals if _looks_like_key(v))
+              for name, vals in found.items()}
+    return _KeyPlaces(values, _compose_vars(compose_env, values),
+                      _readers(instance, compose_specs, values))
+
+
+def _known_values(instance: Instance, compose_env: Mapping[str, Mapping[str, str]],
+                  kong_env: Mapping[str, str]) -> dict[str, set[str]]:
+    """Each key's values as the credentials, kong's env and the files hold them."""
+    files = instance.files
+    creds = instance.credentials
+    old: dict[str, set[str]] = {
+        "anon": {creds.anon_key or "", kong_env.get("SUPABASE_ANON_KEY", "")},
+        "service_role": {creds.service_role_key or "", kong_env.get("SUPABASE_SERVICE_KEY", "")},
+    }
+    env = read_env_file(files.env_file, root=files.root) if files.env_file is not None else {}
+    record = _registry_record(instance) or {}
+    for name in old:
+        old[name].add(env.get(_ENV_KEY[name], ""))
+        old[name].add(str(record.get(_REGISTRY_KEY[name]) or ""))
+        for service_env in compose_env.values():
+            old[name].update(service_env.get(v, "") for v in _KEY_VARIABLES[name])
     if files.kong_file is not None:
         keys = read_kong_file(files.kong_file, compose_env.get("kong") or kong_env,
                               root=files.root).keys
-        old["anon"].add(keys.get("anon", ""))
-        old["service_role"].add(keys.get("service_role", ""))
-    values = {name: frozenset(v for v in vals if _looks_like_key(v))
-              for name, vals in old.items()}
-    compose_vars: dict[tuple[str, str], list[str]] = {}
+        for name in old:
+            old[name].add(keys.get(name, ""))
+    return old
+
+
+def _compose_vars(compose_env: Mapping[str, Mapping[str, str]],
+                  values: Mapping[str, frozenset[str]]
+                  ) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(key, VAR) -> the services whose compose environment holds that key in VAR."""
+    found: dict[tuple[str, str], list[str]] = {}
     for service, service_env in compose_env.items():
         for variable, value in service_env.items():
             for name, olds in values.items():
                 if value in olds:
-                    compose_vars.setdefault((name, variable), []).append(service)
+                    found.setdefault((name, variable), []).append(service)
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _readers(instance: Instance, compose_specs: Mapping[str, Any],
+             values: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
+    """The compose services whose definition holds a key (or refers to one), and kong."""
     every = values["anon"] | values["service_role"]
     references = ("${ANON_KEY}", "$ANON_KEY", "${SERVICE_ROLE_KEY}", "$SERVICE_ROLE_KEY")
     readers = [service for service, spec in compose_specs.items()
                if any(v in json.dumps(spec) for v in (*every, *references))]
-    if files.kong_file is not None and "kong" in compose_specs and "kong" not in readers:
+    if instance.files.kong_file is not None and "kong" in compose_specs \
+            and "kong" not in readers:
         readers.append("kong")
-    return _KeyPlaces(values, {k: tuple(v) for k, v in compose_vars.items()},
-                      tuple(readers))
+    return tuple(readers)
 
 
 def _registry_record(instance: Instance) -> Mapping[str, Any] | None:
@@ -179,16 +196,21 @@ def _stage_keys(instance: Instance, places: _KeyPlaces, new: Mapping[str, str]) 
                 files.set_kong_key(consumer, new[consumer])
     # Whatever the field edits do not model (a healthcheck header) may still hold an old key.
     for key in ("env_file", "compose_file", "kong_file"):
-        if getattr(instance.files, key) is None:
-            continue
-        text = files.text(key)
-        updated = text
-        for name, olds in places.old.items():
-            for old in olds - {new[name]}:
-                updated = updated.replace(old, new[name])
-        if updated != text:
-            files.set_file_text(key, updated)
+        if getattr(instance.files, key) is not None:
+            _replace_old_keys(files, key, places, new)
     return files
+
+
+def _replace_old_keys(files: FileSet, key: str, places: _KeyPlaces,
+                      new: Mapping[str, str]) -> None:
+    """Every old key value left in the staged file replaced by the new key."""
+    text = files.text(key)
+    updated = text
+    for name, olds in places.old.items():
+        for old in olds - {new[name]}:
+            updated = updated.replace(old, new[name])
+    if updated != text:
+        files.set_file_text(key, updated)
 
 
 def _kong_raw_keys(root: Path, path: Path) -> dict[str, str]:

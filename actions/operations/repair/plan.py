@@ -184,30 +184,9 @@ def build_plan(diagnostic: Diagnostic, instance: Instance) -> RepairPlan:
     blocked = {n: b for n in intents for b in blockers if one_way(b, n)}
     for n in blocked:
         del intents[n]
-
-    # Rule 3: restarts whose every reason another (non-restart) action fixes are dropped.
-    groups: dict[tuple[str, str | None], list[int]] = {}
-    for n, intent in intents.items():
-        groups.setdefault(intent.key, []).append(n)
-    fixers = [n for n, i in intents.items() if i.action != RESTART]
-    dropped: dict[str, list[int]] = {}
-    for key, members in list(groups.items()):
-        if key[0] != RESTART:
-            continue
-        if all(any(one_way(c, n) for c in fixers) for n in members):
-            dropped[str(key[1])] = members
-            del groups[key]
-
-    # Follow-ups: the services of the synced roles restart after the sync.
+    groups, dropped = _grouped(intents, one_way)
     roles = _sync_roles(intents, groups)
-    follow_ups: dict[str, list[int]] = {}
-    if (SYNC_ROLES, "db") in groups:
-        taken = {k[1] for k in groups if k[0] in CONTAINER_ACTIONS}
-        for service in _role_services(roles or tuple(ROLE_SERVICES)):
-            component = instance.components.get(service)
-            if service in taken or component is None or component.container is None:
-                continue
-            follow_ups[service] = dropped.get(service, [])
+    follow_ups = _follow_ups(groups, dropped, roles, instance)
 
     actions = [_action(key, [issues[n] for n in members], instance, roles)
                for key, members in groups.items()]
@@ -221,6 +200,42 @@ def build_plan(diagnostic: Diagnostic, instance: Instance) -> RepairPlan:
     manual, consequences = _leftovers(issues, planned, blockers, blocked, unsafe, one_way)
     return RepairPlan(instance.id, root.code if root else None, tuple(actions),
                       tuple(manual), tuple(consequences))
+
+
+_Groups = dict[tuple[str, str | None], list[int]]
+
+
+def _grouped(intents: Mapping[int, _Intent], one_way: Callable[[int, int], bool]
+             ) -> tuple[_Groups, dict[str, list[int]]]:
+    """Intents grouped by (action, component), and the restarts dropped by rule 3.
+
+    Rule 3: restarts whose every reason another (non-restart) action fixes are dropped.
+    """
+    groups: _Groups = {}
+    for n, intent in intents.items():
+        groups.setdefault(intent.key, []).append(n)
+    fixers = [n for n, i in intents.items() if i.action != RESTART]
+    dropped: dict[str, list[int]] = {}
+    for key, members in list(groups.items()):
+        if key[0] == RESTART and all(any(one_way(c, n) for c in fixers) for n in members):
+            dropped[str(key[1])] = members
+            del groups[key]
+    return groups, dropped
+
+
+def _follow_ups(groups: _Groups, dropped: Mapping[str, list[int]], roles: Sequence[str],
+                instance: Instance) -> dict[str, list[int]]:
+    """The services of the synced roles, restarted after the sync (with their dropped issues)."""
+    follow_ups: dict[str, list[int]] = {}
+    if (SYNC_ROLES, "db") not in groups:
+        return follow_ups
+    taken = {k[1] for k in groups if k[0] in CONTAINER_ACTIONS}
+    for service in _role_services(roles or tuple(ROLE_SERVICES)):
+        component = instance.components.get(service)
+        if service in taken or component is None or component.container is None:
+            continue
+        follow_ups[service] = list(dropped.get(service, []))
+    return follow_ups
 
 
 def _intent(issue: Issue, instance: Instance) -> _Intent | str | None:

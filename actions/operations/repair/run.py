@@ -39,8 +39,8 @@ _POLL_SECONDS = 1.0
 class Journal:
     """What an action changed, as undo steps: data (files, roles) first, then services."""
 
-    data: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-    services: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    data: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
+    services: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
 
     def undo(self) -> list[dict[str, Any]]:
         """Run every undo step (later ones first within each kind); each step's outcome."""
