@@ -9,7 +9,9 @@ transactions and schema) with the rows only the action API writes and reads:
   process is gone from this host, or whose heartbeat is older than ``LOCK_STALE_SECONDS``,
   is taken over, and its unfinished operation is marked failed ("abandoned"), audited and
   counted;
-- ``audit``: who did what to which instance, and how it ended.
+- ``audit``: who did what to which instance, and how it ended;
+- ``auto_repairs``: the units of the auto-repair budget taken by the alert webhook (the
+  exporter only reads them, for ``ultrabase_auto_repair_budget_exhausted``).
 
 None of these writes bumps the store's generation: /metrics shows none of them (the
 operation counters it shows are the exporter's ``counters`` rows). The tables, their
@@ -31,7 +33,7 @@ from typing import Any
 
 from actions.audit import AuditEntry
 from actions.operations.model import Operation, Step
-from exporter.store import OPERATIONS, Store, epoch, increment
+from exporter.store import AUTO_REPAIR_WINDOW_SECONDS, OPERATIONS, Store, epoch, increment
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,37 @@ class AuditScope:
 
 class ActionStore(Store):
     """The shared store as the action API uses it: the exporter's tables and its own."""
+
+    # the auto-repair budget (schema version 4; the exporter reads it for /metrics) --------
+
+    def reserve_auto_repair(self, instance_id: str, budget: int) -> int | None:
+        """Take one unit of the instance's budget: its reservation id, or None when spent.
+
+        Counting and taking happen in one BEGIN IMMEDIATE transaction, so processes sharing
+        the store cannot both take the last unit. A reservation not followed by a started
+        repair must be released (`release_auto_repair`); one left by a crash still counts.
+        """
+        now = time.time()
+        with self._write("reserve an auto-repair") as conn:
+            used = int(conn.execute(
+                "SELECT COUNT(*) FROM auto_repairs WHERE instance_id = ? AND at >= ?",
+                (instance_id, now - AUTO_REPAIR_WINDOW_SECONDS)).fetchone()[0])
+            if used >= budget:
+                return None
+            cursor = conn.execute("INSERT INTO auto_repairs (instance_id, at) VALUES (?, ?)",
+                                  (instance_id, now))
+            return int(cursor.lastrowid or 0)
+
+    def confirm_auto_repair(self, reservation: int, operation_id: str) -> None:
+        """Record the operation a reservation started."""
+        with self._write("record an auto-repair", bump=False) as conn:
+            conn.execute("UPDATE auto_repairs SET operation_id = ? WHERE id = ?",
+                         (operation_id, reservation))
+
+    def release_auto_repair(self, reservation: int) -> None:
+        """Give a unit back: the repair it was taken for did not start."""
+        with self._write("release an auto-repair") as conn:
+            conn.execute("DELETE FROM auto_repairs WHERE id = ?", (reservation,))
 
     def save_operation(self, operation: Operation) -> None:
         """Create or replace an operation (called as its steps progress)."""

@@ -635,36 +635,7 @@ class Store:
         with self._write("count") as conn:
             increment(conn, kind, labels)
 
-    # the auto-repair budget (schema version 4) ------------------------------------------
-
-    def reserve_auto_repair(self, instance_id: str, budget: int) -> int | None:
-        """Take one unit of the instance's budget: its reservation id, or None when spent.
-
-        Counting and taking happen in one BEGIN IMMEDIATE transaction, so processes sharing
-        the store cannot both take the last unit. A reservation not followed by a started
-        repair must be released (`release_auto_repair`); one left by a crash still counts.
-        """
-        now = time.time()
-        with self._write("reserve an auto-repair") as conn:
-            used = int(conn.execute(
-                "SELECT COUNT(*) FROM auto_repairs WHERE instance_id = ? AND at >= ?",
-                (instance_id, now - AUTO_REPAIR_WINDOW_SECONDS)).fetchone()[0])
-            if used >= budget:
-                return None
-            cursor = conn.execute("INSERT INTO auto_repairs (instance_id, at) VALUES (?, ?)",
-                                  (instance_id, now))
-            return int(cursor.lastrowid or 0)
-
-    def confirm_auto_repair(self, reservation: int, operation_id: str) -> None:
-        """Record the operation a reservation started."""
-        with self._write("record an auto-repair", bump=False) as conn:
-            conn.execute("UPDATE auto_repairs SET operation_id = ? WHERE id = ?",
-                         (operation_id, reservation))
-
-    def release_auto_repair(self, reservation: int) -> None:
-        """Give a unit back: the repair it was taken for did not start."""
-        with self._write("release an auto-repair") as conn:
-            conn.execute("DELETE FROM auto_repairs WHERE id = ?", (reservation,))
+    # the auto-repair budget (schema version 4): the action API takes it (actions/store.py)
 
     def auto_repairs_used(self, instance_id: str | None = None) -> dict[str, BudgetUse]:
         """Repairs started within the budget window, by instance (or for the one instance)."""
