@@ -4,13 +4,7 @@ The parts live in context.py (services), spec.py (OpenAPI, `endpoint`, parsing) 
 limits.py (rate limits, wait slots); this module gathers them for the route modules and
 holds the answers of routes that start an operation.
 
-A route is declared as
-
-    @bp.post("/<instance_id>/safe-restart")
-    @require("operator")                       # 401/403/404 first, as in the exporter
-    @endpoint(json=SafeRestartRequest, query=WaitQuery, ok={202: OperationOut},
-              mutating=True, tags=["restart"])
-    def safe_restart(instance_id, body, query): ...
+How a route is declared is in spec.py.
 """
 
 from __future__ import annotations
