@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from actions.containers import Containers, Readiness, wait_healthy
+from actions.containers import Containers, Readiness, poll_until, wait_healthy
 from actions.operations.model import OperationError
 from actions.operations.repair.plan import (
     RepairAction,
@@ -31,6 +31,8 @@ from exporter.errors import DoctorError
 log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 1.0
+# Each verification runs checks: they are re-run this far apart.
+_VERIFY_POLL_SECONDS = 2.0
 
 # -- running --------------------------------------------------------------------------------
 
@@ -178,19 +180,22 @@ class RepairSession:
         """Re-run the checks that raised the issues until none of them is left (bounded)."""
         deadline = time.monotonic() + self.verify_window
         attempts = 0
-        while True:
+
+        def attempt() -> dict[str, Any] | None:
+            nonlocal attempts
             attempts += 1
             self.ctx.engine.instance(self.instance_id, fresh=True)
             outcome = self.ctx.engine.run(self.instance_id, trigger="operation",
                                           use_cache=False, checks=list(action.verify_checks))
             left = remaining_issues(action, outcome.diagnostic)
             if not left:
-                return {"checks": list(action.verify_checks), "attempts": attempts,
-                        "ok": True}
+                return {"checks": list(action.verify_checks), "attempts": attempts, "ok": True}
             if time.monotonic() >= deadline:
                 raise RepairError("verification failed: " + "; ".join(
                     f"{i.check} still reports {label(i)}: {i.message}" for i in left[:3]))
-            time.sleep(2 * _POLL_SECONDS)
+            return None
+
+        return poll_until(attempt, interval=_VERIFY_POLL_SECONDS)
 
     def rollback(self, action: RepairAction, journal: Journal) -> tuple[str, bool]:
         """Undo the failed action as its own step; a summary, and whether it all worked."""
