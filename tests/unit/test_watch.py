@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -382,16 +383,26 @@ def test_a_burst_of_events_is_one_diagnostic_of_its_instance(world: World) -> No
         watch.stop()
 
 
-def test_a_start_that_is_not_yet_healthy_is_looked_at_until_it_answers(tmp_path: Path) -> None:
-    world = World(tmp_path, event_min_gap_seconds=0.2, start_grace_seconds=30)
-    watch = EventWatch(world.engine, world.config.watch, world.status)
-    watch.start()
+@contextmanager
+def rest_started(tmp_path: Path, **watch: Any) -> Iterator[World]:
+    """A watching world in which A's rest has just started and does not answer yet."""
+    world = World(tmp_path, **watch)
+    events = EventWatch(world.engine, world.config.watch, world.status)
+    events.start()
     try:
         wait_for("the stream to connect", lambda: world.status.healthy
                  and world.status.get("events") is not None)
-        world.docker.set_state(A, "rest", "restarting")  # started, not up yet
+        world.docker.set_state(A, "rest", "restarting")
         rest = ultrabase_container_name("rest", A)
         world.docker.feed.put(raw_event("start", rest, f"supabase-{A}", at=time.time()))
+        yield world
+    finally:
+        events.stop()
+        world.close()
+
+
+def test_a_start_that_is_not_yet_healthy_is_looked_at_until_it_answers(tmp_path: Path) -> None:
+    with rest_started(tmp_path, event_min_gap_seconds=0.2, start_grace_seconds=30) as world:
         # No event comes when rest answers: the watch keeps looking, min_gap apart.
         wait_for("three looks", lambda: world.runs("event") >= 3)
         assert not latest(world, A).healthy
@@ -401,29 +412,15 @@ def test_a_start_that_is_not_yet_healthy_is_looked_at_until_it_answers(tmp_path:
         time.sleep(0.6)  # three min gaps: another look would have run by now
         assert world.runs("event") == looks  # healthy: no more looks
         assert world.store.latest(B) is None
-    finally:
-        watch.stop()
-        world.close()
 
 
 def test_looking_again_ends_with_the_start_grace(tmp_path: Path) -> None:
-    world = World(tmp_path, event_min_gap_seconds=0.1, start_grace_seconds=0.5)
-    watch = EventWatch(world.engine, world.config.watch, world.status)
-    watch.start()
-    try:
-        wait_for("the stream to connect", lambda: world.status.healthy
-                 and world.status.get("events") is not None)
-        world.docker.set_state(A, "rest", "restarting")  # started, and never answers
-        rest = ultrabase_container_name("rest", A)
-        world.docker.feed.put(raw_event("start", rest, f"supabase-{A}", at=time.time()))
+    with rest_started(tmp_path, event_min_gap_seconds=0.1, start_grace_seconds=0.5) as world:
         wait_for("a second look", lambda: world.runs("event") >= 2)
         time.sleep(1.5)  # past the grace, and a last look begun before its end
         looks = world.runs("event")
         time.sleep(0.5)  # five min gaps
         assert world.runs("event") == looks and not latest(world, A).healthy
-    finally:
-        watch.stop()
-        world.close()
 
 
 def test_a_broken_stream_reconnects_from_the_last_event(world: World) -> None:
