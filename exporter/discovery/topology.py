@@ -155,6 +155,36 @@ def hosts_named(value: str) -> set[str]:
     return {m.group(1).lower() for m in _URL_HOST.finditer(value)}
 
 
+class _Links:
+    """Links found so far, keyed by (source, target), with their kinds and condition."""
+
+    def __init__(self, components: Sequence[str]) -> None:
+        self.known = set(components)
+        self.found: dict[tuple[str, str], tuple[set[LinkKind], Condition | None]] = {}
+
+    def add(self, source: str, target: str | None, kind: LinkKind,
+            condition: Condition | None = None) -> None:
+        """Record source->target (only between known components, never to itself)."""
+        if target is None or source == target or not {source, target} <= self.known:
+            return
+        kinds, held = self.found.setdefault((source, target), (set(), None))
+        kinds.add(kind)
+        self.found[(source, target)] = (kinds, condition or held)
+
+    def start_graph(self, components: Sequence[str]) -> dict[str, dict[str, Condition]]:
+        """component -> {dependency: condition} of the depends_on links."""
+        return {s: {t: c or "service_started" for (a, t), (kinds, c) in self.found.items()
+                    if a == s and "depends_on" in kinds} for s in components}
+
+
+def _env_hosts(key: str, value: str) -> set[str]:
+    """The hosts one environment variable names (a bare *_HOST value too)."""
+    hosts = hosts_named(value)
+    if key.upper().endswith(("_HOST", "_HOSTNAME")):
+        hosts.add(value.strip().lower())
+    return hosts
+
+
 def build(components: Sequence[str], *,
           depends_on: Mapping[str, Mapping[str, Condition]],
           env: Mapping[str, Mapping[str, str]] | None = None,
@@ -165,44 +195,24 @@ def build(components: Sequence[str], *,
     `aliases` maps other host names (container names) to their component; a component's
     own name always names it.
     """
-    known = set(components)
     names = {c.lower(): c for c in components}
-    names.update({k.lower(): v for k, v in (aliases or {}).items() if v in known})
-    found: dict[tuple[str, str], tuple[set[LinkKind], Condition | None]] = {}
-
-    def add(source: str, target: str | None, kind: LinkKind,
-            condition: Condition | None = None) -> None:
-        if target is None or source == target or target not in known or source not in known:
-            return
-        kinds, held = found.setdefault((source, target), (set(), None))
-        kinds.add(kind)
-        if condition is not None:
-            found[(source, target)] = (kinds, condition)
-        elif held is not None:
-            found[(source, target)] = (kinds, held)
-
+    names.update({k.lower(): v for k, v in (aliases or {}).items() if v in components})
+    found = _Links(components)
     for source, deps in depends_on.items():
         for target, condition in deps.items():
-            add(source, target, "depends_on", condition)
+            found.add(source, target, "depends_on", condition)
     for source, values in (env or {}).items():
-        for key, value in values.items():
-            hosts = hosts_named(value)
-            if key.upper().endswith(("_HOST", "_HOSTNAME")):
-                hosts.add(value.strip().lower())
-            for host in hosts:
-                add(source, names.get(host), "env")
-    for _service, url in routes:
-        for host in hosts_named(url):
-            add("kong", names.get(host), "route")
+        for host in {h for key, value in values.items() for h in _env_hosts(key, value)}:
+            found.add(source, names.get(host), "env")
+    for host in {h for _service, url in routes for h in hosts_named(url)}:
+        found.add("kong", names.get(host), "route")
     # Components in start order (runtime links may form cycles: kong <-> functions).
-    ordered = order({s: {t: c or "service_started" for (a, t), (kinds, c) in found.items()
-                         if a == s and "depends_on" in kinds} for s in components},
-                    components)
+    ordered = order(found.start_graph(components), components)
     position = {c: n for n, c in enumerate(ordered)}
     links = tuple(Link(s, t, frozenset(kinds), condition)
                   for (s, t), (kinds, condition) in sorted(
-                      found.items(), key=lambda item: (position[item[0][0]],
-                                                       position[item[0][1]])))
+                      found.found.items(), key=lambda item: (position[item[0][0]],
+                                                             position[item[0][1]])))
     return Topology(tuple(ordered), links)
 
 
@@ -213,9 +223,10 @@ def template(components: Sequence[str] = COMPONENTS) -> Topology:
                       for s, targets in FALLBACK_USES.items()})
 
 
-def topology_of(instance: Instance) -> Topology:
-    """The instance's topology as deployed; the template's links where no file tells."""
-    components = list(instance.components)
+def _files_facts(instance: Instance) -> tuple[dict[str, Mapping[str, str]],
+                                               dict[str, Mapping[str, Condition]],
+                                               tuple[tuple[str, str], ...] | None]:
+    """env and depends_on from the compose file, routes from kong.yml (what is readable)."""
     env: dict[str, Mapping[str, str]] = {}
     declared: dict[str, Mapping[str, Condition]] = {}
     routes: tuple[tuple[str, str], ...] | None = None
@@ -235,24 +246,36 @@ def topology_of(instance: Instance) -> Topology:
                                     root=files.root).upstreams
         except FileReadError as exc:
             log.debug("topology of %s without kong.yml: %s", instance.id, exc)
-    depends_on: dict[str, Mapping[str, Condition]] = {}
+    return env, declared, routes
+
+
+def _depends_on(instance: Instance, declared: Mapping[str, Mapping[str, Condition]]
+                ) -> dict[str, Mapping[str, Condition]]:
+    """Each component's depends_on: its container's label, else the file, else the template."""
+    out: dict[str, Mapping[str, Condition]] = {}
     for name, component in instance.components.items():
         labels = component.container.labels if component.container else {}
         if COMPOSE_DEPENDS_ON in labels:
-            depends_on[name] = parse_depends_on(labels[COMPOSE_DEPENDS_ON])
-        elif name in declared:
-            depends_on[name] = declared[name]
+            out[name] = parse_depends_on(labels[COMPOSE_DEPENDS_ON])
         else:
-            depends_on[name] = dict(FALLBACK_DEPENDS_ON.get(name, {}))
+            out[name] = declared.get(name, dict(FALLBACK_DEPENDS_ON.get(name, {})))
+    return out
+
+
+def topology_of(instance: Instance) -> Topology:
+    """The instance's topology as deployed; the template's links where no file tells."""
+    components = list(instance.components)
+    env, declared, routes = _files_facts(instance)
     for name in components:
         env.setdefault(name, {f"{t.upper()}_HOST": t for t in FALLBACK_USES.get(name, ())})
     if routes is None:
         routes = tuple((t, f"http://{t}/") for t in FALLBACK_USES["kong"])
     aliases = {ultrabase_container_name(c, instance.id): c for c in components}
-    for name, component in instance.components.items():
-        if component.container_name:
-            aliases[component.container_name] = name
-    return build(components, depends_on=depends_on, env=env, routes=routes, aliases=aliases)
+    aliases.update({component.container_name: name
+                    for name, component in instance.components.items()
+                    if component.container_name})
+    return build(components, depends_on=_depends_on(instance, declared), env=env,
+                 routes=routes, aliases=aliases)
 
 
 # ordering -----------------------------------------------------------------------------
