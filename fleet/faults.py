@@ -835,6 +835,74 @@ def _down(component: str) -> Expectation:
     return expect(codes, component, "start_container")
 
 
+def _aliases(item: Container, network: str) -> list[str]:
+    """The names the container answers to on network besides its container name."""
+    item.reload()
+    found = (item.attrs.get("NetworkSettings", {}).get("Networks") or {}).get(network) or {}
+    return list(found.get("Aliases") or [])
+
+
+@dataclass(frozen=True)
+class AliasLostFault:
+    """An upstream of Kong back on its network without its compose alias: it serves, but
+    its service name no longer resolves there (a link fault with both ends healthy)."""
+
+    component: str
+    exclusive_group: str | None = None
+    expect: Expectation | None = None
+
+    @property
+    def spec(self) -> FaultSpec:
+        """Name and description."""
+        c = self.component
+        return FaultSpec(
+            f"alias-lost:{c}",
+            f"disconnect {c} from the instance network and connect it again the way `docker "
+            f"network connect` does by default, without the alias compose gave it: {c} runs, "
+            f"serves and reaches the db, its container name resolves, but the name {c!r} "
+            "that Kong and the other services use does not; Kong keeps the address it "
+            "cached until its DNS answer expires (heal: reconnect with the aliases compose "
+            "gave it, restart kong if its route still fails)", expect=self.expect)
+
+    def inject(self, ctx: FaultContext) -> dict[str, Any]:
+        """Reconnect the container without its aliases; remember them for the heal."""
+        network = engine.network_name(ctx.instance)
+        item = engine.container(ctx.instance, self.component)
+        aliases = _aliases(item, network)
+        if self.component not in aliases:
+            raise FleetError(f"{item.name} has no alias {self.component!r} on {network}")
+        net = engine.client().networks.get(network)
+        net.disconnect(item)
+        # Docker resolves a container's name on a user-defined network by itself.
+        net.connect(item)
+        return {"aliases": [a for a in aliases if a != item.id[:12]]}
+
+    def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
+        """The alias is gone and the service still serves."""
+        network = engine.network_name(ctx.instance)
+        engine.wait_for(lambda: self.component not in _aliases(
+            engine.container(ctx.instance, self.component), network), ctx.timeout,
+            f"{self.component} to lose its alias")
+        _wait_serving(ctx, self.component)
+
+    def undo(self, ctx: FaultContext, data: dict[str, Any] | None) -> None:
+        """Reconnect with the aliases; restart kong if it still holds "not found"."""
+        network = engine.network_name(ctx.instance)
+        item = engine.container(ctx.instance, self.component)
+        if self.component not in _aliases(item, network):
+            aliases = list((data or {}).get("aliases") or [self.component, item.name])
+            net = engine.client().networks.get(network)
+            net.disconnect(item)
+            net.connect(item, aliases=aliases)
+        _wait_serving(ctx, self.component)
+        path = UPSTREAM_ROUTES[self.component]
+        if not _route_answers(ctx, path):
+            # Kong keeps a name error for KONG_DNS_NOT_FOUND_TTL (30 s, kongdns.py).
+            engine.container(ctx.instance, "kong").restart(timeout=5)
+        engine.wait_for(lambda: _route_answers(ctx, path), ctx.timeout,
+                        f"{path} to answer through Kong")
+
+
 def _catalogue() -> dict[str, Fault]:
     faults: list[Fault] = []
     faults += [StopFault(c, expect=_down(c)) for c in COMPONENTS]
@@ -880,6 +948,9 @@ def _catalogue() -> dict[str, Fault]:
         # service is healthy; restarting kong makes it resolve again.
         *(RecreateFault(c, expect=expect("GATEWAY_UPSTREAM_STALE", "kong", "restart_component"))
           for c in UPSTREAM_ROUTES),
+        # rest serves at its container name, its service name does not resolve: the link
+        # kong->rest is at fault; recreating rest attaches it with its aliases.
+        AliasLostFault("rest", expect=expect("INTERNAL_LINK_DOWN", "rest", "recreate_container")),
     ]
     return {f.spec.name: f for f in faults}
 

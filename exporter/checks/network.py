@@ -24,8 +24,10 @@ from exporter.checks.listener import listeners_on, url_port
 from exporter.checks.probes import (
     Connect,
     HttpProbeRun,
+    HttpTarget,
     TcpOutcome,
     call_bounded,
+    probe_http,
     probe_tcp,
     run_bounded,
     service_host,
@@ -314,7 +316,8 @@ class NetworkConnectivityCheck:
         judged: list[tuple[str, tuple[LinkState, Issue | None]]] = []
         for source, pairs in http.items():
             run = next(results)
-            judged.extend((key, self._http_link(source, target, run)) for key, target in pairs)
+            judged.extend((key, self._http_link(ctx, source, target, run))
+                          for key, target in pairs)
         judged.extend((key, self._tcp_link(source, target, f"{host}:{port}", next(results)))
                       for key, source, target, host, port in tcp)
         issues: list[Issue] = []
@@ -324,7 +327,7 @@ class NetworkConnectivityCheck:
                 issues.append(issue)
         return issues, links
 
-    def _http_link(self, source: str, target: str, run: object
+    def _http_link(self, ctx: CheckContext, source: str, target: str, run: object
                    ) -> tuple[LinkState, Issue | None]:
         """A link read from source's in-network probe (or what that probe failed with)."""
         probe = run if isinstance(run, HttpProbeRun) else None
@@ -336,7 +339,36 @@ class NetworkConnectivityCheck:
                             "error": outcome.error}
         if outcome.answered:
             return state, None
-        return state, self._link_down(source, target, outcome.url, outcome.error)
+        issue = self._link_down(source, target, outcome.url, outcome.error)
+        if outcome.error == "dns":
+            issue = self._name_fault(ctx, issue, outcome.url)
+        return state, issue
+
+    def _name_fault(self, ctx: CheckContext, issue: Issue, url: str) -> Issue:
+        """A name that does not resolve: if the target answers at its container name, the
+        link is at fault, not its ends (the container lost its compose alias)."""
+        source, target = issue.evidence["from"], issue.evidence["to"]
+        container = instance_container(ctx.instance, target)
+        name = service_host(ctx.instance.component(target))
+        if container is None or f"//{name}:" not in url:
+            return issue
+        other = url.replace(f"//{name}:", f"//{container.name}:", 1)
+        try:
+            run = call_bounded(lambda: probe_http(
+                ctx.docker, _cid(ctx.instance, source), source, [HttpTarget(target, other)],
+                ctx.timeout), ctx.timeout + 2)
+        except TimeoutError:
+            return issue
+        answer = run.outcomes.get(target) if run.usable else None
+        if answer is None or not answer.answered:
+            return issue
+        return make_issue(
+            "INTERNAL_LINK_DOWN", check=self.name, component=target, repair="recreate_container",
+            message=f"{source} cannot resolve {target}'s name {name!r} while {target} answers "
+                    f"at {container.name}: the link is at fault, not its ends (the container "
+                    "is on the network without its compose alias)",
+            evidence={**issue.evidence, "ends_healthy": True, "name": name,
+                      "answers_at": container.name, "http_status": answer.http_status})
 
     def _tcp_link(self, source: str, target: str, where: str, tested: object
                   ) -> tuple[LinkState, Issue | None]:

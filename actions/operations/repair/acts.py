@@ -48,21 +48,25 @@ def _address(runner: RepairSession, component: str) -> str | None:
 
 
 def _kong_follows(runner: RepairSession, component: str, before: str | None,
-                  detail: dict[str, Any]) -> None:
-    """Restart kong when the component came back at another address than it had.
+                  detail: dict[str, Any], name_lost: bool = False) -> None:
+    """Restart kong when the component came back at another address than it had, or
+    when its name did not resolve before (name_lost).
 
-    Kong would keep proxying to the old one until its DNS answer expires: restarting the
-    service alone does not reach it through the gateway (GATEWAY_UPSTREAM_STALE).
+    Kong would keep proxying to the old address until its DNS answer expires, and keeps a
+    name error for KONG_DNS_NOT_FOUND_TTL (30 s): restarting the service alone does not
+    reach it through the gateway (GATEWAY_UPSTREAM_STALE).
     """
-    if component not in KONG_UPSTREAMS or before is None:
+    if component not in KONG_UPSTREAMS or (before is None and not name_lost):
         return
     after = _address(runner, component)
     kong = runner.container("kong")
-    if after in (None, before) or kong is None or not state_of(kong).startswith("running"):
+    if after is None or (after == before and not name_lost) or kong is None \
+            or not state_of(kong).startswith("running"):
         return
     runner.restart_and_wait("kong")
-    detail["kong_restarted"] = (f"{component} moved from {before} to {after}; kong restarted "
-                                "to resolve it again")
+    detail["kong_restarted"] = (f"kong restarted to resolve {component}'s name again"
+                                if name_lost else f"{component} moved from {before} to "
+                                f"{after}; kong restarted to resolve it again")
 
 
 def act_start(runner: RepairSession, action: RepairAction, journal: Journal,
@@ -101,7 +105,9 @@ def act_recreate(runner: RepairSession, action: RepairAction, journal: Journal,
     address = _address(runner, component)
     runner.docker.recreate(instance, [component])
     detail["state_after"] = runner.wait_healthy([component])[component]
-    _kong_follows(runner, component, address, detail)
+    # Kong's link to it was down: Kong holds "not found" for its name (30 s) if it asked.
+    _kong_follows(runner, component, address, detail,
+                  name_lost="INTERNAL_LINK_DOWN" in action.issue_codes)
 
 
 def _stop_if_present(runner: RepairSession, component: str) -> None:

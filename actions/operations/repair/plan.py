@@ -263,8 +263,10 @@ def _container_intent(issue: Issue, instance: Instance) -> _Intent | str:
     if name is None or name not in instance.components:
         return "the issue names no component of this instance to act on"
     container = instance.components[name].container
-    if issue.code == "NETWORK_MISSING":
-        return _Intent(RECREATE, name)  # only a recreation reattaches the network
+    if issue.code in ("NETWORK_MISSING", "INTERNAL_LINK_DOWN"):
+        # Only a recreation reattaches the network with the aliases compose gives (a link
+        # down carries this repair only when both its ends are healthy).
+        return _Intent(RECREATE, name)
     if container is None:
         return _Intent(RECREATE, name)
     if container.state in _STOPPED:
