@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from exporter.issues import Issue, make_issue
-from exporter.rootcause import explains, find_root_cause
+from exporter.issues import CATALOGUE, Issue, make_issue
+from exporter.rootcause import REACH, ROLES, explains, find_root_cause
 
 
-def issue(code: str, component: str | None = None, check: str = "x") -> Issue:
-    return make_issue(code, check=check, message=code.lower(), component=component)
+def issue(code: str, component: str | None = None, check: str = "x",
+          evidence: dict[str, Any] | None = None) -> Issue:
+    return make_issue(code, check=check, message=code.lower(), component=component,
+                      evidence=evidence)
 
 
 SCENARIOS = {
@@ -214,3 +218,45 @@ def test_the_most_upstream_failing_component_is_the_root() -> None:
     # A missing container is nobody else's doing.
     missing = issue("CONTAINER_MISSING", "rest", check="container_status")
     assert not explains(db, missing)
+
+
+def test_every_catalogue_code_says_where_it_sits_and_what_it_does() -> None:
+    assert set(ROLES) == set(CATALOGUE)
+    assert {role.kind for role in ROLES.values()} <= set(REACH)
+
+
+def test_a_link_failing_between_healthy_ends_is_the_root() -> None:
+    link = issue("INTERNAL_LINK_DOWN", "rest", check="network_connectivity",
+                 evidence={"from": "kong", "to": "rest", "ends_healthy": True})
+    probe = issue("COMPONENT_UNREACHABLE", "rest", check="service_health")
+    route = issue("GATEWAY_UPSTREAM_ERROR", "rest", check="api_endpoints")
+    root = find_root_cause([probe, route, link])
+    assert root is not None and root.issue is link
+    assert [i.code for i in root.explains] == ["COMPONENT_UNREACHABLE", "GATEWAY_UPSTREAM_ERROR"]
+    assert root.chain[0]["link"] == "kong->rest"
+    # Nothing on its ends explains it, and it explains nothing past what it carries.
+    assert not explains(probe, link)
+    assert not explains(link, issue("COMPONENT_UNREACHABLE", "auth"))
+    assert not explains(link, issue("CONTAINER_NOT_RUNNING", "rest"))
+    # Without that evidence, the same failure is rest's: it hangs, the link follows.
+    plain = issue("INTERNAL_LINK_DOWN", "rest", check="network_connectivity",
+                  evidence={"from": "kong", "to": "rest"})
+    root = find_root_cause([probe, route, plain])
+    assert root is not None and root.issue is probe and plain in root.explains
+
+
+def test_kong_keeps_serving_when_an_upstream_fails() -> None:
+    auth_down = issue("CONTAINER_NOT_RUNNING", "auth")
+    assert not explains(auth_down, issue("GATEWAY_UNREACHABLE", "kong"))
+    assert not explains(auth_down, issue("CONTAINER_CRASH_LOOP", "kong"))
+    # What its routes lead to still shows on it.
+    assert explains(auth_down, issue("GATEWAY_UPSTREAM_ERROR", "kong"))
+
+
+def test_a_service_login_explains_its_service_and_what_needs_it() -> None:
+    rest_login = issue("DB_ROLE_PASSWORD_MISMATCH", "db",
+                       evidence={"role": "authenticator", "service": "rest"})
+    assert explains(rest_login, issue("COMPONENT_UNHEALTHY", "rest"))
+    assert explains(rest_login, issue("COMPONENT_UNHEALTHY", "storage"))  # storage needs rest
+    assert not explains(rest_login, issue("AUTH_UNHEALTHY", "auth"))
+    assert not explains(rest_login, issue("DB_UNREACHABLE", "db"))

@@ -118,7 +118,30 @@ KONG_STALE = (issue("GATEWAY_UPSTREAM_STALE", "kong", "api_endpoints", upstream=
               issue("LOG_ERROR_SPIKE", "kong", "logs"))
 
 
+# alias-lost:rest: rest serves at its container name; kong cannot resolve "rest".
+LINK_NAME_LOST = (
+    replace(issue("INTERNAL_LINK_DOWN", "rest", "network_connectivity", ends_healthy=True,
+                  **{"from": "kong", "to": "rest", "error": "dns"}),
+            repair="recreate_container"),
+    issue("COMPONENT_UNREACHABLE", "rest", "service_health", error="dns"),
+    issue("GATEWAY_UPSTREAM_ERROR", "rest", "api_endpoints"))
+
+
 # -- the plan per fault ---------------------------------------------------------------------
+
+
+def test_a_link_that_lost_its_name_recreates_its_target_and_nothing_else() -> None:
+    result = plan(*LINK_NAME_LOST)
+    assert result.root_cause == "INTERNAL_LINK_DOWN"
+    # The restarts the symptoms ask for would not bring the name back: only the recreation.
+    assert ids(result) == ["recreate_container:rest"]
+    assert result.actions[0].issue_codes == ("INTERNAL_LINK_DOWN",)
+    assert {(c.code, c.component) for c in result.consequences} == {
+        ("COMPONENT_UNREACHABLE", "rest"), ("GATEWAY_UPSTREAM_ERROR", "rest")}
+    # A link down without that evidence is its target's symptom: no recreation for it.
+    hung = (issue("INTERNAL_LINK_DOWN", "rest", "network_connectivity"), *LINK_NAME_LOST[1:])
+    assert ids(plan(*hung)) == ["restart_component:rest"]
+
 
 
 def test_a_restarted_kong_that_does_not_answer_yet_is_not_verified() -> None:

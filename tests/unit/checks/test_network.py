@@ -18,7 +18,9 @@ from exporter.checks.base import status_of
 from exporter.checks.network import NetworkConnectivityCheck, listeners_on
 from exporter.checks.probes import TCP_PROBE_SCRIPT, probe_tcp
 from exporter.checks.services import ServiceHealthCheck
+from exporter.discovery.model import Instance
 from exporter.dockerhost import ExecResult
+from exporter.rootcause import find_root_cause
 from tests.unit.checks.plainhost import (
     LocalExec,
     Ports,
@@ -241,6 +243,50 @@ def test_internal_links_down(listen: Listen) -> None:
     assert downs == [("auth", "kong", "dns"), ("db", "auth", "db:5432 - no response")]
     # Any HTTP answer, even 401, proves the link works.
     assert findings.details["links"]["kong->rest"]["ok"] is True
+
+
+def renamed_docker(instance: Instance, target: str, answers: bool) -> ScriptedDocker:
+    """Execs where `target`'s service name does not resolve; its container name answers
+    when `answers`."""
+    container = instance.component(target).container
+    assert container is not None
+    name = container.name
+
+    def handler(container_id: str, argv: list[str]) -> ExecResult:
+        if argv[2] == TCP_PROBE_SCRIPT:
+            return ExecResult(0, "@@ pg_isready 0\n127.0.0.1:5432 - accepting connections\n")
+        urls = dict(zip(argv[5::2], argv[6::2], strict=True))
+        at_container = f"//{name}:" in urls.get(target, "")
+        return ExecResult(0, probe_reply(
+            {target: (200, "-") if answers and at_container else (None, "dns")})(argv))
+    return ScriptedDocker(exec_handler=handler)
+
+
+def test_a_name_that_no_longer_resolves_is_the_links_own_fault(listen: Listen) -> None:
+    instance = make_instance(ports=live_ports(listen))
+    docker = renamed_docker(instance, "rest", answers=True)
+    ctx = context(instance, docker)
+    network = NetworkConnectivityCheck(localhost_addresses=no_ipv6_localhost).run(ctx)
+    services = ServiceHealthCheck().run(ctx)
+    link = only(network.issues, "INTERNAL_LINK_DOWN")
+    rest = instance.component("rest").container
+    assert rest is not None
+    assert (link.component, link.repair) == ("rest", "recreate_container")
+    assert link.evidence["ends_healthy"] is True
+    assert (link.evidence["from"], link.evidence["answers_at"]) == ("kong", rest.name)
+    # The link is the root: what kong's probe sees of rest follows from it.
+    root = find_root_cause([*services.issues, *network.issues])
+    assert root is not None and root.issue is link
+    assert root.chain[0]["link"] == "kong->rest"
+    assert ("COMPONENT_UNREACHABLE", "rest") in {(i.code, i.component) for i in root.explains}
+
+
+def test_a_name_that_does_not_resolve_anywhere_is_no_link_fault(listen: Listen) -> None:
+    instance = make_instance(ports=live_ports(listen))
+    network = NetworkConnectivityCheck(localhost_addresses=no_ipv6_localhost).run(
+        context(instance, renamed_docker(instance, "rest", answers=False)))
+    link = only(network.issues, "INTERNAL_LINK_DOWN")
+    assert link.repair is None and "ends_healthy" not in link.evidence
 
 
 def test_links_skipped_without_tools_or_running_targets(listen: Listen) -> None:
