@@ -163,7 +163,13 @@ CATALOGUE: Mapping[str, IssueSpec] = {
         "Recreate the affected services with compose.", "recreate_container"),
     "INTERNAL_LINK_DOWN": IssueSpec(
         "critical", "A service cannot reach another inside the compose network",
-        "Check DNS names and that the target container runs and listens."),
+        "Check DNS names and that the target container runs and listens. When the target "
+        "answers at its container name but not at its service name (evidence ends_healthy: "
+        "the link is at fault, not its ends), the container is on the network without the "
+        "alias compose gave it (`docker network disconnect`/`connect` without --alias does "
+        "that): recreate it with compose (repair recreate_container, offered then), which "
+        "attaches it with its aliases; kong is restarted after, as it keeps a name error "
+        "for 30 s."),
     # logs
     "LOG_ERROR_SPIKE": IssueSpec(
         "warning", "A component logged many errors recently",

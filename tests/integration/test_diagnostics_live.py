@@ -77,7 +77,7 @@ def test_healthy_fleet_reports_nothing(live: Fleet, engine: DiagnosticsEngine) -
 MATRIX = ["stop:auth", "auth-db-password", "service-key-wrong-secret", "service-key-expired",
           "kong-key-mismatch", "stop:db", "stop:kong", "pause:kong", "volume-missing",
           "port-taken", "auth-schema-rights", "auth-empty-setting", "jwt-secret-short",
-          "recreate:auth", "recreate:rest"]
+          "recreate:auth", "recreate:rest", "alias-lost:rest"]
 # Repairs no issue of the diagnostic may offer.
 NEVER_OFFERED = {"auth-schema-rights": {"sync_db_role_passwords"}}
 
@@ -123,6 +123,11 @@ def test_fault_is_diagnosed_with_its_root_cause(live: Fleet, engine: Diagnostics
         assert [a.id for a in plan.actions] == ["restart_component:kong"], plan.to_dict()
         assert not [i for i in diagnostic.issues if i.component == upstream
                     and i.check != "logs" and i.severity == "critical"], serious(diagnostic)
+    if fault.startswith("alias-lost:"):
+        assert root.issue.evidence["ends_healthy"] is True, root.issue.evidence
+        assert root.chain[0]["link"] == "kong->rest", root.chain
+        # Restarting rest would not bring its name back: only the recreation is offered.
+        assert [a.id for a in plan.actions] == ["recreate_container:rest"], plan.to_dict()
     assert_others_clean(live, results, target)
     if fault == "stop:db":
         attributed = {i.component for i in root.explains}

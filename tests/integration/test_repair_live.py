@@ -1,8 +1,8 @@
 """Each repair fixes its fault end to end on a private live fleet.
 
 break -> diagnose -> plan -> repair (through the operation runner) -> diagnose clean, for a
-role password mismatch, an expired key, a key signed with another secret, a stopped auth
-and a removed auth container.
+role password mismatch, an expired key, a key signed with another secret, a stopped auth,
+a removed auth container and a rest whose name no longer resolves.
 """
 
 from __future__ import annotations
@@ -283,6 +283,23 @@ def test_removed_auth_container_is_recreated(world: World) -> None:
     operation = repair(world, plan)
     assert_repaired(world, operation)
     assert client.containers.get(name).status == "running"
+
+
+def test_a_name_lost_from_the_network_comes_back_with_the_recreation(world: World) -> None:
+    """alias-lost:rest: rest serves but its name does not resolve; the one action recreates
+    it with compose (its aliases come back) and restarts kong, which may hold the name
+    error for 30 s."""
+    world.fleet.break_(world.iid, "alias-lost:rest")
+    try:
+        before, plan = plan_now(world)
+        assert before.root_cause is not None
+        assert before.root_cause.chain[0].get("link") == "kong->rest", live_problems(before)
+        assert [a.id for a in plan.actions] == ["recreate_container:rest"]
+        operation = repair(world, plan)
+        assert operation.steps[0].detail["kong_restarted"]
+        assert_repaired(world, operation)
+    finally:
+        world.fleet.heal(world.iid, "alias-lost:rest")
 
 
 def test_recreated_auth_is_reached_again_once_kong_restarts(world: World) -> None:
