@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from exporter.diagnostic import RootCause
@@ -238,7 +238,7 @@ def path_of(effect: Issue, topology: Topology) -> frozenset[str] | None:
     return frozenset(found) if found else None
 
 
-@cache
+@lru_cache(maxsize=1024)
 def _needed(component: str, topology: Topology) -> frozenset[str]:
     """The component and everything it needs while it runs.
 
