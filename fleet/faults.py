@@ -697,6 +697,8 @@ class JwtSecretShortFault:
 
 # Each recreated upstream's route through Kong (answers 200 to the anon key when it works).
 UPSTREAM_ROUTES = {"auth": "/auth/v1/health", "rest": "/rest/v1/"}
+# Where each serves inside the compose network (its compose service's port).
+INNER_PORTS = {"auth": 9999, "rest": 3000}
 # A log line that shows a service without a Docker healthcheck serves (PostgREST's
 # "Schema cache loaded", src/PostgREST/Observation.hs).
 _SERVING_LINES = {"rest": "Schema cache loaded"}
@@ -878,12 +880,19 @@ class AliasLostFault:
         return {"aliases": [a for a in aliases if a != item.id[:12]]}
 
     def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
-        """The alias is gone and the service still serves."""
+        """The alias is gone and the service answers at its container name inside the
+        network (the first tries after a new address may time out)."""
         network = engine.network_name(ctx.instance)
-        engine.wait_for(lambda: self.component not in _aliases(
-            engine.container(ctx.instance, self.component), network), ctx.timeout,
-            f"{self.component} to lose its alias")
+        item = engine.container(ctx.instance, self.component)
+        engine.wait_for(lambda: self.component not in _aliases(item, network), ctx.timeout,
+                        f"{self.component} to lose its alias")
         _wait_serving(ctx, self.component)
+        kong = engine.container(ctx.instance, "kong")
+        # busybox's own `timeout` bounds wget (Debian's static busybox crashes on wget -T).
+        argv = ["timeout", "5", "wget", "-q", "-O", "/dev/null",
+                f"http://{item.name}:{INNER_PORTS[self.component]}/"]
+        engine.wait_for(lambda: kong.exec_run(argv).exit_code == 0, ctx.timeout,
+                        f"{item.name} to answer inside the network")
 
     def undo(self, ctx: FaultContext, data: dict[str, Any] | None) -> None:
         """Reconnect with the aliases; restart kong if it still holds "not found"."""
