@@ -877,7 +877,7 @@ class AliasLostFault:
         net.disconnect(item)
         # Docker resolves a container's name on a user-defined network by itself.
         net.connect(item)
-        return {"aliases": [a for a in aliases if a != item.id[:12]]}
+        return {"aliases": [a for a in aliases if a != (item.id or "")[:12]]}
 
     def await_symptom(self, ctx: FaultContext, data: dict[str, Any]) -> None:
         """The alias is gone and the service answers at its container name inside the
