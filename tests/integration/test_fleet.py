@@ -319,7 +319,7 @@ def test_fault_names() -> None:
                      | {"auth-db-password", "service-key-wrong-secret", "service-key-expired",
                         "kong-key-mismatch", "volume-missing", "port-taken",
                         "auth-schema-rights", "auth-empty-setting", "jwt-secret-short",
-                        "recreate:auth", "recreate:rest"})
+                        "recreate:auth", "recreate:rest", "alias-lost:rest"})
 
 
 def test_auth_db_password(fleet: Fleet) -> None:
