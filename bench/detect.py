@@ -17,12 +17,14 @@ break and heal, waiting for the symptom, run meanwhile). Before each class every
 must be healthy on /metrics with no alert active (up to --settle-timeout).
 Prints the median and maximum of each interval per class, against the goals.
 
-Cost: brings up a healthy fleet of 10 (--cost-instances), measures the host's idle
-background for --idle-seconds, starts the exporter, waits for its first sweep, and watches
-for --cost-minutes (10). Prints the host CPU that watching costs per instance per minute:
-the host's busy time from /proc/stat during the window net of the idle background (the
-method and code of bench.sweep), and its parts measured on their own (the exporter, the
-fleet's containers, dockerd/containerd and the fleet's shims).
+Cost: brings up a healthy fleet of 10 (--cost-instances), waits until the host's background
+is steady (two --idle-seconds windows in a row within 0.1 cores or 10%), measures the idle
+background for --idle-seconds, starts the exporter, waits for its first sweep, watches for
+--cost-minutes (10), stops the exporter and measures the idle background again. Prints the
+host CPU that watching costs per instance per minute: the host's busy time from /proc/stat
+during the window net of the mean of the two idle windows (their drift printed as the
+figure's uncertainty), and its parts measured on their own, each net of its own idle
+(the exporter, the fleet's containers, dockerd/containerd and the fleet's shims).
 
 Both phases run on an existing fleet instead with --root DIR (kept at the end).
 
@@ -44,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,6 +72,7 @@ OTHER_FAULTS = ("kong-key-mismatch", "service-key-wrong-secret", "volume-missing
 GOALS = {"container": (15.0, 90.0, 180.0), "other": (60.0, 180.0, 180.0)}
 GOAL_CPU_PER_INSTANCE_MINUTE = 0.1
 _POLL_SECONDS = 0.5
+_AFTER_STOP_SECONDS = 10.0
 # Ten instances come up in a few minutes on a loaded 2-core host.
 UP_TIMEOUT = 900.0
 
@@ -116,6 +119,15 @@ class Webhook(ThreadingHTTPServer):
 def fingerprint(alert: Mapping[str, Any]) -> str:
     """One alert's identity: its labels."""
     return json.dumps(alert["labels"], sort_keys=True)
+
+
+def alert_names(fingerprints: Iterable[str]) -> tuple[str, ...]:
+    """The alert names (with the component, when labelled) of these fingerprints, sorted."""
+    names = set()
+    for labels in map(json.loads, fingerprints):
+        component = labels.get("component")
+        names.add(labels.get("alertname", "?") + (f"[{component}]" if component else ""))
+    return tuple(sorted(names))
 
 
 @dataclass
@@ -304,6 +316,8 @@ class Sample:
     heal_to_resolved: float | None = None
     refired: bool = False  # an alert about it notified firing again after the heal
     error: str | None = None
+    unresolved: tuple[str, ...] = ()  # alerts that notified and had not resolved at the end
+    again: tuple[str, ...] = ()  # alerts that notified firing again after the heal
 
 
 def run_class(stack: Stack, fleet: Fleet, fault: str, ids: Sequence[str],
@@ -331,9 +345,10 @@ def run_class(stack: Stack, fleet: Fleet, fault: str, ids: Sequence[str],
         wanted = firing[sample.instance_id]
         if sample.heal_to_resolved is None and set(resolved) >= wanted:
             sample.heal_to_resolved = max([0.0, *(resolved[f] - since for f in wanted)])
-        sample.refired = sample.refired or any(
-            a["status"] == "firing" and at > since + 1
-            for at, a in stack.webhook.alerts(sample.instance_id, since))
+        sample.unresolved = alert_names(wanted - set(resolved))
+        sample.again = alert_names(fingerprint(a) for at, a in stack.webhook.alerts(
+            sample.instance_id, since) if a["status"] == "firing" and at > since + 1)
+        sample.refired = bool(sample.again)
         return sample.heal_to_healthy is not None and sample.heal_to_resolved is not None
 
     _phase(stack, fleet, fault, samples, inject, broken, args.notify_timeout)
@@ -425,6 +440,11 @@ def print_faults(rows: Sequence[tuple[str, list[Sample]]], args: argparse.Namesp
         for s in samples:
             if s.error:
                 print(f"  {fault} on {s.instance_id}: {s.error}")
+            if s.unresolved:
+                print(f"  {fault} on {s.instance_id}: not resolved: {', '.join(s.unresolved)}")
+            if s.again:
+                print(f"  {fault} on {s.instance_id}: notified again after the heal: "
+                      + ", ".join(s.again))
 
 
 def faults_phase(args: argparse.Namespace, work: Path) -> None:
@@ -491,6 +511,27 @@ def fleet_container_ids(fleet: Fleet) -> list[str]:
             for c in fleet_engine.containers(instance).values() if c.id is not None]
 
 
+def settle(rate: Callable[[float], float], seconds: float, timeout: float,
+           tolerance: float = 0.1) -> float:
+    """Wait until two rate(seconds) windows in a row agree within tolerance (cores, or that
+    share of the rate when larger); the last rate. Stops waiting after timeout."""
+    deadline = time.monotonic() + timeout
+    last = rate(seconds)
+    while time.monotonic() < deadline:
+        current = rate(seconds)
+        if abs(current - last) <= max(tolerance, tolerance * last):
+            return current
+        last = current
+    return last
+
+
+def idle_window(container_ids: Sequence[str], seconds: float) -> dict[str, float]:
+    """Cores the host and each part keep busy over seconds with the exporter not running."""
+    before = Reading.take(None, container_ids)
+    time.sleep(seconds)
+    return before.rates(Reading.take(None, container_ids))
+
+
 def runs_by_trigger(exporter: str) -> dict[str, float]:
     """ultrabase_diagnostic_runs_total summed by trigger."""
     text = httpx.get(f"{exporter}/metrics", timeout=5).text
@@ -516,10 +557,11 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         ids = fleet_container_ids(fleet)
-        time.sleep(args.idle_seconds)  # let start-up settle before the idle window
-        idle_before = Reading.take(None, ids)
-        host_idle = background_rate(args.idle_seconds)
-        idle = idle_before.rates(Reading.take(None, ids))
+        # A fleet that just came up keeps the host busy for minutes (first healthchecks,
+        # the db's start-up work): the idle window waits until the background is steady.
+        settled = settle(background_rate, args.idle_seconds, args.settle_timeout)
+        print(f"background steady at {settled:.2f} cores; idle window ...", file=sys.stderr)
+        idle_before = idle_window(ids, args.idle_seconds)
         (work / "cost").mkdir()
         exporter = start_exporter(fleet, work / "cost", processes)
         wait_until("the first sweep", lambda: runs_by_trigger(exporter).get(
@@ -535,16 +577,18 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
         runs_after = runs_by_trigger(exporter)
         stop_all(processes)
         processes.clear()
-        host_idle = (host_idle + background_rate(args.idle_seconds)) / 2
+        time.sleep(_AFTER_STOP_SECONDS)  # the probes the exporter began have ended
+        idle_after = idle_window(ids, args.idle_seconds)
     finally:
         stop_all(processes)
         if not args.root:
             fleet.down()
     rates = before.rates(after)
     per = 60.0 / n  # cores -> CPU-seconds per instance-minute
-    net = {"host": rates["host"] - host_idle, "tool": rates["tool"],
-           "containers": rates["containers"] - idle["containers"],
-           "engine": rates["engine"] - idle["engine"]}
+    # The background is the mean of the windows before and after watching: a drift
+    # between them is the measurement's uncertainty, printed below.
+    idle = {k: (idle_before[k] + idle_after[k]) / 2 for k in idle_before}
+    net = {k: rates[k] - idle.get(k, 0.0) for k in rates}
     runs = {t: runs_after.get(t, 0) - runs_before.get(t, 0) for t in runs_after}
     print(f"\nWatching a healthy fleet of {n} for {minutes:g} minutes (shipped defaults; "
           f"load average {load:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), "
@@ -554,7 +598,12 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
     print(f"| {net['host'] * per:.3f} | {net['tool'] * per:.3f} | "
           f"{net['containers'] * per:.3f} | {net['engine'] * per:.3f} | "
           f"{GOAL_CPU_PER_INSTANCE_MINUTE:g} |")
-    print(f"idle background {host_idle:.2f} cores; diagnostics in the window by trigger: "
+    drift = abs(idle_after["host"] - idle_before["host"]) * per
+    parts = (net["tool"] + net["containers"] + net["engine"]) * per
+    print(f"idle background {idle_before['host']:.2f} cores before watching, "
+          f"{idle_after['host']:.2f} after (drift {drift:.3f} CPU-s per instance-minute); "
+          f"parts add up to {parts:.3f} (the engine's share overlaps the containers' by the "
+          "exec'd probes); diagnostics in the window by trigger: "
           + ", ".join(f"{t} {v:.0f}" for t, v in sorted(runs.items()) if v))
 
 
