@@ -17,14 +17,16 @@ break and heal, waiting for the symptom, run meanwhile). Before each class every
 must be healthy on /metrics with no alert active (up to --settle-timeout).
 Prints the median and maximum of each interval per class, against the goals.
 
-Cost: brings up a healthy fleet of 10 (--cost-instances), waits until the host's background
-is steady (two --idle-seconds windows in a row within 0.1 cores or 10%), measures the idle
-background for --idle-seconds, starts the exporter, waits for its first sweep, watches for
---cost-minutes (10), stops the exporter and measures the idle background again. Prints the
-host CPU that watching costs per instance per minute: the host's busy time from /proc/stat
-during the window net of the mean of the two idle windows (their drift printed as the
-figure's uncertainty), and its parts measured on their own, each net of its own idle
-(the exporter, the fleet's containers, dockerd/containerd and the fleet's shims).
+Cost: brings up a healthy fleet of 10 (--cost-instances; healthchecks every 60 s,
+--cost-health-interval, so that the background to subtract is small), waits until the
+host's background is steady (two --idle-seconds windows in a row within 0.05 cores or 5%),
+measures the idle background for --idle-seconds, starts the exporter, waits for its first
+sweep, watches for --cost-minutes (10), stops the exporter and measures the idle background
+again. Prints the host CPU that watching costs per instance per minute: the host's busy
+time from /proc/stat during the window net of the mean of the two idle windows (their
+drift printed as the figure's uncertainty), and its parts measured on their own, each net
+of its own idle (the exporter, the fleet's containers, dockerd/containerd and the fleet's
+shims).
 
 Both phases run on an existing fleet instead with --root DIR (kept at the end).
 
@@ -512,7 +514,7 @@ def fleet_container_ids(fleet: Fleet) -> list[str]:
 
 
 def settle(rate: Callable[[float], float], seconds: float, timeout: float,
-           tolerance: float = 0.1) -> float:
+           tolerance: float = 0.05) -> float:
     """Wait until two rate(seconds) windows in a row agree within tolerance (cores, or that
     share of the rate when larger); the last rate. Stops waiting after timeout."""
     deadline = time.monotonic() + timeout
@@ -552,7 +554,7 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
         n = args.cost_instances
         print(f"bringing up {n} instances for the cost of watching ...", file=sys.stderr)
         fleet = Fleet.up(work / "cost-fleet", n, timeout=UP_TIMEOUT,
-                         health_interval=args.health_interval)
+                         health_interval=args.cost_health_interval)
     minutes = args.cost_minutes
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -605,6 +607,8 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
           f"parts add up to {parts:.3f} (the engine's share overlaps the containers' by the "
           "exec'd probes); diagnostics in the window by trigger: "
           + ", ".join(f"{t} {v:.0f}" for t, v in sorted(runs.items()) if v))
+    print("idle of each part, cores, before -> after watching: " + ", ".join(
+        f"{k} {idle_before[k]:.3f} -> {idle_after[k]:.3f}" for k in ("containers", "engine")))
 
 
 def main() -> int:
@@ -627,6 +631,10 @@ def main() -> int:
                         "shipped); log lines of a healed fault count until they age out")
     parser.add_argument("--health-interval", default="10s",
                         help="the fleet's healthcheck interval (the template's is 5-10 s)")
+    parser.add_argument("--cost-health-interval", default="60s",
+                        help="the cost fleet's healthcheck interval: the healthchecks are "
+                        "background, not watching, and at 10 s they keep a 2-core host "
+                        "1.6 cores busy, whose noise alone is several times the goal")
     parser.add_argument("--skip-faults", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()

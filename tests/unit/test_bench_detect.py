@@ -20,10 +20,10 @@ def test_settle_waits_for_two_windows_that_agree() -> None:
 
 
 def test_settle_tolerance_grows_with_the_rate() -> None:
-    # 10 % of 4 cores is 0.4: 4.0 then 3.7 agree, where 0.1 cores alone would not.
-    busy = iter([4.0, 3.7, 0.0])
-    assert settle(lambda seconds: next(busy), 1.0, timeout=60.0) == 3.7
-    low = iter([0.5, 0.35, 0.3, 0.0])
+    # 5 % of 4 cores is 0.2: 4.0 then 3.85 agree, where 0.05 cores alone would not.
+    busy = iter([4.0, 3.85, 0.0])
+    assert settle(lambda seconds: next(busy), 1.0, timeout=60.0) == 3.85
+    low = iter([0.5, 0.4, 0.33, 0.3, 0.0])
     assert settle(lambda seconds: next(low), 1.0, timeout=60.0) == 0.3
 
 
