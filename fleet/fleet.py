@@ -8,14 +8,15 @@ import logging
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from docker import DockerClient
 from docker.errors import APIError, NotFound
-from docker.models.containers import Container
 from docker.models.networks import Network
 
 from fleet import engine, faults, images, ports, render, state
@@ -60,17 +61,21 @@ class Fleet:
     def up(cls, root: Path, count: int = 2, *, timeout: float = UP_TIMEOUT,
            keep_on_failure: bool = False,
            health_interval: str = render.DEFAULT_HEALTH_INTERVAL,
-           kong_dns_ttl: int | None = None, manager_exact: bool = False) -> Fleet:
+           kong_dns_ttl: int | None = None, manager_exact: bool = False,
+           port_range: range = ports.PORT_RANGE) -> Fleet:
         """Create `count` healthy instances under `root` (absent or empty); the fleet.
 
         manager_exact writes the files exactly as the real Ultrabase manager does, its
         defects included (fleet/README.md, "--manager-exact"): every pooler after the first
-        cannot bind host port 5432, so those instances come up without their pooler and
-        with registry status "error", as the manager records a failed compose up.
+        cannot bind host port 5432, so those instances come up without their pooler, with
+        registry status "error" when compose reported the failure, as the manager records
+        a failed compose up ("running" when compose printed the error but exited 0).
 
         health_interval ("10s") is every Docker healthcheck's interval. kong_dns_ttl, when
         given, is how many seconds Kong keeps a DNS answer (KONG_DNS_VALID_TTL, fleet-only);
         without it Kong keeps Docker's answers for their TTL, 600 s, as in production.
+        port_range is where the instances' host ports are picked (ports.share() gives
+        processes that make fleets side by side parts of their own).
 
         On failure everything created is removed (unless keep_on_failure) and FleetError
         carries the containers' states and log tails.
@@ -83,24 +88,26 @@ class Fleet:
         # The containers mount fleet/ read-only: byte-compile the stand-ins once here, or
         # every start and every `kong health` would compile them again.
         compileall.compile_dir(render.FLEET_DIR, quiet=1)
-        tags = images.ensure_images(client)
-        log.info("component images %s", ", ".join(sorted(set(tags.values()))))
-        root.mkdir(parents=True, exist_ok=True)
-        instances = _new_instances(root, count, manager_exact)
-        state.save(state.FleetState(root=root, images=tags, instances=instances, faults={}))
         admin_token = secrets.token_urlsafe(32)
-        try:
-            _render(root, tags, instances, admin_token, health_interval, kong_dns_ttl)
-            outcomes = _start_all(instances, started + timeout)
-            if manager_exact:
-                _record_outcomes(root, instances, outcomes)
-        except BaseException as exc:
-            if keep_on_failure:
-                raise
-            _remove_failed(root)
-            if isinstance(exc, FleetError) or not isinstance(exc, Exception):
-                raise
-            raise FleetError(f"up failed: {exc!r}") from exc
+        with images.in_use():
+            tags = images.ensure_images(client)
+            log.info("component images %s", ", ".join(sorted(set(tags.values()))))
+            root.mkdir(parents=True, exist_ok=True)
+            instances = _new_instances(root, count, manager_exact, port_range)
+            state.save(state.FleetState(root=root, images=tags, instances=instances,
+                                        faults={}))
+            try:
+                _render(root, tags, instances, admin_token, health_interval, kong_dns_ttl)
+                outcomes = _start_all(instances, started + timeout)
+                if manager_exact:
+                    _record_outcomes(root, instances, outcomes)
+            except BaseException as exc:
+                if keep_on_failure:
+                    raise
+                _remove_failed(root)
+                if isinstance(exc, FleetError) or not isinstance(exc, Exception):
+                    raise
+                raise FleetError(f"up failed: {exc!r}") from exc
         result = UpResult(root=root, instances=tuple(i.id for i in instances),
                           config=root / "doctor.yaml", admin_token=admin_token,
                           seconds=time.monotonic() - started)
@@ -260,9 +267,10 @@ def _check_up_arguments(root: Path, count: int, health_interval: str,
 
 
 def _remove_failed(root: Path) -> None:
-    """Tear down what a failed `up` created; a failing cleanup is logged, not raised."""
+    """Tear down what a failed `up` created, its images kept for the next attempt (and
+    `up` still holds them in use); a failing cleanup is logged, not raised."""
     try:
-        teardown(root)
+        teardown(root, remove_images=False)
     except FleetError as cleanup_error:
         log.error("cleanup after the failed up also failed: %s", cleanup_error)
 
@@ -272,8 +280,8 @@ def _remove_failed(root: Path) -> None:
 _MANAGER_CREATORS = (("admin", "Default Organization"), ("alice", "Alice Org"))
 
 
-def _new_instances(root: Path, count: int, manager_exact: bool = False
-                   ) -> tuple[Instance, ...]:
+def _new_instances(root: Path, count: int, manager_exact: bool = False,
+                   port_range: range = ports.PORT_RANGE) -> tuple[Instance, ...]:
     # The plain listing: containers.list() inspects each one, and on a shared host another
     # fleet's container may be gone by then.
     taken = {(c.get("Labels") or {}).get(engine.PROJECT_LABEL, "")
@@ -283,7 +291,7 @@ def _new_instances(root: Path, count: int, manager_exact: bool = False
         candidate = secrets.token_hex(4)
         if candidate not in ids and f"supabase-{candidate}" not in taken:
             ids.append(candidate)
-    free = ports.free_ports(5 * count)
+    free = ports.free_ports(5 * count, within=port_range)
     created = datetime.now(UTC)
     stamp = manager_time(created) if manager_exact else created.strftime("%Y-%m-%dT%H:%M:%SZ")
     instances = []
@@ -339,18 +347,22 @@ def _compose_up(instance: Instance, deadline: float) -> tuple[str | None, set[st
 
     The manager runs generate.bash up to 3 times (server.js executeWithRetry), each run
     starting what the previous left created; here the rest is started at once by name,
-    which ends in the same state without the manager's 5 s and 10 s pauses.
+    which ends in the same state without the manager's 5 s and 10 s pauses. Compose (seen
+    with v2.40) may print a container's start error and still exit 0: the manager then
+    records success, and the containers left created are found all the same.
     """
+    error: str | None = None
     try:
         engine.compose(instance, "up", "-d", timeout=max(10.0, deadline - time.monotonic()))
-        return None, set()
     except FleetError as exc:
         if not instance.manager_exact:
             raise
         error = str(exc)
-    stuck = _unstartable(instance)
+    stuck = _unstartable(instance) if instance.manager_exact else set()
     if not stuck:
-        raise FleetError(error)
+        if error is not None:
+            raise FleetError(error)
+        return None, set()
     log.info("%s: %s cannot start (a host port is taken); starting the rest", instance.id,
              ", ".join(sorted(stuck)))
     engine.compose(instance, "up", "-d", *(c for c in COMPONENTS if c not in stuck),
@@ -396,8 +408,9 @@ def _start_all(instances: tuple[Instance, ...], deadline: float) -> dict[str, Ou
     return {key: future.result() for key, future in futures.items()}
 
 
-def teardown(root: Path) -> None:
-    """Remove the fleet at `root`: holders, containers, networks, its image if unused, DIR.
+def teardown(root: Path, *, remove_images: bool = True) -> None:
+    """Remove the fleet at `root`: holders, containers, networks, its images if unused
+    (and remove_images), DIR.
 
     A root that does not exist is a no-op; a directory without fleet state is refused.
     """
@@ -417,7 +430,7 @@ def teardown(root: Path) -> None:
     _remove_containers(client, root, projects)
     _remove_networks(client, root, projects)
     _remove_volumes(client, projects)
-    for tag in sorted(set(current.images.values())) if current else []:
+    for tag in sorted(set(current.images.values())) if current and remove_images else []:
         if not images.remove_image(client, tag):
             log.info("image %s kept: other containers still use it", tag)
     shutil.rmtree(root)
@@ -432,11 +445,13 @@ def _project_labels(projects: set[str]) -> list[str]:
 def _remove_containers(client: DockerClient, root: Path, projects: set[str]) -> None:
     """Remove the containers of the fleet's working directory and of its compose projects."""
     labels = [f"{engine.WORKING_DIR_LABEL}={root / 'supabase-core'}", *_project_labels(projects)]
-    found = {c.id: c for label in labels
-             for c in client.containers.list(all=True, filters={"label": label})}
+    # The plain listing (containers.list() inspects each one, and a container may go
+    # meanwhile: one started with auto-remove, or removed by another process).
+    found = {c["Id"]: c for label in labels
+             for c in client.api.containers(all=True, filters={"label": label})}
     log.info("removing %d containers", len(found))
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(_remove_container, found.values()))
+        list(pool.map(partial(_remove_container, client), found.values()))
 
 
 def _remove_networks(client: DockerClient, root: Path, projects: set[str]) -> None:
@@ -445,7 +460,7 @@ def _remove_networks(client: DockerClient, root: Path, projects: set[str]) -> No
     networks = {n.id: n for label in labels
                 for n in client.networks.list(filters={"label": label})}
     for network in networks.values():
-        _remove_network(network, time.monotonic() + NETWORK_REMOVE_TIMEOUT)
+        _remove_network(client, network, time.monotonic() + NETWORK_REMOVE_TIMEOUT)
 
 
 def _remove_volumes(client: DockerClient, projects: set[str]) -> None:
@@ -461,7 +476,7 @@ def _remove_volumes(client: DockerClient, projects: set[str]) -> None:
                 log.error("cannot remove volume %s: %s", volume.name, exc)
 
 
-def _remove_network(network: Network, deadline: float) -> None:
+def _remove_network(client: DockerClient, network: Network, deadline: float) -> None:
     """Remove a network, first removing what is still attached to it.
 
     The engine releases a removed container's endpoint a moment later, and a container
@@ -478,17 +493,19 @@ def _remove_network(network: Network, deadline: float) -> None:
                 raise FleetError(f"cannot remove network {network.name}: {exc}") from None
         with contextlib.suppress(NotFound):
             network.reload()
-            for item in network.containers:
-                _remove_container(item)
+            for container_id in network.attrs.get("Containers") or {}:
+                _remove_container(client, {"Id": container_id})
         time.sleep(0.5)
 
 
-def _remove_container(item: Container) -> None:
+def _remove_container(client: DockerClient, item: Mapping[str, Any]) -> None:
+    """Remove one container of a plain listing (unpaused first); gone already is fine."""
+    names = item.get("Names") or [item["Id"][:12]]
     try:
-        if item.status == "paused":
-            item.unpause()
-        item.remove(force=True, v=True)
+        if item.get("State") == "paused":
+            client.api.unpause(item["Id"])
+        client.api.remove_container(item["Id"], v=True, force=True)
     except NotFound:
         pass
     except APIError as exc:
-        raise FleetError(f"cannot remove container {item.name}: {exc}") from None
+        raise FleetError(f"cannot remove container {names[0].lstrip('/')}: {exc}") from None

@@ -12,6 +12,8 @@ by absolute path (RUNTIME_PYTHON), so it never shows in PATH. Nothing is pulled.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -21,7 +23,9 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -549,22 +553,45 @@ def image_tag(spec: ImageSpec, tar: bytes) -> str:
     return f"{REPOSITORY}/{spec.component}:{digest[:12]}"
 
 
+@contextmanager
+def _host_lock(name: str, mode: int) -> Iterator[None]:
+    """A lock shared by every process of this host that makes or removes fleets (flock)."""
+    path = Path(tempfile.gettempdir()) / f"ultrabase-fleet-{name}.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def in_use() -> contextlib.AbstractContextManager[None]:
+    """Held while a fleet comes up: from ensure_images() until its instances are up, no
+    process removes the images (remove_image() waits), so none vanishes before it is used.
+    Never call remove_image() while holding it: it would wait on this very hold."""
+    return _host_lock("images", fcntl.LOCK_SH)
+
+
 def ensure_images(client: docker.DockerClient, host: HostTools | None = None,
                   specs: Iterable[ImageSpec] = SPECS) -> dict[str, str]:
-    """Build each component's image unless one with its content hash exists; tags by component."""
+    """Build each component's image unless one with its content hash exists; tags by component.
+
+    One process at a time imports: two fleets coming up side by side import each image once.
+    """
     host = host or HostTools()
     runtime = host.python()
     tags: dict[str, str] = {}
     for spec in specs:
         tar = build_rootfs(spec, host, runtime).tar()
         tag = image_tag(spec, tar)
-        try:
-            client.images.get(tag)
-        except ImageNotFound:
-            repository, _, version = tag.rpartition(":")
-            client.api.import_image_from_data(tar, repository=repository, tag=version,
-                                              changes=changes(spec))
-            client.images.get(tag)
+        with _host_lock("import", fcntl.LOCK_EX):
+            try:
+                client.images.get(tag)
+            except ImageNotFound:
+                repository, _, version = tag.rpartition(":")
+                client.api.import_image_from_data(tar, repository=repository, tag=version,
+                                                  changes=changes(spec))
+                client.images.get(tag)
         tags[spec.component] = tag
     return tags
 
@@ -573,21 +600,22 @@ def remove_image(client: docker.DockerClient, tag: str) -> bool:
     """Remove the image unless containers still use it; True when it is gone.
 
     Removal is by id: removing by tag while a container still refers to the image would
-    only untag it and leave it dangling.
+    only untag it and leave it dangling. It waits for the fleets coming up (in_use()).
     """
-    try:
-        image = client.images.get(tag)
-    except ImageNotFound:
-        return True
-    image_id = image.id or tag  # an image the engine lists always has an id
-    if client.containers.list(all=True, filters={"ancestor": image_id}):
-        return False
-    try:
-        client.images.remove(image_id)
-    except ImageNotFound:
-        return True
-    except APIError as exc:
-        if exc.status_code == 409:
+    with _host_lock("images", fcntl.LOCK_EX):
+        try:
+            image = client.images.get(tag)
+        except ImageNotFound:
+            return True
+        image_id = image.id or tag  # an image the engine lists always has an id
+        if client.api.containers(all=True, filters={"ancestor": image_id}):
             return False
-        raise
-    return True
+        try:
+            client.images.remove(image_id)
+        except ImageNotFound:
+            return True
+        except APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise
+        return True

@@ -31,9 +31,20 @@ def is_free(port: int) -> bool:
     return True
 
 
-def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
-    """`count` distinct free ports from PORT_RANGE, none in `exclude`."""
-    candidates = [p for p in PORT_RANGE if p not in exclude]
+def share(index: int, count: int) -> range:
+    """The index-th of count equal, disjoint parts of PORT_RANGE: processes that make
+    fleets side by side each pick from a part of its own, so no two pick the same port."""
+    if not 0 <= index < count:
+        raise FleetError(f"port share {index} of {count} does not exist")
+    size = len(PORT_RANGE) // count
+    start = PORT_RANGE.start + index * size
+    return range(start, start + size)
+
+
+def free_ports(count: int, exclude: Collection[int] = (),
+               within: range = PORT_RANGE) -> list[int]:
+    """`count` distinct free ports from `within` (PORT_RANGE), none in `exclude`."""
+    candidates = [p for p in within if p not in exclude]
     random.shuffle(candidates)
     found: list[int] = []
     for port in candidates:
@@ -41,7 +52,7 @@ def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
             found.append(port)
             if len(found) == count:
                 return found
-    raise FleetError(f"found only {len(found)} of {count} free ports in {PORT_RANGE}")
+    raise FleetError(f"found only {len(found)} of {count} free ports in {within}")
 
 
 def start_holder(port: int, log_file: Path) -> int:
