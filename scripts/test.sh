@@ -18,8 +18,9 @@ say "mypy"
 mypy
 say "pytest"
 set +e
-# Two workers: the live tests in one, everything else in the other (tests/conftest.py).
-pytest -p no:cacheprovider -n 2 "$@"
+# Three workers: the two lanes of live tests in one each, everything else in the third
+# (tests/conftest.py, tests/integration/lanes.py).
+pytest -p no:cacheprovider -n 3 "$@"
 status=$?
 set -e
 # pytest's 5 means no test ran: that is a failure here, not a pass.

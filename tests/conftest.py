@@ -12,9 +12,6 @@ from typing import Any
 
 import pytest
 
-# The tests that need the Docker engine's fleets, by node id prefix.
-LIVE_SCOPE = "tests/integration/"
-
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker (also declared in pyproject.toml, for runs from elsewhere)."""
@@ -52,17 +49,20 @@ def _integration_needs_docker(request: pytest.FixtureRequest) -> None:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Under pytest-xdist, run the live tests as one unit, in order, on one worker.
+    """Under pytest-xdist, run each lane of live tests as one unit, in order, on one worker.
 
-    Every other test is a unit of its own, spread over the other workers. Fleets are never
-    up twice at once (their healthchecks are what loads a small host), and the unit tests
-    run while the live ones wait on Docker. (xdist's own `--dist loadgroup` cannot do this
-    on pytest 9.2, whose node ids it can no longer suffix with a group.)
+    Every other test is a unit of its own, spread over the other workers. The lanes
+    (tests/integration/lanes.py) make their own fleets; within a lane, fleets come and go
+    in order (tests/integration/conftest.py), and the unit tests run while the live ones
+    wait on Docker. (xdist's own `--dist loadgroup` cannot do this on pytest 9.2, whose node
+    ids it can no longer suffix with a group.) Run with as many workers as lanes plus one.
     """
     from xdist.scheduler import LoadScopeScheduling
 
-    class LiveInOneLane(LoadScopeScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            return LIVE_SCOPE if nodeid.startswith(LIVE_SCOPE) else nodeid
+    from tests.integration.lanes import lane_of
 
-    return LiveInOneLane(config, log)
+    class LiveLanes(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return lane_of(nodeid) or nodeid
+
+    return LiveLanes(config, log)

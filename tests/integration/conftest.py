@@ -4,9 +4,11 @@
 instances (made on first use); `fleet_factory.private(n)` a fleet of one fixture's own,
 removed when that fixture ends. A module that uses shared fleets says which sizes with
 `pytest.mark.fleets(2, 3)`: modules are run grouped by those sizes, and a shared fleet is
-removed as soon as no test still to run needs it. Every container healthcheck costs the
-host a `docker exec` every interval, so a fleet kept up after its last user slows every
-later test. Whatever happens, every fleet made here is removed at the end of the session.
+removed as soon as no test still to run in its lane (tests/integration/lanes.py) needs it.
+Every container healthcheck costs the host a `docker exec` every interval, so a fleet kept
+up after its last user slows every later test. Whatever happens, every fleet made here is
+removed at the end of the session. Under pytest-xdist each worker picks its fleets' host
+ports from a share of the port range of its own, so two lanes never pick the same port.
 """
 
 from __future__ import annotations
@@ -16,28 +18,32 @@ from contextlib import contextmanager
 
 import pytest
 
+from fleet import ports
 from fleet.fleet import Fleet
 from fleet.model import FleetError
+from tests.integration.lanes import lane_of
 
 # Modules run grouped by the shared fleets they use, in this order, so that at most two
-# shared fleets (the monitoring test's two hosts) are up at once. Modules with no shared
-# fleet run first, before any shared fleet exists.
+# shared fleets of a lane (the monitoring test's two hosts) are up at once. Modules with no
+# shared fleet run first, before any shared fleet exists.
 FLEET_ORDER: tuple[tuple[int, ...], ...] = ((), (2,), (2, 3), (3,))
 POOL = pytest.StashKey["FleetPool"]()
-LAST_USE = pytest.StashKey[dict[int, str]]()
+LAST_USE = pytest.StashKey[dict[tuple[str, int], str]]()
 
 
 class FleetPool:
     """Fleets made on demand: shared ones by size, private ones for one fixture."""
 
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory,
+                 port_range: range = ports.PORT_RANGE) -> None:
         self._tmp = tmp_path_factory
+        self._ports = port_range
         self._shared: dict[int, Fleet] = {}
         self._live: list[Fleet] = []
 
     def _up(self, count: int, manager_exact: bool = False) -> Fleet:
         root = self._tmp.mktemp(f"fleet{count}-") / "root"
-        fleet = Fleet.up(root, count, manager_exact=manager_exact)
+        fleet = Fleet.up(root, count, manager_exact=manager_exact, port_range=self._ports)
         self._live.append(fleet)
         return fleet
 
@@ -96,12 +102,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(_sizes(item), len(FLEET_ORDER)))
 
 
+def _lane(item: pytest.Item) -> str:
+    """The item's lane under pytest-xdist (each runs on a worker of its own); else one."""
+    return (lane_of(item.nodeid) or "") if hasattr(item.config, "workerinput") else ""
+
+
+def _port_range(config: pytest.Config) -> range:
+    """This worker's share of the fleet port range (all of it without pytest-xdist)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None:
+        return ports.PORT_RANGE
+    return ports.share(int(worker["workerid"].removeprefix("gw")), int(worker["workercount"]))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Note, for each shared fleet size, the last test that uses it."""
-    last: dict[int, str] = {}
+    """Note, for each lane and shared fleet size, the last test that uses it."""
+    last: dict[tuple[str, int], str] = {}
     for item in session.items:
         for size in _sizes(item):
-            last[size] = item.nodeid
+            last[_lane(item), size] = item.nodeid
     session.config.stash[LAST_USE] = last
 
 
@@ -112,7 +131,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     pool = item.config.stash.get(POOL, None)
     if pool is None:
         return
-    for size, nodeid in item.config.stash.get(LAST_USE, {}).items():
+    for (_lane_name, size), nodeid in item.config.stash.get(LAST_USE, {}).items():
         if nodeid == item.nodeid:
             pool.release(size)
 
@@ -121,7 +140,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def fleet_factory(docker_available: None, request: pytest.FixtureRequest,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetPool]:
     """Make fleets on demand; tear every one of them down at session end."""
-    pool = FleetPool(tmp_path_factory)
+    pool = FleetPool(tmp_path_factory, _port_range(request.config))
     request.config.stash[POOL] = pool
     yield pool
     del request.config.stash[POOL]
