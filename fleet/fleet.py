@@ -495,6 +495,11 @@ def _remove_network(client: DockerClient, network: Network, deadline: float) -> 
             network.reload()
             for container_id in network.attrs.get("Containers") or {}:
                 _remove_container(client, {"Id": container_id})
+                # An endpoint the engine kept after its container went (seen under load)
+                # only goes with a forced disconnect.
+                with contextlib.suppress(APIError):
+                    client.api.disconnect_container_from_network(container_id, network.id or "",
+                                                                 force=True)
         time.sleep(0.5)
 
 
