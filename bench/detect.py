@@ -316,7 +316,6 @@ class Sample:
     to_notified: float | None = None
     heal_to_healthy: float | None = None
     heal_to_resolved: float | None = None
-    refired: bool = False  # an alert about it notified firing again after the heal
     error: str | None = None
     unresolved: tuple[str, ...] = ()  # alerts that notified and had not resolved at the end
     again: tuple[str, ...] = ()  # alerts that notified firing again after the heal
@@ -350,7 +349,6 @@ def run_class(stack: Stack, fleet: Fleet, fault: str, ids: Sequence[str],
         sample.unresolved = alert_names(wanted - set(resolved))
         sample.again = alert_names(fingerprint(a) for at, a in stack.webhook.alerts(
             sample.instance_id, since) if a["status"] == "firing" and at > since + 1)
-        sample.refired = bool(sample.again)
         return sample.heal_to_healthy is not None and sample.heal_to_resolved is not None
 
     _phase(stack, fleet, fault, samples, inject, broken, args.notify_timeout)
@@ -435,7 +433,7 @@ def print_faults(rows: Sequence[tuple[str, list[Sample]]], args: argparse.Namesp
                  _stat([s.heal_to_healthy for s in samples], args.resolve_timeout),
                  _stat([s.heal_to_resolved for s in samples], args.resolve_timeout)]
         goals = "/".join(f"{g:g}" for g in GOALS[kind])
-        again = sum(s.refired for s in samples)
+        again = sum(bool(s.again) for s in samples)
         print(f"| {fault} | {kind} | {len(samples)} | "
               + " | ".join(f"{m} / {x}" for m, x in cells) + f" | {again} | {goals} |")
     for fault, samples in rows:
