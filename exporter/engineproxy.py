@@ -549,6 +549,10 @@ class _Handler(socketserver.BaseRequestHandler):
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's backlog of 5 overflows when a sweep's diagnostics connect at once on
+    # a loaded host, and a unix socket's connect then fails at once (EAGAIN) instead of
+    # waiting: the backlog holds as many as the proxy serves.
+    request_queue_size = MAX_CONNECTIONS
 
     def __init__(self, path: str, proxy: EngineProxy) -> None:
         self.proxy = proxy

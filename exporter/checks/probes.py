@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from exporter.discovery.model import Component
-from exporter.dockerhost import DockerHost
+from exporter.dockerhost import DockerHost, ExecResult
 from exporter.errors import DockerUnavailableError
 
 T = TypeVar("T")
@@ -187,6 +187,24 @@ def service_host(component: Component) -> str:
     return service if service and valid_host(service) else component.name
 
 
+def run_probe(docker: DockerHost, container_id: str, argv: list[str]) -> ExecResult:
+    """Exec a probe script; once more if its output is lost (raises DockerUnavailableError).
+
+    The engine at times returns a short exec's output empty although the process ran and
+    exited 0 (moby#27289; seen here 1 in 200 execs on a loaded host). Every probe script
+    prints an "@@" line, so an output without one is run again: a second loss in a row is
+    reported as the probe printing nothing.
+    """
+    result = docker.exec(container_id, argv)
+    if _printed(result.output):
+        return result
+    return docker.exec(container_id, argv)
+
+
+def _printed(output: str) -> bool:
+    return any(line.startswith("@@ ") for line in output.splitlines())
+
+
 def probe_http(docker: DockerHost, container_id: str, ran_in: str,
                targets: Sequence[HttpTarget], timeout: float) -> HttpProbeRun:
     """Probe every target in one exec inside container_id; never raises."""
@@ -197,11 +215,11 @@ def probe_http(docker: DockerHost, container_id: str, ran_in: str,
     for target in wanted:
         argv += [target.name, target.url]
     try:
-        result = docker.exec(container_id, argv)
+        result = run_probe(docker, container_id, argv)
     except DockerUnavailableError as exc:
         return HttpProbeRun(ran_in, {}, f"exec failed: {exc}")
     outcomes = parse_http_probe(result.output, wanted)
-    if not any(line.startswith("@@ ") for line in result.output.splitlines()):
+    if not _printed(result.output):
         return HttpProbeRun(ran_in, outcomes, "the probe printed nothing (no sh in the "
                                               f"container?), exit code {result.exit_code}")
     if outcomes and all(o.error == "notool" for o in outcomes.values()):
@@ -234,13 +252,16 @@ def probe_tcp(docker: DockerHost, container_id: str, host: str, port: int,
     argv = ["sh", "-c", TCP_PROBE_SCRIPT, "probe", host, str(port),
             str(probe_wait_seconds(timeout))]
     try:
-        result = docker.exec(container_id, argv)
+        result = run_probe(docker, container_id, argv)
     except DockerUnavailableError as exc:
         return TcpOutcome(None, None, f"exec failed: {exc}")
     lines = result.output.splitlines()
     head = next((line.split() for line in lines if line.startswith("@@ ")), None)
     detail = " ".join(line for line in lines if not line.startswith("@@ ")).strip()[:300]
-    if head is None or len(head) < 2 or head[1] == "none":
+    if head is None:
+        return TcpOutcome(None, None, "the probe printed nothing (no sh in the container?), "
+                                      f"exit code {result.exit_code}")
+    if len(head) < 2 or head[1] == "none":
         return TcpOutcome(None, None, "no pg_isready or usable nc in the container")
     tool = head[1]
     rc = int(head[2]) if len(head) > 2 and head[2].isdigit() else -1

@@ -400,3 +400,22 @@ def test_tcp_probe_with_busybox_nc_against_real_sockets(busybox_bin: str) -> Non
 def test_tcp_probe_reading(output: str, reachable: bool | None) -> None:
     docker = ScriptedDocker(exec_handler=lambda cid, argv: ExecResult(0, output))
     assert probe_tcp(docker, "c", "db", 5432, timeout=2.0).reachable is reachable
+
+
+def test_a_probe_whose_output_the_engine_lost_runs_once_more() -> None:
+    outputs = iter(["", "@@ pg_isready 0\ndb:5432 - accepting connections\n"])
+    docker = ScriptedDocker(exec_handler=lambda cid, argv: ExecResult(0, next(outputs)))
+    outcome = probe_tcp(docker, "c", "db", 5432, timeout=2.0)
+    assert (outcome.tool, outcome.reachable) == ("pg_isready", True)
+    assert len(docker.execs) == 2
+
+
+def test_a_probe_that_prints_nothing_twice_says_so_and_stops() -> None:
+    docker = ScriptedDocker(exec_handler=lambda cid, argv: ExecResult(0, ""))
+    outcome = probe_tcp(docker, "c", "db", 5432, timeout=2.0)
+    assert outcome.reachable is None and outcome.tool is None
+    assert outcome.detail == "the probe printed nothing (no sh in the container?), exit code 0"
+    assert len(docker.execs) == 2
+    answered = ScriptedDocker(exec_handler=lambda cid, argv: ExecResult(0, "@@ none\n"))
+    assert probe_tcp(answered, "c", "db", 5432, timeout=2.0).reachable is None
+    assert len(answered.execs) == 1, "a probe that answered is not run again"

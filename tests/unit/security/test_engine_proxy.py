@@ -271,6 +271,28 @@ def test_the_socket_is_0660_and_only_replaces_a_socket(tmp_path: Path) -> None:
         open_server(tmp_path / "p2.sock", EngineProxy(str(tmp_path / "none"), lambda c: False))
 
 
+def test_the_backlog_holds_a_sweeps_worth_of_connections(tmp_path: Path) -> None:
+    engine = tmp_path / "engine.sock"
+    with socket.socket(socket.AF_UNIX) as fake_engine:
+        fake_engine.bind(str(engine))
+        listen = tmp_path / "proxy.sock"
+        server = open_server(listen, EngineProxy(str(engine), lambda cid: False))
+        clients = []
+        try:
+            # Nothing accepts yet, as when every handler thread is busy on a loaded host:
+            # a unix socket's connect beyond the backlog fails at once (EAGAIN).
+            for _ in range(32):
+                client = socket.socket(socket.AF_UNIX)
+                clients.append(client)
+                client.setblocking(False)
+                client.connect(str(listen))
+        finally:
+            for client in clients:
+                client.close()
+            server.server_close()
+        assert len(clients) == 32
+
+
 def test_secrets_come_from_files_and_never_show_in_errors(tmp_path: Path) -> None:
     secret = "f" * 40 + "-from-a-file"
     jwt_file, password_file = tmp_path / "manager_jwt_secret", tmp_path / "am_password"
