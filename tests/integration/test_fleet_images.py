@@ -53,7 +53,12 @@ def container_id(instance: Instance, component: str) -> str:
 
 
 def run(instance: Instance, component: str, argv: list[str]) -> tuple[int, str]:
-    code, output = engine.container(instance, component).exec_run(argv)
+    container = engine.container(instance, component)
+    code, output = container.exec_run(argv)
+    if not output:
+        # The engine at times loses a short exec's output (moby#27289); every command
+        # here is a read, so running it again is harmless.
+        code, output = container.exec_run(argv)
     return int(code), output.decode("utf-8", "replace")
 
 
