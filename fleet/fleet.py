@@ -493,12 +493,14 @@ def _remove_network(client: DockerClient, network: Network, deadline: float) -> 
                 raise FleetError(f"cannot remove network {network.name}: {exc}") from None
         with contextlib.suppress(NotFound):
             network.reload()
-            for container_id in network.attrs.get("Containers") or {}:
-                _remove_container(client, {"Id": container_id})
-                # An endpoint the engine kept after its container went (seen under load)
-                # only goes with a forced disconnect.
+            for key, endpoint in (network.attrs.get("Containers") or {}).items():
+                _remove_container(client, {"Id": key})
+                # An endpoint the engine kept after its container went (seen under load;
+                # listed as "ep-<id>") only goes with a forced disconnect, which finds it by
+                # its name, the container's (moby's ForceEndpointDelete: EndpointByName).
+                name = (endpoint or {}).get("Name") or key
                 with contextlib.suppress(APIError):
-                    client.api.disconnect_container_from_network(container_id, network.id or "",
+                    client.api.disconnect_container_from_network(name, network.id or "",
                                                                  force=True)
         time.sleep(0.5)
 
