@@ -26,13 +26,17 @@ again. Prints the host CPU that watching costs per instance per minute: the host
 time from /proc/stat during the window net of the mean of the two idle windows (their
 drift printed as the figure's uncertainty), and its parts measured on their own, each net
 of its own idle (the exporter, the fleet's containers, dockerd/containerd and the fleet's
-shims).
+shims). Then, the exporter stopped, it prices each kind of work watching does (a full
+diagnostic, a quick-probe round, the synthetic user test) in bursts between idle windows
+(bench/pricing.py, --price-repeat, --price-idle-seconds) and prints watching's cost built
+from those prices and the window's counts: the figure the goal is judged on when the
+background drifts more than the window's figure could show (--skip-price leaves it out).
 
 Both phases run on an existing fleet instead with --root DIR (kept at the end).
 
 Writes nothing into the tree. Run: python -m bench.detect [--instances 3 | --root DIR]
 [--faults F,G] [--log-window S] [--skip-faults] [--cost-instances 10] [--cost-minutes 10]
-[--idle-seconds 60] [--skip-cost]
+[--idle-seconds 60] [--skip-price] [--skip-cost]
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.hostcpu import background_rate, container_cpu, engine_cpu, host_busy, process_cpu
+from bench.pricing import Window, price_watching, print_prices
+from exporter.config import load_config
+from exporter.engine import PACED_SYNTHETIC_TRIGGERS
 from exporter.service import terminate_on_sigterm
 from fleet import engine as fleet_engine
 from fleet.fleet import Fleet
@@ -579,6 +586,11 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
         processes.clear()
         time.sleep(_AFTER_STOP_SECONDS)  # the probes the exporter began have ended
         idle_after = idle_window(ids, args.idle_seconds)
+        config = load_config(work / "cost" / "doctor.yaml")
+        if not args.skip_price:
+            print("pricing each kind of work in bursts ...", file=sys.stderr)
+            prices = price_watching(config, fleet.ids, args.price_repeat,
+                                    args.price_idle_seconds)
     finally:
         stop_all(processes)
         if not args.root:
@@ -607,6 +619,17 @@ def cost_phase(args: argparse.Namespace, work: Path) -> None:
           + ", ".join(f"{t} {v:.0f}" for t, v in sorted(runs.items()) if v))
     print("idle of each part, cores, before -> after watching: " + ", ".join(
         f"{k} {idle_before[k]:.3f} -> {idle_after[k]:.3f}" for k in ("containers", "engine")))
+    if args.skip_price:
+        return
+    span = after.at - before.at
+    watch = config.watch
+    paced = sum(v for t, v in runs.items() if t in PACED_SYNTHETIC_TRIGGERS)
+    window = Window(
+        n, span / 60, after.tool - before.tool, paced, sum(runs.values()) - paced,
+        span / watch.probe_interval_seconds if watch.probe else 0.0,
+        n * span / config.diagnostics.synthetic_user_interval_seconds
+        if config.diagnostics.synthetic_user_interval_seconds else paced)
+    print_prices(prices, window, GOAL_CPU_PER_INSTANCE_MINUTE)
 
 
 def main() -> int:
@@ -633,6 +656,12 @@ def main() -> int:
                         help="the cost fleet's healthcheck interval: the healthchecks are "
                         "background, not watching, and at 10 s they keep a 2-core host "
                         "1.6 cores busy, whose noise alone is several times the goal")
+    parser.add_argument("--price-repeat", type=int, default=3,
+                        help="bursts per kind of work when pricing watching (median)")
+    parser.add_argument("--price-idle-seconds", type=float, default=20.0,
+                        help="the idle window around each burst")
+    parser.add_argument("--skip-price", action="store_true",
+                        help="only the window's figures, no pricing in bursts")
     parser.add_argument("--skip-faults", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
