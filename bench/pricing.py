@@ -187,8 +187,16 @@ def window_rows(window: Window, prices: Prices) -> list[Row]:
     ]
     own = ("exporter's own CPU, measured in the window", None, window.exporter_cpu,
            window.exporter_cpu / scale)
-    return [own, *((f"{name}: caused in containers and engine", count / scale, each,
-                    count * each / scale) for name, count, each in work)]
+    rows = [own, *((f"{name}: caused in containers and engine", count / scale, each,
+                    count * each / scale) for name, count, each in work[:3])]
+    name, count, each = work[3]
+    return [*rows, (f"{name}: all of it", count / scale, each, count * each / scale)]
+
+
+def at_rest(window: Window, prices: Prices) -> float:
+    """The exporter's CPU-seconds in the window beyond what its priced work took the bench."""
+    return (window.exporter_cpu - window.paced * prices.diagnostic.tool
+            - window.full * prices.synthetic.tool - window.rounds * prices.round.tool)
 
 
 def priced_total(window: Window, prices: Prices) -> float:
@@ -206,7 +214,7 @@ def print_prices(prices: Prices, window: Window, goal: float) -> None:
     for p in (prices.diagnostic, prices.round, prices.synthetic):
         print(f"| {p.kind} | {p.host:.3f} ± {p.spread:.3f} | {p.tool:.3f} | {p.calls:.1f} "
               f"| {p.seconds:.2f} |")
-    print(f"\nWatching {window.instances} instances for {window.minutes:g} minutes, priced: "
+    print(f"\nWatching {window.instances} instances for {window.minutes:.1f} minutes, priced: "
           "the exporter's own CPU plus each kind's count times what one causes outside it "
           "(the synthetic user test in full: the exporter did none in the window):")
     print("| part | count per instance-minute | CPU-s each | CPU-s per instance-minute |")
@@ -215,3 +223,6 @@ def print_prices(prices: Prices, window: Window, goal: float) -> None:
         shown = "" if count is None else f"{count:.3f}"
         print(f"| {part} | {shown} | {each:.3f} | {total:.4f} |")
     print(f"| **total** | | | **{priced_total(window, prices):.3f}** (goal {goal:g}) |")
+    print(f"the exporter's own CPU beyond what the same work took in bursts here (its event "
+          f"stream, scheduler, store and logs): {at_rest(window, prices):.2f} CPU-s in the "
+          f"window, {at_rest(window, prices) / window.scale:.4f} per instance-minute")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bench.pricing import Burst, Price, Prices, Window, bursts, priced_total, window_rows
+from bench.pricing import (
+    Burst,
+    Price,
+    Prices,
+    Window,
+    at_rest,
+    bursts,
+    priced_total,
+    window_rows,
+)
 
 
 def test_a_burst_is_net_of_the_idle_windows_around_it() -> None:
@@ -73,3 +82,8 @@ def test_more_work_in_the_window_costs_more() -> None:
     assert total(paced=40.0) > base and total(rounds=40.0) > base
     assert total(instances=20) == pytest.approx(base / 2)
 
+
+
+def test_the_exporter_at_rest_is_what_its_priced_work_leaves() -> None:
+    # 8 CPU-s in the window; 20 paced diagnostics at 0.1, 2 full at 0.2, 20 rounds at 0.05.
+    assert at_rest(window(), prices()) == pytest.approx(8.0 - 2.0 - 0.4 - 1.0)
