@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -251,46 +252,52 @@ def test_unknown_containers_rediscover_at_most_once_a_second() -> None:
     assert members(INSTANCE) and members(OTHER), "a failed discovery keeps what was known"
 
 
-def test_the_socket_is_0660_and_only_replaces_a_socket(tmp_path: Path) -> None:
+@pytest.fixture
+def engine_socket(tmp_path: Path) -> Iterator[Path]:
+    """A bound unix socket standing where the engine's would be."""
     engine = tmp_path / "engine.sock"
     with socket.socket(socket.AF_UNIX) as fake_engine:
         fake_engine.bind(str(engine))
-        listen = tmp_path / "proxy.sock"
-        server = open_server(listen, EngineProxy(str(engine), lambda cid: False))
-        try:
-            assert oct(listen.stat().st_mode & 0o777) == oct(0o660)
-            assert server.socket.family == socket.AF_UNIX
-        finally:
-            server.server_close()
+        yield engine
+
+
+def test_the_socket_is_0660_and_only_replaces_a_socket(tmp_path: Path,
+                                                       engine_socket: Path) -> None:
+    engine = str(engine_socket)
+    listen = tmp_path / "proxy.sock"
+    server = open_server(listen, EngineProxy(engine, lambda cid: False))
+    try:
+        assert oct(listen.stat().st_mode & 0o777) == oct(0o660)
+        assert server.socket.family == socket.AF_UNIX
+    finally:
+        server.server_close()
     taken = tmp_path / "file"
     taken.write_text("keep me")
     with pytest.raises(EngineProxyError, match="not a socket"):
-        open_server(taken, EngineProxy(str(engine), lambda cid: False))
+        open_server(taken, EngineProxy(engine, lambda cid: False))
     assert taken.read_text() == "keep me"
     with pytest.raises(EngineProxyError, match="no Docker engine socket"):
         open_server(tmp_path / "p2.sock", EngineProxy(str(tmp_path / "none"), lambda c: False))
 
 
-def test_the_backlog_holds_a_sweeps_worth_of_connections(tmp_path: Path) -> None:
-    engine = tmp_path / "engine.sock"
-    with socket.socket(socket.AF_UNIX) as fake_engine:
-        fake_engine.bind(str(engine))
-        listen = tmp_path / "proxy.sock"
-        server = open_server(listen, EngineProxy(str(engine), lambda cid: False))
-        clients = []
-        try:
-            # Nothing accepts yet, as when every handler thread is busy on a loaded host:
-            # a unix socket's connect beyond the backlog fails at once (EAGAIN).
-            for _ in range(32):
-                client = socket.socket(socket.AF_UNIX)
-                clients.append(client)
-                client.setblocking(False)
-                client.connect(str(listen))
-        finally:
-            for client in clients:
-                client.close()
-            server.server_close()
-        assert len(clients) == 32
+def test_the_backlog_holds_a_sweeps_worth_of_connections(tmp_path: Path,
+                                                         engine_socket: Path) -> None:
+    listen = tmp_path / "proxy.sock"
+    server = open_server(listen, EngineProxy(str(engine_socket), lambda cid: False))
+    clients: list[socket.socket] = []
+    try:
+        # Nothing accepts yet, as when every handler thread is busy on a loaded host: a
+        # unix socket's connect beyond the backlog fails at once (EAGAIN).
+        for _ in range(32):
+            client = socket.socket(socket.AF_UNIX)
+            clients.append(client)
+            client.setblocking(False)
+            client.connect(str(listen))
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
+    assert len(clients) == 32
 
 
 def test_secrets_come_from_files_and_never_show_in_errors(tmp_path: Path) -> None:
