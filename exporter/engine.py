@@ -19,6 +19,7 @@ import httpx
 
 from exporter.checks import ALL_CHECKS, Check, CheckContext, CheckResult, Findings, checks_by_name
 from exporter.checks.base import status_of
+from exporter.checks.sockets import SocketOwners
 from exporter.config import INSTANCE_ID_PATTERN, Config
 from exporter.diagnostic import Diagnostic
 from exporter.discovery import CRITICAL_PATH, Discovery, Instance, discover
@@ -102,6 +103,8 @@ class DiagnosticsEngine:
         self._http = http or httpx.Client(timeout=httpx.Timeout(diag.timeout_seconds),
                                           follow_redirects=False, trust_env=False)
         self._clock = clock
+        # Who holds each listening socket, learnt once for every diagnostic of the engine.
+        self.sockets = SocketOwners()
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Diagnostic]] = {}
         self._last_on_demand: dict[str, float] = {}
@@ -346,7 +349,7 @@ class DiagnosticsEngine:
         ctx = CheckContext(
             instance=instance, config=self.config.diagnostics, docker=self.docker,
             http=self._http, redactor=Redactor(instance.secrets()), now=_utc(self._clock()),
-            run_synthetic_user=synthetic,
+            run_synthetic_user=synthetic, sockets=self.sockets,
         )
         started = time.monotonic()
         futures = {n: self._check_pool.submit(self._timed, self.checks[n], ctx) for n in names}

@@ -11,6 +11,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 import httpx
 
+from exporter.checks.sockets import SocketOwners
 from exporter.config import DiagnosticsConfig
 from exporter.discovery.model import Instance
 from exporter.dockerhost import DockerHost
@@ -85,6 +86,7 @@ class CheckContext:
     now: datetime  # UTC
     run_synthetic_user: bool = True
     shared: RunOnce = field(default_factory=RunOnce)  # this run's checks only
+    sockets: SocketOwners = field(default_factory=SocketOwners)  # the engine's, shared
 
     @property
     def timeout(self) -> float:

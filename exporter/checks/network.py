@@ -20,7 +20,7 @@ from typing import Any, NotRequired, Required, TypedDict
 
 from exporter.checks.base import CheckContext, Family, Findings
 from exporter.checks.exposure import Exposure, exposure
-from exporter.checks.listener import listeners_on, url_port
+from exporter.checks.listener import url_port
 from exporter.checks.probes import (
     Connect,
     HttpProbeRun,
@@ -34,6 +34,7 @@ from exporter.checks.probes import (
     tcp_connect,
 )
 from exporter.checks.services import in_network_probe
+from exporter.checks.sockets import listeners_on
 from exporter.discovery.model import Instance
 from exporter.dockerhost import ContainerSummary
 from exporter.errors import DockerUnavailableError
