@@ -29,6 +29,7 @@ from exporter.checks.base import D, Family, entries, part
 from exporter.checks.containers import CONTAINER_STATUS
 from exporter.checks.disk import DISK_USAGE
 from exporter.checks.endpoints import API_ENDPOINTS
+from exporter.checks.listener import url_port, withheld
 from exporter.diagnostic import Diagnostic
 from exporter.discovery import Instance
 from exporter.engine import DiagnosticsEngine
@@ -230,24 +231,36 @@ class QuickProbe:
             exists = volume_exists(path)
             if exists is not None:
                 signals[f"volume:{name}"] = exists
+        self._through_gateway(instance, signals, notes)
+        return Observation(instance.id, signals, notes)
+
+    def _through_gateway(self, instance: Instance, signals: dict[str, bool],
+                         notes: dict[str, str]) -> None:
+        """The configured requests through the instance's gateway, into signals and notes."""
         kong = instance.components.get("kong")
         base = instance.endpoints.gateway_url
         # With kong not running every request would only fail (or hang, if it is paused);
         # its container's state already tells.
-        if base is not None and (kong is None or kong.running):
-            for request in self._requests:
-                key = getattr(instance.credentials, request.credential)
-                if not key:
-                    continue
-                headers = {"apikey": key}
-                if request.bearer:
-                    headers["Authorization"] = f"Bearer {key}"
-                answer = call(self._http, "GET", base, request.path, headers=headers,
-                              params=request.params or None).summary()
-                signals[request.key] = answer_ok(answer)
-                if not signals[request.key]:
-                    notes[request.key] = str(answer.get("status") or answer.get("error"))
-        return Observation(instance.id, signals, notes)
+        if base is None or (kong is not None and not kong.running):
+            return
+        # No key goes to a port that is not kong's own, as for the diagnostic's checks.
+        why = withheld(instance, "kong", url_port(base), owners=self._engine.sockets,
+                       timeout=self._engine.config.diagnostics.timeout_seconds)
+        if why is not None:
+            notes["gateway"] = f"credentials withheld: {why}"
+            return
+        for request in self._requests:
+            key = getattr(instance.credentials, request.credential)
+            if not key:
+                continue
+            headers = {"apikey": key}
+            if request.bearer:
+                headers["Authorization"] = f"Bearer {key}"
+            answer = call(self._http, "GET", base, request.path, headers=headers,
+                          params=request.params or None).summary()
+            signals[request.key] = answer_ok(answer)
+            if not signals[request.key]:
+                notes[request.key] = str(answer.get("status") or answer.get("error"))
 
 
 def _details(diagnostic: Diagnostic, family: Family[D]) -> D:

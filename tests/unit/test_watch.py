@@ -331,6 +331,22 @@ def test_the_probe_leaves_the_gateway_alone_while_kong_is_paused(world: World) -
         probe.close()
 
 
+def test_the_probe_sends_no_key_to_a_port_kong_does_not_publish(world: World) -> None:
+    probe = QuickProbe(world.engine, world.status, http=world.http)
+    kong = ultrabase_container_name("kong", A)
+    try:
+        world.docker.containers = [replace(c, ports=()) if c.name == kong else c
+                                   for c in world.docker.containers]
+        seen = probe.observe(world.engine.instance(A, fresh=True))
+        assert not any(k.startswith("gateway:") for k in seen.signals)
+        assert "does not publish host port 8100" in seen.notes["gateway"]
+        assert world.gateway.seen == []
+        # B's kong publishes its port: its requests go as before.
+        assert "gateway:auth" in probe.observe(world.engine.instance(B, fresh=True)).signals
+    finally:
+        probe.close()
+
+
 def test_the_probe_sends_only_the_configured_requests(tmp_path: Path) -> None:
     lean = World(tmp_path, probe_requests=["auth"])
     probe = QuickProbe(lean.engine, lean.status, http=lean.http)
