@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -45,7 +47,22 @@ def listeners_on(proc: Path, port: int, deadline: float) -> list[Listener]:
 
 def _listening_sockets(proc: Path, port: int | None) -> dict[str, str]:
     """Each listening TCP socket on port (every port: None), as its fd link reads
-    (socket:[inode]) -> address."""
+    (socket:[inode]) -> address.
+
+    The host's own /proc asks the kernel over sock_diag netlink, which walks only the
+    listening sockets: reading /proc/net/tcp walks every socket table whatever it holds
+    (4 ms a file here against 0.05 ms). /proc/net/tcp is the fallback, and the only source
+    for another proc tree.
+    """
+    if proc == PROC:
+        with contextlib.suppress(OSError):
+            return {f"socket:[{inode}]": address
+                    for inode, address, at in _sock_diag_listening()
+                    if port is None or at == port}
+    return _proc_net_listening(proc, port)
+
+
+def _proc_net_listening(proc: Path, port: int | None) -> dict[str, str]:
     sockets: dict[str, str] = {}
     for table in ("tcp", "tcp6"):
         try:
@@ -61,6 +78,56 @@ def _listening_sockets(proc: Path, port: int | None) -> dict[str, str]:
             if port is None or int(hex_port, 16) == port:
                 sockets[f"socket:[{fields[9]}]"] = _address(address)
     return sockets
+
+
+# sock_diag (linux/sock_diag.h, linux/inet_diag.h): a dump of one family's TCP sockets in
+# the states asked for, each an inet_diag_msg after its netlink header.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCP_LISTEN = 10
+_NLMSG = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_REQUEST = struct.Struct("=BBBBI48x")  # family, protocol, ext, pad, states, socket id (0)
+_MAX_MESSAGES = 100_000
+
+
+def _sock_diag_listening() -> list[tuple[int, str, int]]:
+    """(inode, address, port) of every listening TCP socket, IPv4 and IPv6; raises OSError."""
+    found: list[tuple[int, str, int]] = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        found += _sock_diag_dump(family)
+    return found
+
+
+def _sock_diag_dump(family: int) -> list[tuple[int, str, int]]:
+    request = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+    header = _NLMSG.pack(_NLMSG.size + len(request), _SOCK_DIAG_BY_FAMILY,
+                         _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+    out: list[tuple[int, str, int]] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(2.0)
+        nl.send(header + request)
+        for _ in range(_MAX_MESSAGES):
+            data = nl.recv(65536)
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, kind = _NLMSG.unpack_from(data, offset)[:2]
+                if kind == _NLMSG_DONE:
+                    return out
+                if kind == _NLMSG_ERROR or length < _NLMSG.size:
+                    raise OSError("sock_diag answered with an error")
+                body = data[offset + _NLMSG.size:offset + length]
+                # inet_diag_msg: family, state, timer, retrans, then the socket id (source
+                # port big-endian at 4, source address at 8), expires, queues, uid, inode.
+                if len(body) >= 72 and body[1] == _TCP_LISTEN:
+                    raw = body[8:12] if body[0] == socket.AF_INET else body[8:24]
+                    inode = struct.unpack_from("=I", body, 68)[0]
+                    if inode:
+                        out.append((inode, socket.inet_ntop(body[0], raw),
+                                    struct.unpack_from(">H", body, 4)[0]))
+                offset += (length + 3) & ~3
+    raise OSError("sock_diag's answer did not end")
 
 
 def _scan(proc: Path, sockets: Mapping[str, str],

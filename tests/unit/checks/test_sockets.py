@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from exporter.checks.sockets import SocketOwners, listeners_on
+from exporter.checks.sockets import (
+    PROC,
+    SocketOwners,
+    _listening_sockets,
+    _proc_net_listening,
+    listeners_on,
+)
 
 HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
           "timeout inode\n")
@@ -138,3 +144,18 @@ def test_a_stranger_on_a_real_port_is_found_after_the_port_was_learnt() -> None:
 
 def _comm(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def test_the_kernel_and_proc_net_tcp_agree_on_listening_sockets() -> None:
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp here")
+    with socket.socket() as v4:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen(1)
+        port = v4.getsockname()[1]
+        from_kernel = _listening_sockets(PROC, port)
+        assert list(from_kernel.values()) == ["127.0.0.1"]
+        assert from_kernel == _proc_net_listening(PROC, port)
+        # Every port at once, IPv6 included, as a full scan asks.
+        assert _listening_sockets(PROC, None) == _proc_net_listening(PROC, None)
+    assert _listening_sockets(PROC, port) == {}
