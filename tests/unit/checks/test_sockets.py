@@ -58,12 +58,20 @@ def holders(owners: SocketOwners, port: int) -> list[tuple[int, str]]:
     return [(x.pid, x.process) for x in owners.listeners(port, time.monotonic() + 5)]
 
 
-def test_a_known_socket_is_answered_without_a_scan(tmp_path: Path) -> None:
+@pytest.fixture
+def learnt(tmp_path: Path) -> tuple[FakeProc, SocketOwners]:
+    """Port 8000's socket held by docker-proxy (pid 10), learnt by a first question."""
     proc = FakeProc(tmp_path)
     proc.listen(8000, 111)
     proc.process(10, "docker-proxy", 111)
     owners = SocketOwners(tmp_path)
     assert holders(owners, 8000) == [(10, "docker-proxy")]
+    return proc, owners
+
+
+def test_a_known_socket_is_answered_without_a_scan(learnt: tuple[FakeProc, SocketOwners],
+                                                   tmp_path: Path) -> None:
+    proc, owners = learnt
     # A process that appears later with the same socket open is not looked for: the
     # answer comes from what the first scan learnt (a full scan would list it).
     proc.process(20, "other", 111)
@@ -71,40 +79,31 @@ def test_a_known_socket_is_answered_without_a_scan(tmp_path: Path) -> None:
     assert [x.pid for x in listeners_on(tmp_path, 8000, time.monotonic() + 5)] == [10, 20]
 
 
-def test_a_new_socket_on_the_port_means_a_scan(tmp_path: Path) -> None:
-    proc = FakeProc(tmp_path)
-    proc.listen(8000, 111)
-    proc.process(10, "docker-proxy", 111)
-    owners = SocketOwners(tmp_path)
-    assert holders(owners, 8000) == [(10, "docker-proxy")]
+def test_a_new_socket_on_the_port_means_a_scan(learnt: tuple[FakeProc, SocketOwners]) -> None:
+    proc, owners = learnt
     # A stranger binds the port beside it (SO_REUSEPORT, or IPv6): a socket not seen before.
     proc.listen(8000, 222)
     proc.process(30, "nc", 222)
     assert holders(owners, 8000) == [(10, "docker-proxy"), (30, "nc")]
 
 
-def test_a_holder_that_let_go_means_a_scan(tmp_path: Path) -> None:
-    proc = FakeProc(tmp_path)
-    proc.listen(5432, 333)
-    proc.process(10, "docker-proxy", 333)
-    owners = SocketOwners(tmp_path)
-    assert holders(owners, 5432) == [(10, "docker-proxy")]
+def test_a_holder_that_let_go_means_a_scan(learnt: tuple[FakeProc, SocketOwners]) -> None:
+    proc, owners = learnt
     proc.close(10, 3)
-    proc.process(40, "postgres", 333)  # the same socket, now another process's
-    assert holders(owners, 5432) == [(40, "postgres")]
+    proc.process(40, "kong", 111)  # the same socket, now another process's
+    assert holders(owners, 8000) == [(40, "kong")]
 
 
 def test_one_scan_learns_every_listening_socket(tmp_path: Path) -> None:
     proc = FakeProc(tmp_path)
     proc.listen(8000, 111)
     proc.listen(5432, 333)
-    proc.process(10, "docker-proxy", 111)
-    proc.process(11, "docker-proxy", 333)
+    proc.process(10, "docker-proxy", 111, 333)
     owners = SocketOwners(tmp_path)
     assert holders(owners, 8000) == [(10, "docker-proxy")]
     # Learnt by the first scan: a holder that appears since is not looked for.
     proc.process(50, "other", 333)
-    assert holders(owners, 5432) == [(11, "docker-proxy")]
+    assert holders(owners, 5432) == [(10, "docker-proxy")]
     assert holders(owners, 9999) == []
 
 
