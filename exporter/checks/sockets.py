@@ -1,4 +1,5 @@
-"""Listening TCP sockets on this host and the processes that hold them, read from /proc."""
+"""Listening TCP sockets on this host (sock_diag netlink, or /proc/net/tcp) and the processes
+that hold them (their open files in /proc)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ class Listener:
     def to_dict(self) -> dict[str, Any]:
         """JSON shape."""
         return {"pid": self.pid, "process": self.process, "address": self.address}
-
 
 
 @dataclass(frozen=True)
