@@ -20,9 +20,17 @@ class Served:
         self.servers = create_servers([Listener(app, "127.0.0.1", 0) for app in apps],
                                       self.sockets, max_body=max_body)
         self.ports = [int(server.effective_port) for server in self.servers]
-        self._thread = threading.Thread(target=self.servers[-1].run, daemon=True,
-                                        name="served-loop")
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="served-loop")
         self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            self.servers[-1].run()
+        except OSError:
+            # close() shuts the sockets under the loop's select (EBADF): that is its end.
+            if not self._closing:
+                raise
 
     def url(self, index: int = 0) -> str:
         """The base URL of the index-th app."""
@@ -35,6 +43,7 @@ class Served:
     def close(self) -> None:
         """Close every socket of the loop (so it ends) and stop the worker threads."""
         logging.getLogger("waitress").setLevel(logging.CRITICAL)
+        self._closing = True
         while self.sockets:
             for dispatcher in list(self.sockets.values()):
                 dispatcher.handle_close()
