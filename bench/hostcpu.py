@@ -38,6 +38,12 @@ def background_rate(seconds: float = 10.0) -> float:
     return (host_busy() - busy) / seconds
 
 
+def own_cpu() -> float:
+    """CPU-seconds this process has used, all its threads (os.times)."""
+    times = os.times()
+    return times.user + times.system
+
+
 def process_cpu(pid: int) -> float:
     """CPU-seconds of a process and its reaped children; 0 when it is gone."""
     try:

@@ -15,13 +15,12 @@ of it causes elsewhere.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench.hostcpu import background_rate, host_busy
+from bench.hostcpu import background_rate, host_busy, own_cpu
 from exporter.config import Config
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
@@ -67,11 +66,6 @@ class Price:
                    statistics.median(b.seconds / b.units for b in bursts))
 
 
-def _own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 def bursts(work: Callable[[], int], calls: Callable[[], int], repeat: int,
            idle_seconds: float, *, rate: Callable[[float], float] = background_rate,
            busy: Callable[[], float] = host_busy,
@@ -83,10 +77,10 @@ def bursts(work: Callable[[], int], calls: Callable[[], int], repeat: int,
     out: list[Burst] = []
     idle_before = rate(idle_seconds)
     for _ in range(repeat):
-        started, host, own, called = clock(), busy(), _own_cpu(), calls()
+        started, host, own, called = clock(), busy(), own_cpu(), calls()
         units = work()
         seconds = clock() - started
-        spent, tool, made = busy() - host, _own_cpu() - own, calls() - called
+        spent, tool, made = busy() - host, own_cpu() - own, calls() - called
         idle_after = rate(idle_seconds)
         # The background during the burst: the mean of the idle windows on either side.
         idle = (idle_before + idle_after) / 2
@@ -178,19 +172,21 @@ Row = tuple[str, float | None, float, float]
 def window_rows(window: Window, prices: Prices) -> list[Row]:
     """The exporter's own CPU, then for each kind of work what it causes outside it."""
     scale = window.scale
+    caused = "caused in containers and engine"
     work: list[tuple[str, float, float]] = [
-        ("diagnostics, paced (scheduled, event)", window.paced, prices.diagnostic.caused),
-        ("diagnostics, full (watch, on demand)", window.full, prices.synthetic.caused),
-        ("quick-probe rounds (whole fleet each)", window.rounds, prices.round.caused),
-        ("synthetic user tests of the paced runs, hourly", window.synthetic,
+        (f"diagnostics, paced (scheduled, event): {caused}", window.paced,
+         prices.diagnostic.caused),
+        (f"diagnostics, full (watch, on demand): {caused}", window.full,
+         prices.synthetic.caused),
+        (f"quick-probe rounds (whole fleet each): {caused}", window.rounds,
+         prices.round.caused),
+        ("synthetic user tests of the paced runs, hourly: all of it", window.synthetic,
          prices.synthetic_extra),
     ]
-    own = ("exporter's own CPU, measured in the window", None, window.exporter_cpu,
-           window.exporter_cpu / scale)
-    rows = [own, *((f"{name}: caused in containers and engine", count / scale, each,
-                    count * each / scale) for name, count, each in work[:3])]
-    name, count, each = work[3]
-    return [*rows, (f"{name}: all of it", count / scale, each, count * each / scale)]
+    own: Row = ("exporter's own CPU, measured in the window", None, window.exporter_cpu,
+                window.exporter_cpu / scale)
+    return [own, *((name, count / scale, each, count * each / scale)
+                   for name, count, each in work)]
 
 
 def at_rest(window: Window, prices: Prices) -> float:
@@ -223,6 +219,7 @@ def print_prices(prices: Prices, window: Window, goal: float) -> None:
         shown = "" if count is None else f"{count:.3f}"
         print(f"| {part} | {shown} | {each:.3f} | {total:.4f} |")
     print(f"| **total** | | | **{priced_total(window, prices):.3f}** (goal {goal:g}) |")
+    rest = at_rest(window, prices)
     print(f"the exporter's own CPU beyond what the same work took in bursts here (its event "
-          f"stream, scheduler, store and logs): {at_rest(window, prices):.2f} CPU-s in the "
-          f"window, {at_rest(window, prices) / window.scale:.4f} per instance-minute")
+          f"stream, scheduler, store and logs): {rest:.2f} CPU-s in the window, "
+          f"{rest / window.scale:.4f} per instance-minute")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from bench.hostcpu import background_rate, host_busy
+from bench.hostcpu import background_rate, host_busy, own_cpu
 from exporter.config import Config, load_config
 from exporter.dockerhost import DockerHost
 from exporter.engine import DiagnosticsEngine
@@ -46,11 +46,6 @@ def _engine(config: Config, concurrency: int) -> DiagnosticsEngine:
         update={"concurrency": concurrency})})
     return DiagnosticsEngine(tuned, DockerHost(config.docker.base_url,
                                                config.docker.timeout_seconds))
-
-
-def _cpu() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 @dataclass(frozen=True)
@@ -77,11 +72,11 @@ class Row:
 
 def _sweep(engine: DiagnosticsEngine, ids: list[str]) -> Sample:
     """Measure one sweep."""
-    started, cpu, busy = time.monotonic(), _cpu(), host_busy()
+    started, cpu, busy = time.monotonic(), own_cpu(), host_busy()
     diagnostics = engine.sweep("on_demand", ids)
     wall = time.monotonic() - started
     return Sample(wall, max(r.duration_seconds for d in diagnostics for r in d.results.values()),
-                  _cpu() - cpu, host_busy() - busy)
+                  own_cpu() - cpu, host_busy() - busy)
 
 
 def _measure(config: Config, ids: list[str], repeat: int) -> Row:
