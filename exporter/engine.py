@@ -18,7 +18,8 @@ from typing import Literal, TypeVar
 import httpx
 
 from exporter.checks import ALL_CHECKS, Check, CheckContext, CheckResult, Findings, checks_by_name
-from exporter.checks.base import status_of
+from exporter.checks.auth import AUTH_SERVICE
+from exporter.checks.base import part, status_of
 from exporter.checks.sockets import SocketOwners
 from exporter.config import INSTANCE_ID_PATTERN, Config
 from exporter.diagnostic import Diagnostic
@@ -42,6 +43,8 @@ QUICK_CHECKS: tuple[str, ...] = ("container_status", "database_connection", "api
 # per instance: the sweep, and the event-driven runs (a crash loop sends events for as
 # long as it lasts). On-demand, operation and watch runs always include it: the quick
 # probe asks for a diagnostic when the admin API's answer changed, which the test judges.
+# After a failed test every run includes it until it passes: its failure is published until
+# a test says otherwise, so an outage that is over must not wait an interval to be seen so.
 PACED_SYNTHETIC_TRIGGERS: frozenset[str] = frozenset({"scheduled", "event"})
 # Discovery is reused this long, so a burst of requests costs one Docker listing.
 _DISCOVERY_REUSE_SECONDS = 2.0
@@ -108,7 +111,8 @@ class DiagnosticsEngine:
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Diagnostic]] = {}
         self._last_on_demand: dict[str, float] = {}
-        self._last_synthetic: dict[str, float] = {}
+        # instance id -> when the synthetic user test last ran, and whether it passed.
+        self._last_synthetic: dict[str, tuple[float, bool]] = {}
         self._discovery: tuple[float, Discovery] | None = None
         self._instance_pool = ThreadPoolExecutor(diag.concurrency, "ubd-instance")
         self._check_pool = ThreadPoolExecutor(diag.concurrency * len(self.checks) or 1,
@@ -303,7 +307,7 @@ class DiagnosticsEngine:
         interval = self.config.diagnostics.synthetic_user_interval_seconds
         with self._lock:
             last = self._last_synthetic.get(instance_id)
-        return last is None or self._clock() - last >= interval
+        return last is None or not last[1] or self._clock() - last[0] >= interval
 
     def _diagnose(self, instance: Instance, trigger: str,
                   selected: tuple[str, ...]) -> Diagnostic:
@@ -315,8 +319,7 @@ class DiagnosticsEngine:
             self.store.record_run(trigger, "error")
             raise
         if synthetic:
-            with self._lock:
-                self._last_synthetic[instance.id] = self._clock()
+            self._paced_synthetic(instance.id, results.get("auth_service"))
         # What live evidence shows over is a recent event, not an issue (present only).
         topology = topology_of(instance)
         results, events = settle_present(results, topology)
@@ -336,6 +339,21 @@ class DiagnosticsEngine:
         self.store.save(diagnostic)
         self.store.record_run(trigger, "healthy" if diagnostic.healthy else "unhealthy")
         return diagnostic
+
+    def _paced_synthetic(self, instance_id: str, result: CheckResult | None) -> None:
+        """Note a run that asked for the synthetic user test: when, and whether it passed.
+
+        A test that did not run (no service key, GoTrue hanging) leaves a failure standing
+        and otherwise counts as a pass: nothing is gained by asking again before the interval.
+        """
+        test = part(AUTH_SERVICE.details(result).get("synthetic_user")) or {}
+        with self._lock:
+            last = self._last_synthetic.get(instance_id)
+            if test.get("ran") is True:
+                passed = test.get("created") is True and test.get("deleted") is True
+            else:
+                passed = last is None or last[1]
+            self._last_synthetic[instance_id] = (self._clock(), passed)
 
     def _run_checks(self, instance: Instance, names: Sequence[str],
                     synthetic: bool) -> dict[str, CheckResult]:

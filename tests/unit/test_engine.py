@@ -181,6 +181,59 @@ def test_sweep_runs_instances_concurrently_and_schedules_synthetic_user(world, e
     assert all(c.run_synthetic_user for c in check.contexts)
 
 
+class SyntheticCheck(PlainCheck):
+    """auth_service whose synthetic user test, when asked for, passes or fails at will."""
+
+    def __init__(self) -> None:
+        super().__init__("auth_service")
+        self.passes = True
+
+    def run(self, ctx: CheckContext) -> Findings:
+        super().run(ctx)
+        ran = ctx.run_synthetic_user
+        return Findings(details={"synthetic_user": {
+            "ran": ran, "created": ran and self.passes, "deleted": ran and self.passes}})
+
+
+def test_a_failed_synthetic_test_is_repeated_by_paced_runs_until_it_passes(world,
+                                                                           engines) -> None:
+    check = SyntheticCheck()
+    clock = Clock()
+    engine = make_engine(world, check, clock=clock)
+    engines.append(engine)
+    check.passes = False
+    engine.run("aaaa0001", use_cache=False, trigger="watch")  # fails during an outage
+    for trigger in ("event", "scheduled", "event"):
+        clock.now += 5
+        check.contexts.clear()
+        engine.run("aaaa0001", use_cache=False, trigger=trigger)
+        assert check.contexts[0].run_synthetic_user, trigger  # the failure is re-judged
+    check.passes = True  # the outage is over: the next paced run publishes the pass
+    clock.now += 5
+    engine.run("aaaa0001", use_cache=False, trigger="event")
+    clock.now += 5
+    check.contexts.clear()
+    engine.run("aaaa0001", use_cache=False, trigger="event")
+    assert not check.contexts[0].run_synthetic_user  # paced again once it passed
+
+
+def test_a_synthetic_test_that_could_not_run_leaves_a_failure_standing(world,
+                                                                       engines) -> None:
+    check = SyntheticCheck()
+    clock = Clock()
+    engine = make_engine(world, check, clock=clock)
+    engines.append(engine)
+    check.passes = False
+    engine.run("aaaa0001", use_cache=False, trigger="watch")
+    engine.checks["auth_service"] = PlainCheck("auth_service")  # no synthetic_user details
+    engine.run("aaaa0001", use_cache=False, trigger="event")
+    engine.checks["auth_service"] = check
+    check.contexts.clear()
+    clock.now += 5
+    engine.run("aaaa0001", use_cache=False, trigger="event")
+    assert check.contexts[0].run_synthetic_user
+
+
 def test_hung_check_costs_one_bounded_wait(world, engines) -> None:
     hung = PlainCheck("service_health", delay=3.0)
     quick = PlainCheck("container_status")
