@@ -663,6 +663,9 @@ def main() -> int:
     parser.add_argument("--skip-price", action="store_true",
                         help="only the window's figures, no pricing in bursts")
     parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--keep-work", action="store_true",
+                        help="keep the work dir (the exporter's log and store, Prometheus' "
+                        "data) and print its path, to look into a result afterwards")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
     args.faults = [f for f in args.faults.split(",") if f]
@@ -675,7 +678,10 @@ def main() -> int:
             if not args.skip_faults:
                 faults_phase(args, work)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if args.keep_work:
+                print(f"work dir kept: {work}", file=sys.stderr)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
