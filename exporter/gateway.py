@@ -155,6 +155,7 @@ class GatewayCall:
     body: Any = None  # parsed JSON, when the answer was JSON
     failure: TransportFailure | None = None
     error: str | None = None  # transport error text (no secrets: only URL and reason)
+    timeout_seconds: float | None = None  # the wait given, when the caller set one
     # Kong's timing headers, in milliseconds, when present
     kong_latency_ms: Mapping[str, int] = field(default_factory=dict)
 
@@ -219,35 +220,41 @@ class GatewayCall:
 def call(client: httpx.Client, method: str, base_url: str, path: str, *,
          headers: Mapping[str, str] | None = None, json_body: Any = None,
          params: Mapping[str, str | int] | None = None,
-         auth: tuple[str, str] | None = None) -> GatewayCall:
-    """Send one request through the gateway; never raises for a network or HTTP fault."""
+         auth: tuple[str, str] | None = None,
+         timeout: float | None = None) -> GatewayCall:
+    """Send one request through the gateway; never raises for a network or HTTP fault.
+
+    timeout: the wait for this request (default: the client's).
+    """
     url = base_url.rstrip("/") + path
     send_headers = {"Accept": "application/json", **(headers or {})}
     started = time.perf_counter()
     try:
-        response = client.request(method, url, headers=send_headers, json=json_body,
-                                  params=params, auth=auth, follow_redirects=False)
+        response = client.request(
+            method, url, headers=send_headers, json=json_body, params=params, auth=auth,
+            follow_redirects=False,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
     except httpx.ConnectTimeout as exc:
-        return _failed(method, path, started, "connect_timeout", exc)
+        return _failed(method, path, started, "connect_timeout", exc, timeout)
     except httpx.ConnectError as exc:
-        return _failed(method, path, started, "refused", exc)
+        return _failed(method, path, started, "refused", exc, timeout)
     except httpx.TimeoutException as exc:
-        return _failed(method, path, started, "read_timeout", exc)
+        return _failed(method, path, started, "read_timeout", exc, timeout)
     except httpx.HTTPError as exc:
-        return _failed(method, path, started, "error", exc)
+        return _failed(method, path, started, "error", exc, timeout)
     latency = time.perf_counter() - started
     body = _json(response)
     verdict = classify(response.status_code, response.headers, body,
                        response.text if body is None else "")
     return GatewayCall(method, path, latency, response.status_code, verdict, body,
-                       kong_latency_ms=_kong_timings(response.headers))
+                       kong_latency_ms=_kong_timings(response.headers), timeout_seconds=timeout)
 
 
 def _failed(method: str, path: str, started: float, failure: TransportFailure,
-            exc: Exception) -> GatewayCall:
+            exc: Exception, timeout: float | None) -> GatewayCall:
     reason = str(exc).strip() or type(exc).__name__
     return GatewayCall(method, path, time.perf_counter() - started, failure=failure,
-                       error=reason.splitlines()[0][:_MAX_TEXT])
+                       error=reason.splitlines()[0][:_MAX_TEXT], timeout_seconds=timeout)
 
 
 def _json(response: httpx.Response) -> Any:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Required, TypedDict, cast
 
 from exporter.checks.base import CheckContext, Family, Findings
@@ -242,11 +243,11 @@ def _probe_gotrue(ctx: CheckContext, report: _Report) -> bool:
     if withheld:
         report.details["health"] = {"skipped": f"the anon key is withheld: {withheld}"}
         return False
-    headers = {"apikey": anon}
+    probe = partial(call, ctx.http, "GET", base, headers={"apikey": anon},
+                    timeout=ctx.timeout_through("kong", "auth"))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        health_f = pool.submit(call, ctx.http, "GET", base, "/auth/v1/health", headers=headers)
-        settings_f = pool.submit(call, ctx.http, "GET", base, "/auth/v1/settings",
-                                 headers=headers)
+        health_f = pool.submit(probe, "/auth/v1/health")
+        settings_f = pool.submit(probe, "/auth/v1/settings")
     health, settings = health_f.result(), settings_f.result()
     # A fresh CallSummary: these shapes only add optional keys to it.
     health_details = cast(GoTrueHealth, health.summary())
@@ -288,7 +289,7 @@ def _probe_gotrue(ctx: CheckContext, report: _Report) -> bool:
 
 def _describe_fault(ctx: CheckContext, c: GatewayCall) -> str:
     if c.fault == "timeout":
-        return f"did not answer {c.path} within {ctx.timeout:g}s"
+        return f"did not answer {c.path} within {c.timeout_seconds or ctx.timeout:g}s"
     if c.fault == "upstream_unavailable":
         return f"cannot be reached by Kong on {c.path} ({c.status})"
     return f"answered {c.path} with {c.status}"
@@ -373,7 +374,8 @@ def _not_run_reason(ctx: CheckContext, auth_hangs: bool) -> str | None:
     if withheld:
         return f"the service key is withheld: {withheld}"
     if auth_hangs:
-        return f"GoTrue did not answer its health probe within {ctx.timeout:g}s"
+        return (f"GoTrue did not answer its health probe within "
+                f"{ctx.timeout_through('kong', 'auth'):g}s")
     return None
 
 
@@ -415,7 +417,8 @@ class _AdminSession:
         self.redactor = ctx.redactor.extend([self.password])
 
     def _call(self, method: str, path: str, **kwargs: Any) -> GatewayCall:
-        return call(self.ctx.http, method, self.base, path, headers=self.headers, **kwargs)
+        return call(self.ctx.http, method, self.base, path, headers=self.headers,
+                    timeout=self.ctx.timeout_through("kong", "auth"), **kwargs)
 
     def _list(self, filter_text: str) -> tuple[GatewayCall, list[Mapping[str, Any]]]:
         listing = self._call("GET", ADMIN_USERS,

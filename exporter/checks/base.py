@@ -74,6 +74,24 @@ class RunOnce:
         return result
 
 
+# How long a request through a container known not to run is waited for (timeout_through).
+DOWN_PATH_TIMEOUT_SECONDS = 1.0
+
+
+def timeout_through(instance: Instance, timeout: float, *components: str) -> float:
+    """timeout, or less for a request whose path runs through a container not running.
+
+    A path through a container that the listing shows not running can only fail, and often
+    hangs: Kong keeps connecting to the address it resolved last, a paused container takes
+    the connection and never answers. Its answer (or silence) is still recorded, waited for
+    DOWN_PATH_TIMEOUT_SECONDS at most, so that a diagnostic of a container fault is not a
+    full timeout long.
+    """
+    if all(instance.component(name).running for name in components):
+        return timeout
+    return min(timeout, DOWN_PATH_TIMEOUT_SECONDS)
+
+
 @dataclass(frozen=True)
 class CheckContext:
     """Everything a check may use; checks make no other outside calls."""
@@ -92,6 +110,10 @@ class CheckContext:
     def timeout(self) -> float:
         """The per-call timeout in seconds."""
         return self.config.timeout_seconds
+
+    def timeout_through(self, *components: str) -> float:
+        """The timeout of a request whose path runs through these components' containers."""
+        return timeout_through(self.instance, self.timeout, *components)
 
 
 def part(value: M | None) -> M | None:

@@ -102,16 +102,17 @@ def _missing_credential(instance: Instance, route: Route) -> str | None:
 
 def _probe(ctx: CheckContext, base: str, route: Route) -> GatewayCall:
     creds = ctx.instance.credentials
+    timeout = ctx.timeout_through("kong", route.upstream)
     if route.credential == "dashboard":
         auth = (creds.dashboard_username or "", creds.dashboard_password or "")
-        return call(ctx.http, "GET", base, route.path, auth=auth)
+        return call(ctx.http, "GET", base, route.path, auth=auth, timeout=timeout)
     # As supabase-js does: the anon key as apikey (for Kong, which strips it) and as Bearer
     # token (for the service; PostgREST v12 with a secret under 32 bytes refuses every one).
     # Storage's route has no key-auth in Ultrabase's kong.yml; the key is sent anyway, as
     # clients do, so a route that does require it is not mistaken for a broken key.
     headers = ({"apikey": creds.anon_key, "Authorization": f"Bearer {creds.anon_key}"}
                if creds.anon_key else {})
-    return call(ctx.http, "GET", base, route.path, headers=headers)
+    return call(ctx.http, "GET", base, route.path, headers=headers, timeout=timeout)
 
 
 def _issues(ctx: CheckContext, base: str, calls: Mapping[Route, GatewayCall]) -> list[Issue]:
@@ -181,7 +182,7 @@ def _upstream_issue(ctx: CheckContext, route: Route, c: GatewayCall) -> Issue:
             "GATEWAY_UPSTREAM_ERROR", check=NAME, component="kong",
             message=f"Kong has no route for {route.path} (kong.yml)",
             evidence={**_call_evidence(ctx, route, c), "kind": "no_route"})
-    failed = (f"no answer within {ctx.timeout:g}s" if c.fault == "timeout"
+    failed = (f"no answer within {c.timeout_seconds or ctx.timeout:g}s" if c.fault == "timeout"
               else f"{c.status}: {c.verdict.message if c.verdict else ''}")
     upstream = ctx.instance.component(route.upstream)
     if not upstream.running:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import httpx
 
 from exporter.checks.auth import AUTH_SERVICE
-from exporter.checks.base import D, Family, entries, part
+from exporter.checks.base import D, Family, entries, part, timeout_through
 from exporter.checks.containers import CONTAINER_STATUS
 from exporter.checks.disk import DISK_USAGE
 from exporter.checks.endpoints import API_ENDPOINTS
@@ -50,6 +50,7 @@ class ProbeRequest:
 
     key: str
     path: str
+    upstream: str  # the component behind the gateway that answers it
     credential: Literal["anon_key", "service_role_key"]
     bearer: bool  # also send the key as `Authorization: Bearer`, as clients do
     params: Mapping[str, str | int] = field(default_factory=dict)
@@ -57,9 +58,9 @@ class ProbeRequest:
 
 # watch.probe_requests names them.
 REQUESTS: Mapping[str, ProbeRequest] = {
-    "auth": ProbeRequest("gateway:auth", "/auth/v1/health", "anon_key", bearer=False),
-    "rest": ProbeRequest("gateway:rest", "/rest/v1/", "anon_key", bearer=True),
-    "admin": ProbeRequest("gateway:admin", "/auth/v1/admin/users", "service_role_key",
+    "auth": ProbeRequest("gateway:auth", "/auth/v1/health", "auth", "anon_key", bearer=False),
+    "rest": ProbeRequest("gateway:rest", "/rest/v1/", "rest", "anon_key", bearer=True),
+    "admin": ProbeRequest("gateway:admin", "/auth/v1/admin/users", "auth", "service_role_key",
                           bearer=True, params={"page": 1, "per_page": 1}),
 }
 # Where the diagnostic recorded the same request: api_endpoints' endpoint label.
@@ -244,8 +245,9 @@ class QuickProbe:
         if base is None or (kong is not None and not kong.running):
             return
         # No key goes to a port that is not kong's own, as for the diagnostic's checks.
+        timeout = self._engine.config.diagnostics.timeout_seconds
         why = withheld(instance, "kong", url_port(base), owners=self._engine.sockets,
-                       timeout=self._engine.config.diagnostics.timeout_seconds)
+                       timeout=timeout)
         if why is not None:
             notes["gateway"] = f"credentials withheld: {why}"
             return
@@ -257,7 +259,9 @@ class QuickProbe:
             if request.bearer:
                 headers["Authorization"] = f"Bearer {key}"
             answer = call(self._http, "GET", base, request.path, headers=headers,
-                          params=request.params or None).summary()
+                          params=request.params or None,
+                          timeout=timeout_through(instance, timeout, request.upstream)
+                          ).summary()
             signals[request.key] = answer_ok(answer)
             if not signals[request.key]:
                 notes[request.key] = str(answer.get("status") or answer.get("error"))

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from exporter.checks.base import DOWN_PATH_TIMEOUT_SECONDS
 from exporter.checks.containers import ContainerStatusCheck
 from exporter.checks.endpoints import ApiEndpointsCheck
 from exporter.config import Config, parse_config
@@ -249,7 +250,7 @@ class World:
             "discovery": {"sources": ["static"], "static": [
                 {"id": A, "gateway_url": "http://127.0.0.1:8100"},
                 {"id": B, "gateway_url": "http://127.0.0.1:8200"}]},
-            "diagnostics": {"timeout_seconds": 1},
+            "diagnostics": {"timeout_seconds": 2},
             "watch": {"event_settle_seconds": 0.05, "event_max_delay_seconds": 0.2,
                       "event_min_gap_seconds": 0, "reconnect_max_seconds": 1,
                       "probe_requests": ["auth", "rest", "admin"], **watch},
@@ -327,6 +328,19 @@ def test_the_probe_leaves_the_gateway_alone_while_kong_is_paused(world: World) -
         seen = probe.observe(world.engine.instance(A, fresh=True))
         assert seen.signals["container:kong"] is False and seen.notes["container:kong"]
         assert not any(k.startswith("gateway:") for k in seen.signals)
+    finally:
+        probe.close()
+
+
+def test_the_probe_waits_briefly_on_a_route_whose_upstream_is_down(world: World) -> None:
+    probe = QuickProbe(world.engine, world.status, http=world.http)
+    try:
+        world.docker.set_state(A, "auth", "exited")
+        probe.observe(world.engine.instance(A, fresh=True))
+        waits = {r.url.path: r.extensions["timeout"]["read"] for r in world.gateway.seen}
+        assert waits == {"/auth/v1/health": DOWN_PATH_TIMEOUT_SECONDS,
+                         "/auth/v1/admin/users": DOWN_PATH_TIMEOUT_SECONDS,
+                         "/rest/v1/": world.config.diagnostics.timeout_seconds}
     finally:
         probe.close()
 

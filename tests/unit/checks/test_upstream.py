@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from exporter.checks.auth import AuthServiceCheck
-from exporter.checks.base import CheckContext
+from exporter.checks.base import DOWN_PATH_TIMEOUT_SECONDS, CheckContext
 from exporter.checks.endpoints import ApiEndpointsCheck
 from exporter.checks.upstream import last_proxied_address, upstream_view
 from exporter.discovery.model import Instance
@@ -164,19 +164,33 @@ def test_a_probe_that_cannot_run_proves_nothing() -> None:
 
 
 def test_a_stopped_service_behind_kongs_cache_is_worded_as_stopped() -> None:
-    """Kong keeps the stopped container's address: a timeout, not a 503 (D1a)."""
+    """Kong keeps the stopped container's address: a timeout, not a 503 (D1a).
+
+    The request is still sent, but waited for briefly: the listing already says auth is down.
+    """
+    waits: list[object] = []  # of the requests to auth's routes
+
+    def hangs_noting_the_wait(request: httpx.Request, path: str) -> httpx.Response:
+        if request.url.path.startswith("/auth/"):
+            waits.append(request.extensions["timeout"]["read"])
+        return hangs(request, path)
+
     docker = KongHost({})
     inst = instance(auth_state="exited")
-    findings = ApiEndpointsCheck().run(ctx_for(inst, docker, hangs))
+    findings = ApiEndpointsCheck().run(ctx_for(inst, docker, hangs_noting_the_wait))
     issue = next(i for i in findings.issues if i.code == "GATEWAY_UPSTREAM_ERROR")
     assert issue.component == "auth"
     assert issue.message == ("/auth/v1/health: auth is not running (exited); through the "
-                             "gateway: no answer within 2s")
+                             "gateway: no answer within 1s")
     assert docker.execs == []
-    auth = AuthServiceCheck().run(ctx_for(inst, docker, hangs))
+    auth = AuthServiceCheck().run(ctx_for(inst, docker, hangs_noting_the_wait))
     unhealthy = next(i for i in auth.issues if i.code == "AUTH_UNHEALTHY")
     assert unhealthy.message.startswith("GoTrue is not running (exited); through the gateway "
-                                        "it did not answer /auth/v1/health within 2s")
+                                        "it did not answer /auth/v1/health within 1s")
+    assert waits and set(waits) == {DOWN_PATH_TIMEOUT_SECONDS}
+    waits.clear()
+    AuthServiceCheck().run(ctx_for(instance(), docker, hangs_noting_the_wait))
+    assert waits and set(waits) == {2.0}  # a running auth gets the full timeout
     stopped = make_issue("CONTAINER_NOT_RUNNING", check="container_status", component="auth",
                          message="supabase-auth-abcd1234 has exited with code 0")
     root = find_root_cause([*findings.issues, *auth.issues, stopped])
