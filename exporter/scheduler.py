@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from exporter.discovery import Discovery
 from exporter.engine import DiagnosticsEngine
 from exporter.errors import DoctorError
 from exporter.store import InstanceInfo
@@ -42,13 +43,19 @@ class SweepStore(Protocol):
         """Keep one value."""
         ...
 
-    def set_instances(self, infos: Sequence[InstanceInfo]) -> None:
-        """Replace the list of known instances."""
+    def set_instances(self, infos: Sequence[InstanceInfo], *,
+                      departed_before: datetime | None = None) -> None:
+        """Replace the list of known instances (and forget the verdicts of departed ones)."""
         ...
 
     def record_run(self, trigger: str, result: str) -> None:
         """Count a run."""
         ...
+
+
+def instance_infos(found: Discovery) -> list[InstanceInfo]:
+    """What the store keeps of each instance a discovery found."""
+    return [InstanceInfo(i.id, i.name, i.owner) for i in found.instances.values()]
 
 
 def cron_of(spec: str) -> str:
@@ -112,15 +119,15 @@ class SweepSummary:
 def run_sweep(engine: DiagnosticsEngine, store: SweepStore | None,
               trigger: str = "scheduled") -> SweepSummary:
     """Diagnose every instance and record the sweep's own facts for /metrics."""
-    started = time.monotonic()
+    started, began = time.monotonic(), datetime.now(UTC)
     found = engine.discover(fresh=True)
     diagnostics = engine.sweep(trigger)
     duration = time.monotonic() - started
     summary = SweepSummary(len(diagnostics), sum(not d.healthy for d in diagnostics), duration,
                            found.docker_ok)
     if store is not None:
-        store.set_instances([InstanceInfo(i.id, i.name, i.owner)
-                             for i in found.instances.values()])
+        store.set_instances(instance_infos(found),
+                            departed_before=began if found.complete else None)
         store.set_meta("docker_ok", "1" if found.docker_ok else "0")
         store.set_meta("sweep_duration_seconds", f"{duration:.3f}")
         store.set_meta("last_sweep_at", datetime.now(UTC).isoformat())

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -22,8 +23,8 @@ from exporter.errors import DoctorError
 from exporter.logs import LogAnalyzer
 from exporter.metrics.render import MetricsRenderer
 from exporter.redaction import install_fingerprint_key
-from exporter.scheduler import DiagnosticScheduler
-from exporter.store import InstanceInfo, Store, apply_retention
+from exporter.scheduler import DiagnosticScheduler, instance_infos
+from exporter.store import Store, apply_retention
 from exporter.watch.runner import Watch
 from exporter.web.app import create_app
 from exporter.web.context import Services
@@ -108,9 +109,9 @@ def build(config: Config, *, schedule: bool = True,
     users = config.api.manager_jwt.users_file if config.api.manager_jwt else None
     access = AccessControl(config.api, users_file=users or config.ultrabase.users_file,
                            owners=lambda: registry_owners(config))
-    found = engine.discover()
-    store.set_instances([InstanceInfo(i.id, i.name, i.owner)
-                         for i in found.instances.values()])
+    began = datetime.now(UTC)
+    found = engine.discover(fresh=True)
+    store.set_instances(instance_infos(found), departed_before=began if found.complete else None)
     return Running(services=svc, access=access, app=create_app(svc, access), watch=watch)
 
 

@@ -435,12 +435,21 @@ class Store:
         with self._read("read counters") as conn:
             return _counts(conn, OPERATIONS)
 
-    def set_instances(self, infos: Sequence[InstanceInfo]) -> None:
-        """Replace the instance list with the last discovery's."""
+    def set_instances(self, infos: Sequence[InstanceInfo], *,
+                      departed_before: datetime | None = None) -> None:
+        """Replace the instance list with the last discovery's.
+
+        departed_before: the discovery was complete and began then; the latest diagnostic
+        of an instance it did not find, saved before that, is forgotten (its history is
+        kept), so /metrics stops publishing a verdict on an instance that is gone.
+        """
         with self._write("save the instance list") as conn:
             conn.execute("DELETE FROM instances")
             conn.executemany("INSERT OR REPLACE INTO instances (id, name, owner) VALUES (?, ?, ?)",
                              [(i.id, i.name, i.owner) for i in infos])
+            if departed_before is not None:
+                conn.execute("DELETE FROM latest WHERE timestamp < ? AND instance_id NOT IN "
+                             "(SELECT id FROM instances)", (epoch(departed_before),))
 
     def instances(self) -> list[InstanceInfo]:
         """The last discovery's instances, by id."""

@@ -227,3 +227,8 @@ class Discovery:
     problems: tuple[Issue, ...] = ()
     docker_ok: bool = True
     docker_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Docker and every source were read without a problem: what it did not find is gone."""
+        return self.docker_ok and not self.problems

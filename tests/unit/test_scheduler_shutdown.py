@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from types import SimpleNamespace
+from datetime import datetime
 from typing import Any, cast
 
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 
+from exporter.discovery import Discovery
 from exporter.engine import DiagnosticsEngine
 from exporter.scheduler import DiagnosticScheduler
 from exporter.store import InstanceInfo, StoreError
@@ -30,7 +31,8 @@ class ClosingStore:
     def set_meta(self, key: str, value: str) -> None:
         self._write()
 
-    def set_instances(self, infos: Sequence[InstanceInfo]) -> None:
+    def set_instances(self, infos: Sequence[InstanceInfo], *,
+                      departed_before: datetime | None = None) -> None:
         self._write()
 
     def record_run(self, trigger: str, result: str) -> None:
@@ -46,7 +48,7 @@ class BlockingEngine:
         self.release = threading.Event()
 
     def discover(self, fresh: bool = False) -> Any:
-        return SimpleNamespace(instances={}, docker_ok=True)
+        return Discovery(instances={})
 
     def sweep(self, trigger: str, ids: Sequence[str] | None = None) -> list[Any]:
         self.entered.set()

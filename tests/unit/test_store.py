@@ -267,6 +267,21 @@ def test_instances_are_replaced_by_the_last_discovery(store: Store) -> None:
     assert store.instances() == []
 
 
+def test_a_complete_discovery_forgets_the_verdicts_of_departed_instances(store: Store) -> None:
+    for iid in ("aaaa0001", "bbbb0002"):
+        store.save(diag(iid, 0, "DB_UNREACHABLE"))
+    store.save(diag("cccc0003", 10))  # saved after the discovery began: a new instance
+    store.set_instances([InstanceInfo("aaaa0001", "One", None)])
+    assert {d.instance_id for d in store.latest_all()} == {"aaaa0001", "bbbb0002",
+                                                             "cccc0003"}
+    before = store.generation()
+    store.set_instances([InstanceInfo("aaaa0001", "One", None)],
+                        departed_before=T0 + timedelta(minutes=5))
+    assert {d.instance_id for d in store.latest_all()} == {"aaaa0001", "cccc0003"}
+    assert store.generation() != before  # /metrics renders afresh
+    assert [d.instance_id for d in store.history("bbbb0002")] == ["bbbb0002"]  # kept
+
+
 def test_meta_values(store: Store) -> None:
     assert store.get_meta("docker_ok") is None
     store.set_meta("docker_ok", "1")
