@@ -11,7 +11,7 @@ from typing import Any
 
 from exporter.checks import ALL_CHECKS
 from exporter.checks.base import CheckResult
-from exporter.diagnostic import Diagnostic, RecentEvent
+from exporter.diagnostic import Diagnostic, RecentEvent, UserTest
 from exporter.issues import Issue, make_issue
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -117,6 +117,7 @@ def diagnostic(instance_id: str, *, broken: bool = False, at: datetime = NOW,
         last_seen=(at - timedelta(minutes=5)).isoformat(), count=12,
         excerpt="the database system is starting up",
         ended="db runs and answers, as does all it needs"),)
+    user_test = UserTest.of(all_details.get("auth_service", {}).get("synthetic_user"), at)
     return Diagnostic(instance_id=instance_id, timestamp=at, duration_seconds=2.5,
                       results=checks, issues=issues, root_cause=None, trigger=trigger,
-                      recent_events=events)
+                      recent_events=events, user_test=user_test)

@@ -44,6 +44,38 @@ class RecentEvent:
 
 
 @dataclass(frozen=True)
+class UserTest:
+    """The instance's latest synthetic user test: when it ran and whether it passed."""
+
+    at: datetime
+    passed: bool
+
+    @classmethod
+    def of(cls, synthetic_user: Any, at: datetime) -> UserTest | None:
+        """The test auth_service's `synthetic_user` details describe, if it ran: passed when
+        its user was both created and deleted."""
+        if not isinstance(synthetic_user, Mapping) or synthetic_user.get("ran") is not True:
+            return None
+        return cls(at, synthetic_user.get("created") is True
+                   and synthetic_user.get("deleted") is True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON shape."""
+        return {"at": _iso(self.at), "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> UserTest | None:
+        """Rebuild from to_dict()'s output; None for anything else."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("passed"), bool):
+            return None
+        try:
+            at = datetime.fromisoformat(str(data.get("at")).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return cls(at, data["passed"])
+
+
+@dataclass(frozen=True)
 class RootCause:
     """The issue that explains the others, and which ones it explains."""
 
@@ -75,6 +107,9 @@ class Diagnostic:
     trigger: str = "on_demand"
     # Faults live evidence shows over: shown, never an issue (exporter.logs.staleness).
     recent_events: tuple[RecentEvent, ...] = ()
+    # The latest synthetic user test: this run's, or carried from an earlier diagnostic
+    # until the next test (most runs do not include it), so its result stays published.
+    user_test: UserTest | None = None
 
     @property
     def healthy(self) -> bool:
@@ -91,7 +126,7 @@ class Diagnostic:
         """The public JSON shape (DESIGN §5)."""
         return {
             "instance_id": self.instance_id,
-            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "timestamp": _iso(self.timestamp),
             "duration_seconds": round(self.duration_seconds, 4),
             "healthy": self.healthy,
             "trigger": self.trigger,
@@ -99,6 +134,7 @@ class Diagnostic:
             "issues": [i.to_dict() for i in self.issues],
             "root_cause": self.root_cause.to_dict() if self.root_cause else None,
             "recent_events": [e.to_dict() for e in self.recent_events],
+            "user_test": self.user_test.to_dict() if self.user_test else None,
             "cached": cached,
             "age_seconds": round(self.age_seconds(now), 3),
             "rate_limited": rate_limited,
@@ -128,7 +164,12 @@ class Diagnostic:
                    issues=issues, root_cause=root_cause,
                    trigger=data.get("trigger", "on_demand"),
                    recent_events=tuple(RecentEvent.from_dict(e)
-                                       for e in data.get("recent_events") or []))
+                                       for e in data.get("recent_events") or []),
+                   user_test=UserTest.from_dict(data.get("user_test")))
+
+
+def _iso(stamp: datetime) -> str:
+    return stamp.isoformat().replace("+00:00", "Z")
 
 
 def _issue(data: Mapping[str, Any]) -> Issue:

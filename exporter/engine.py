@@ -19,10 +19,10 @@ import httpx
 
 from exporter.checks import ALL_CHECKS, Check, CheckContext, CheckResult, Findings, checks_by_name
 from exporter.checks.auth import AUTH_SERVICE
-from exporter.checks.base import part, status_of
+from exporter.checks.base import status_of
 from exporter.checks.sockets import SocketOwners
 from exporter.config import INSTANCE_ID_PATTERN, Config
-from exporter.diagnostic import Diagnostic
+from exporter.diagnostic import Diagnostic, UserTest
 from exporter.discovery import CRITICAL_PATH, Discovery, Instance, discover
 from exporter.discovery.topology import topology_of
 from exporter.dockerhost import DockerHost
@@ -318,8 +318,12 @@ class DiagnosticsEngine:
         except Exception:
             self.store.record_run(trigger, "error")
             raise
+        test = UserTest.of(AUTH_SERVICE.details(results.get("auth_service")).get(
+            "synthetic_user"), _utc(self._clock()))
         if synthetic:
-            self._paced_synthetic(instance.id, results.get("auth_service"))
+            self._paced_synthetic(instance.id, test)
+        if test is None and "auth_service" in results:
+            test = self._carried_user_test(instance.id)
         # What live evidence shows over is a recent event, not an issue (present only).
         topology = topology_of(instance)
         results, events = settle_present(results, topology)
@@ -334,26 +338,31 @@ class DiagnosticsEngine:
             issues=settled.issues if settled else tuple(issues),
             root_cause=settled.root_cause if settled else find_root_cause(
                 issues, topology=topology),
-            trigger=trigger, recent_events=events,
+            trigger=trigger, recent_events=events, user_test=test,
         )
         self.store.save(diagnostic)
         self.store.record_run(trigger, "healthy" if diagnostic.healthy else "unhealthy")
         return diagnostic
 
-    def _paced_synthetic(self, instance_id: str, result: CheckResult | None) -> None:
+    def _paced_synthetic(self, instance_id: str, test: UserTest | None) -> None:
         """Note a run that asked for the synthetic user test: when, and whether it passed.
 
         A test that did not run (no service key, GoTrue hanging) leaves a failure standing
         and otherwise counts as a pass: nothing is gained by asking again before the interval.
         """
-        test = part(AUTH_SERVICE.details(result).get("synthetic_user")) or {}
         with self._lock:
             last = self._last_synthetic.get(instance_id)
-            if test.get("ran") is True:
-                passed = test.get("created") is True and test.get("deleted") is True
-            else:
-                passed = last is None or last[1]
+            passed = test.passed if test is not None else last is None or last[1]
             self._last_synthetic[instance_id] = (self._clock(), passed)
+
+    def _carried_user_test(self, instance_id: str) -> UserTest | None:
+        """The latest synthetic user test of an earlier diagnostic, if any."""
+        try:
+            latest = self.store.latest(instance_id)
+        except DoctorError as exc:  # the result is then not carried: no series, not a wrong one
+            log.warning("latest diagnostic of %s not read: %s", instance_id, exc)
+            return None
+        return latest.user_test if latest is not None else None
 
     def _run_checks(self, instance: Instance, names: Sequence[str],
                     synthetic: bool) -> dict[str, CheckResult]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import Metric
 
 from exporter.checks.auth import AUTH_SERVICE
-from exporter.checks.base import entries, part
+from exporter.checks.base import entries
 from exporter.metrics.families import Refresh, Row, details, gauge, number
 from exporter.metrics.snapshot import MetricsSnapshot
 
@@ -16,9 +16,9 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
     """ultrabase_auth_user_create_success and ultrabase_jwt_expiry_timestamp_seconds."""
     return [
         gauge("ultrabase_auth_user_create_success",
-              refresh.cached("1 if the synthetic admin user was created and deleted through "
-                             "the gateway, 0 if not (no series when the test did not run in "
-                             "that diagnostic)"),
+              refresh.cached("1 if the latest synthetic user test created and deleted its "
+                             "admin user through the gateway, 0 if not; kept from the test "
+                             "until the next one (no series before the first)"),
               ("instance_id",), _user_create(snapshot)),
         gauge("ultrabase_jwt_expiry_timestamp_seconds",
               refresh.cached("Unix time at which the instance's API key expires, by key "
@@ -29,10 +29,8 @@ def families(snapshot: MetricsSnapshot, refresh: Refresh) -> list[Metric]:
 
 def _user_create(snapshot: MetricsSnapshot) -> Iterator[Row]:
     for d in snapshot.diagnostics:
-        test = part(details(d, AUTH_SERVICE).get("synthetic_user")) or {}
-        if test.get("ran") is True:
-            ok = test.get("created") is True and test.get("deleted") is True
-            yield (d.instance_id,), float(ok)
+        if d.user_test is not None:
+            yield (d.instance_id,), float(d.user_test.passed)
 
 
 def _key_expiry(snapshot: MetricsSnapshot) -> Iterator[Row]:

@@ -11,6 +11,7 @@ import pytest
 
 from exporter.checks.base import CheckContext, Findings
 from exporter.config import Config, parse_config
+from exporter.diagnostic import UserTest
 from exporter.engine import DiagnosticsEngine
 from exporter.errors import DoctorError, InstanceNotFoundError
 from exporter.issues import Issue, make_issue
@@ -215,6 +216,26 @@ def test_a_failed_synthetic_test_is_repeated_by_paced_runs_until_it_passes(world
     check.contexts.clear()
     engine.run("aaaa0001", use_cache=False, trigger="event")
     assert not check.contexts[0].run_synthetic_user  # paced again once it passed
+
+
+def test_the_latest_synthetic_test_is_carried_until_the_next(world, engines) -> None:
+    """Its result stays published between tests: a pass seen between two scrapes must not
+    leave the failure before it as the last value Prometheus has."""
+    check = SyntheticCheck()
+    clock = Clock()
+    engine = make_engine(world, check, clock=clock)
+    engines.append(engine)
+    first = engine.run("aaaa0001", use_cache=False, trigger="watch").diagnostic
+    assert first.user_test == UserTest(first.timestamp, True)
+    clock.now += 60
+    later = engine.run("aaaa0001", use_cache=False, trigger="event").diagnostic
+    assert not check.contexts[-1].run_synthetic_user
+    assert later.user_test == first.user_test  # carried, with the time it ran
+    check.passes = False
+    clock.now += 60
+    failed = engine.run("aaaa0001", use_cache=False, trigger="on_demand").diagnostic
+    assert failed.user_test == UserTest(failed.timestamp, False)
+    assert engine.store.latest("aaaa0001") == failed
 
 
 def test_a_synthetic_test_that_could_not_run_leaves_a_failure_standing(world,

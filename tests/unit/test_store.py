@@ -10,6 +10,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 
 import exporter.store as store_module
 from exporter.checks.base import CheckResult
-from exporter.diagnostic import Diagnostic, RootCause
+from exporter.diagnostic import Diagnostic, RootCause, UserTest
 from exporter.issues import make_issue
 from exporter.store import InstanceInfo, Schedule, Store, StoreError
 
@@ -280,6 +281,13 @@ def test_a_complete_discovery_forgets_the_verdicts_of_departed_instances(store: 
     assert {d.instance_id for d in store.latest_all()} == {"aaaa0001", "cccc0003"}
     assert store.generation() != before  # /metrics renders afresh
     assert [d.instance_id for d in store.history("bbbb0002")] == ["bbbb0002"]  # kept
+
+
+def test_the_latest_user_test_is_kept_with_the_diagnostic(store: Store) -> None:
+    tested = replace(diag("aaaa0001", 1), user_test=UserTest(T0, False))
+    store.save(tested)
+    assert store.latest("aaaa0001") == tested
+    assert store.history("aaaa0001")[0].user_test == UserTest(T0, False)
 
 
 def test_meta_values(store: Store) -> None:

@@ -23,8 +23,9 @@ class FoundNothing:
     sweep diagnoses nothing."""
 
     def __init__(self, *, docker_ok: bool = True, problem: bool = False) -> None:
-        problems = (make_issue("INSTANCE_RECORD_INVALID", check="discovery",
-                               message="registry entry at instances[2] has no valid id"),) if problem else ()
+        malformed = make_issue("INSTANCE_RECORD_INVALID", check="discovery",
+                               message="registry entry at instances[2] has no valid id")
+        problems = (malformed,) if problem else ()
         self.found = Discovery(instances={}, problems=problems, docker_ok=docker_ok)
 
     def discover(self, fresh: bool = False) -> Discovery:

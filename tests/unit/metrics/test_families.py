@@ -186,7 +186,7 @@ def test_watch_up_per_part_and_absent_when_off() -> None:
 
 
 def test_missing_details_omit_series_without_error() -> None:
-    bare = replace(diagnostic("bare"), results={}, recent_events=())
+    bare = replace(diagnostic("bare"), results={}, recent_events=(), user_test=None)
     skipped = replace(diagnostic("skipped", results={name: {} for name in (
         "container_status", "service_health", "database_connection", "api_endpoints",
         "auth_service", "disk_usage", "logs")}), recent_events=())
