@@ -196,12 +196,17 @@ class SyntheticCheck(PlainCheck):
             "ran": ran, "created": ran and self.passes, "deleted": ran and self.passes}})
 
 
-def test_a_failed_synthetic_test_is_repeated_by_paced_runs_until_it_passes(world,
-                                                                           engines) -> None:
-    check = SyntheticCheck()
-    clock = Clock()
+@pytest.fixture
+def synthetic(world, engines) -> tuple[SyntheticCheck, Clock, DiagnosticsEngine]:
+    """An engine whose only check is auth_service with a synthetic test, and its clock."""
+    check, clock = SyntheticCheck(), Clock()
     engine = make_engine(world, check, clock=clock)
     engines.append(engine)
+    return check, clock, engine
+
+
+def test_a_failed_synthetic_test_is_repeated_by_paced_runs_until_it_passes(synthetic) -> None:
+    check, clock, engine = synthetic
     check.passes = False
     engine.run("aaaa0001", use_cache=False, trigger="watch")  # fails during an outage
     for trigger in ("event", "scheduled", "event"):
@@ -218,13 +223,10 @@ def test_a_failed_synthetic_test_is_repeated_by_paced_runs_until_it_passes(world
     assert not check.contexts[0].run_synthetic_user  # paced again once it passed
 
 
-def test_the_latest_synthetic_test_is_carried_until_the_next(world, engines) -> None:
+def test_the_latest_synthetic_test_is_carried_until_the_next(synthetic) -> None:
     """Its result stays published between tests: a pass seen between two scrapes must not
     leave the failure before it as the last value Prometheus has."""
-    check = SyntheticCheck()
-    clock = Clock()
-    engine = make_engine(world, check, clock=clock)
-    engines.append(engine)
+    check, clock, engine = synthetic
     first = engine.run("aaaa0001", use_cache=False, trigger="watch").diagnostic
     assert first.user_test == UserTest(first.timestamp, True)
     clock.now += 60
@@ -238,12 +240,8 @@ def test_the_latest_synthetic_test_is_carried_until_the_next(world, engines) -> 
     assert engine.store.latest("aaaa0001") == failed
 
 
-def test_a_synthetic_test_that_could_not_run_leaves_a_failure_standing(world,
-                                                                       engines) -> None:
-    check = SyntheticCheck()
-    clock = Clock()
-    engine = make_engine(world, check, clock=clock)
-    engines.append(engine)
+def test_a_synthetic_test_that_could_not_run_leaves_a_failure_standing(synthetic) -> None:
+    check, clock, engine = synthetic
     check.passes = False
     engine.run("aaaa0001", use_cache=False, trigger="watch")
     engine.checks["auth_service"] = PlainCheck("auth_service")  # no synthetic_user details
